@@ -1,0 +1,240 @@
+"""The `eventmart` command: parse, call the library, print. No logic lives here."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .errors import UserError
+from .project import Project
+from .timeutil import fmt
+
+app = typer.Typer(
+    help="eventmart: ingest event logs, build time-bucketed marts, keep them fresh.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+ProjectOpt = Annotated[Path, typer.Option("--project", "-p", help="Project folder (default: current folder).")]
+
+
+def _load(project: Path) -> Project:
+    return Project.load(project)
+
+
+def _show(res: Any) -> None:
+    t = Table(*res.columns, show_lines=False)
+    for r in res.rows:
+        t.add_row(*("" if v is None else str(v) for v in r))
+    out.print(t)
+
+
+@app.command()
+def ingest(
+    source: Annotated[str, typer.Argument(help="Source name from eventmart.yml.")],
+    files: Annotated[list[str] | None, typer.Argument(help="Files or globs (default: the source's path).")] = None,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Load files (or a postgres source's table) into the source's raw table.
+
+    Bad rows go to <source>_rejects; keys already loaded are skipped. Exit 0 when files were read.
+    """
+    with _load(project) as p:
+        if sys.stderr.isatty():
+            with Progress(TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True) as pr:
+                task = pr.add_task(f"ingesting {source}")
+                res = p.ingest(source, files, progress=lambda f: pr.update(task, description=f"read {f}"))
+        else:
+            res = p.ingest(source, files)
+    out.print(res.summary())
+    for reason, n in res.reasons.items():
+        out.print(f"  rejected {n:,}: {reason}")
+    if res.rejected:
+        out.print(f"  see them with: eventmart rejects {source}")
+
+
+@app.command()
+def rejects(
+    action_or_source: Annotated[str, typer.Argument(metavar="[replay] SOURCE", help="SOURCE, or `replay SOURCE`.")],
+    source: Annotated[str | None, typer.Argument(hidden=True)] = None,
+    limit: Annotated[int, typer.Option(help="Rows to list.")] = 50,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """List a source's rejected rows, or `replay` them: validate again and load those that now pass."""
+    with _load(project) as p:
+        if source is None:
+            _show(p.rejects(action_or_source, limit))
+            return
+        if action_or_source != "replay":
+            raise UserError(f"unknown rejects action '{action_or_source}'; use `eventmart rejects replay {source}`")
+        res = p.replay_rejects(source)
+    out.print(f"replayed {res.read + res.rejected:,} reject(s): {res.loaded:,} loaded, {res.duplicates:,} duplicate, "
+              f"{res.rejected:,} still rejected")
+
+
+def _print_runs(results: list[Any]) -> None:
+    failed = [r for r in results if r.status != "ok"]
+    for r in results:
+        (out if r.status == "ok" else err).print(r.line())
+    if failed:
+        raise UserError(f"{len(failed)} mart run(s) failed; see `eventmart status` and fix the mart definitions")
+
+
+@app.command()
+def run(
+    marts: Annotated[list[str] | None, typer.Argument(help="Marts to run (default: all).")] = None,
+    start: Annotated[str, typer.Option(help="Window start, ISO time in UTC (inclusive).")] = ...,
+    end: Annotated[str, typer.Option(help="Window end, ISO time in UTC (exclusive).")] = ...,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Replace the window [start, end) of each mart in one transaction and record it in the run ledger."""
+    with _load(project) as p:
+        _print_runs(p.run(marts, start=start, end=end))
+
+
+@app.command()
+def backfill(
+    marts: Annotated[list[str] | None, typer.Argument(help="Marts to backfill (default: all).")] = None,
+    start: Annotated[str | None, typer.Option(help="From (default: the mart's start or first event).")] = None,
+    end: Annotated[str | None, typer.Option(help="Until, exclusive (default: after the last event).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the windows, run nothing.")] = False,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Fill the gaps of each mart in grain-aligned chunks, oldest first."""
+    with _load(project) as p:
+        if dry_run:
+            plan = p.plan_backfill(marts, start=start, end=end)
+            for n, s, e in plan:
+                out.print(f"{n} [{fmt(s)}, {fmt(e)})")
+            out.print(f"{len(plan)} window(s) to run")
+            return
+        if sys.stderr.isatty():
+            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                          console=err, transient=True) as pr:
+                task = pr.add_task("backfill", total=None)
+
+                def tick(r: Any, i: int, n: int) -> None:
+                    pr.update(task, completed=i, total=n, description=f"{r.mart} {fmt(r.start)}")
+
+                results = p.backfill(marts, start=start, end=end, progress=tick)
+        else:
+            results = p.backfill(marts, start=start, end=end)
+    if not results:
+        out.print("nothing to backfill: no gaps")
+        return
+    ok = [r for r in results if r.status == "ok"]
+    out.print(f"backfilled {len(ok)} window(s), {sum(r.rows for r in ok):,} rows in {sum(r.seconds for r in results):.2f}s")
+    _print_runs([r for r in results if r.status != "ok"])
+
+
+@app.command()
+def status(project: ProjectOpt = Path(".")) -> None:
+    """Each mart's covered intervals, gaps and last run."""
+    with _load(project) as p:
+        sts = p.status()
+    t = Table("mart", "grain", "rows", "covered", "gaps", "last run")
+    for s in sts:
+        cov = "\n".join(f"[{fmt(a)}, {fmt(b)})" for a, b in s.covered) or "-"
+        gaps = "\n".join(f"[{fmt(a)}, {fmt(b)})" for a, b in s.gaps) or "none"
+        last = "-"
+        if s.last_run:
+            at, st, ws, we, n, e = s.last_run
+            last = f"{st} {fmt(at)} [{fmt(ws)}, {fmt(we)}) {n} rows" + (f": {e}" if e else "")
+        t.add_row(s.mart, s.grain, f"{s.rows:,}", cov, gaps, last)
+    out.print(t)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (datetime, date)):
+        return v.isoformat(sep=" ") if isinstance(v, datetime) else v.isoformat()
+    if isinstance(v, Decimal):
+        return float(v)
+    return v
+
+
+@app.command()
+def query(
+    sql: Annotated[str, typer.Argument(help="SQL to run (read-only).")],
+    format: Annotated[str, typer.Option("--format", "-f", help="table, csv or json.")] = "table",
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Run read-only SQL on the warehouse."""
+    if format not in ("table", "csv", "json"):
+        raise UserError(f"--format {format}: use table, csv or json")
+    with _load(project) as p:
+        res = p.query(sql)
+    if format == "table":
+        _show(res)
+    elif format == "csv":
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(res.columns)
+        w.writerows([[("" if v is None else _jsonable(v)) for v in r] for r in res.rows])
+    else:
+        rows = [{c: _jsonable(v) for c, v in zip(res.columns, r, strict=True)} for r in res.rows]
+        sys.stdout.write(json.dumps(rows, ensure_ascii=False) + "\n")
+
+
+@app.command()
+def reset(mart: str, project: ProjectOpt = Path(".")) -> None:
+    """Drop a mart's table and ledger (after its definition changed); backfill rebuilds it."""
+    with _load(project) as p:
+        p.reset(mart)
+    out.print(f"{mart}: dropped; run `eventmart backfill {mart}` to rebuild it")
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Folder to create the project in.")],
+    example: Annotated[str, typer.Option(help="Bundled example: zen.")] = "zen",
+) -> None:
+    """Write an example project (project file and empty data folder) into DIRECTORY."""
+    from .examples import init_example
+
+    path = init_example(example, directory)
+    out.print(f"wrote {path}")
+
+
+@app.command()
+def demo(
+    example: Annotated[str, typer.Argument(help="Bundled example: zen.")],
+    directory: Annotated[Path, typer.Argument(help="Folder for the demo project.")],
+    scale: Annotated[float, typer.Option(help="Data size multiplier (1 = the real Zen hour).")] = 1.0,
+    days: Annotated[int, typer.Option(help="Days of data (beyond the calibrated real hour).")] = 0,
+    serve: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve the dashboard afterwards.")] = True,
+) -> None:
+    """Create an example project, generate its data, ingest it and build its marts."""
+    from .examples import run_demo
+
+    run_demo(example, directory, scale=scale, days=days, say=out.print)
+    if serve:
+        out.print("(the dashboard arrives with `eventmart serve`; nothing to serve yet)")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except UserError as e:
+        err.print(f"error: {e}", markup=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    except Exception as e:  # click's usage errors
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(2)
+        raise

@@ -1,0 +1,286 @@
+"""The project file ``eventmart.yml``: pydantic models, loading, ``${VAR}`` substitution.
+
+Errors name the file, the line and the key path, e.g.
+``eventmart.yml:14: marts.dash_visits.grain: '7 minutes' must divide a day evenly``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ProjectError
+from .timeutil import parse_grain
+
+PROJECT_FILE = "eventmart.yml"
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+TYPES = ("string", "int", "float", "bool", "timestamp", "date")
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+RESERVED = ("_time", "_loaded_at")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def _check_name(v: str) -> str:
+    if not NAME_RE.match(v):
+        raise ValueError(f"'{v}' is not a valid name; use letters, digits and _ (not starting with a digit)")
+    return v
+
+
+class Column(Strict):
+    type: Literal["string", "int", "float", "bool", "timestamp", "date"]
+    required: bool = True
+
+
+class TimeSpec(Strict):
+    column: str
+    # how the time column is written in the data; stored as a UTC timestamp in `_time`
+    unit: Literal["timestamp", "s", "ms"] = "timestamp"
+
+
+class CsvOptions(Strict):
+    delimiter: str = ","
+    header: bool = True
+    quote: str = '"'
+
+
+class Source(Strict):
+    format: Literal["csv", "jsonl", "parquet", "postgres"]
+    path: str | list[str] | None = None
+    url: str | None = None  # postgres source: connection URL (use ${VAR})
+    table: str | None = None  # postgres source: table name, optionally schema.table
+    columns: dict[str, Column]
+    time: TimeSpec
+    key: list[str]
+    csv: CsvOptions = CsvOptions()
+
+    @field_validator("columns", mode="before")
+    @classmethod
+    def _short_columns(cls, v: Any) -> Any:
+        # `name: string` is required, `name: string?` may be empty
+        if isinstance(v, dict):
+            return {
+                k: ({"type": c.rstrip("?"), "required": not c.endswith("?")} if isinstance(c, str) else c)
+                for k, c in v.items()
+            }
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> Source:
+        for c in self.columns:
+            _check_name(c)
+            if c in RESERVED:
+                raise ValueError(f"column name '{c}' is reserved by eventmart")
+        if self.time.column not in self.columns:
+            raise ValueError(f"time.column '{self.time.column}' is not one of the declared columns")
+        want = {"timestamp": ("timestamp", "string"), "s": ("int", "float"), "ms": ("int", "float")}[self.time.unit]
+        if self.columns[self.time.column].type not in want:
+            raise ValueError(
+                f"time column '{self.time.column}' with unit {self.time.unit} must be declared as {' or '.join(want)}"
+            )
+        for k in self.key:
+            if k not in self.columns:
+                raise ValueError(f"key column '{k}' is not one of the declared columns")
+        if not self.key:
+            raise ValueError("key must name at least one column (the event's unique id)")
+        if self.format == "postgres":
+            if not self.table:
+                raise ValueError("a postgres source needs `table`")
+        elif self.path is None:
+            pass  # files may then be given on the command line
+        return self
+
+    @property
+    def paths(self) -> list[str]:
+        if self.path is None:
+            return []
+        return [self.path] if isinstance(self.path, str) else list(self.path)
+
+
+class Dimension(Strict):
+    name: str
+    expr: str | None = None  # SQL expression over the source's columns; default: the column itself
+
+
+class Mart(Strict):
+    from_: str | None = Field(default=None, alias="from")
+    grain: str = "1 day"
+    time_column: str = "dt"
+    dimensions: list[Dimension] = []
+    measures: dict[str, str] = {}
+    sql: str | None = None  # SQL mart: must filter its input with {{ start }} / {{ end }}
+    start: str | None = None  # earliest window to keep covered; default: the source's first event
+    chunk: str | None = None  # backfill chunk size; default: 1 day
+
+    @field_validator("dimensions", mode="before")
+    @classmethod
+    def _short_dims(cls, v: Any) -> Any:
+        out = []
+        for d in v or []:
+            if isinstance(d, str):
+                out.append({"name": d})
+            elif isinstance(d, dict) and len(d) == 1 and "name" not in d:
+                (n, e), = d.items()
+                out.append({"name": n, "expr": e})
+            else:
+                out.append(d)
+        return out
+
+    @field_validator("grain", "chunk")
+    @classmethod
+    def _grain(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_grain(v)
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> Mart:
+        _check_name(self.time_column)
+        if self.sql is None:
+            if not self.from_:
+                raise ValueError("a mart needs `from` (a source) and measures, or `sql`")
+            if not self.measures:
+                raise ValueError("a declarative mart needs at least one measure")
+            names = [d.name for d in self.dimensions] + list(self.measures)
+            for n in names:
+                _check_name(n)
+            dup = {n for n in names if names.count(n) > 1}
+            if dup:
+                raise ValueError(f"column names used twice: {', '.join(sorted(dup))}")
+            if self.time_column in self.measures:
+                raise ValueError(f"measure name '{self.time_column}' clashes with time_column")
+        else:
+            if self.measures or self.dimensions:
+                raise ValueError("a SQL mart takes `sql` only, not dimensions or measures")
+            if "{{ start }}" not in self.sql.replace("{{start}}", "{{ start }}") or "end" not in self.sql:
+                raise ValueError("a SQL mart must filter its input with {{ start }} and {{ end }}")
+        return self
+
+    @property
+    def grain_seconds(self) -> int:
+        return parse_grain(self.grain)
+
+    @property
+    def chunk_seconds(self) -> int:
+        return parse_grain(self.chunk) if self.chunk else 86400
+
+
+class Warehouse(Strict):
+    type: Literal["duckdb", "postgres"] = "duckdb"
+    path: str = "warehouse.duckdb"  # duckdb: file in the project folder
+    url: str | None = None  # postgres: default from $EVENTMART_PG_URL
+    schema_: str | None = Field(default=None, alias="schema")  # postgres schema (default: public)
+
+
+class ProjectConfig(Strict):
+    name: str = "eventmart"
+    warehouse: Warehouse = Warehouse()
+    sources: dict[str, Source] = {}
+    marts: dict[str, Mart] = {}
+
+    @model_validator(mode="after")
+    def _refs(self) -> ProjectConfig:
+        for n in list(self.sources) + list(self.marts):
+            _check_name(n)
+        clash = set(self.sources) & set(self.marts)
+        if clash:
+            raise ValueError(f"names used by both a source and a mart: {', '.join(sorted(clash))}")
+        for n, m in self.marts.items():
+            if m.from_ and m.from_ not in self.sources:
+                raise ValueError(f"marts.{n}.from: '{m.from_}' is not a declared source")
+        return self
+
+
+# --- loading -----------------------------------------------------------------
+
+
+def _node_line(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """The 1-based line of the YAML node at key path ``loc`` (or of its nearest existing parent)."""
+    node, line = root, (root.start_mark.line + 1 if root is not None else None)
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if k.value == str(part) or (part == "from_" and k.value == "from") or (
+                    part == "schema_" and k.value == "schema"
+                ):
+                    node, line = v, k.start_mark.line + 1
+                    break
+            else:
+                break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _substitute_env(value: Any, path: tuple[Any, ...], root: yaml.Node, file: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _substitute_env(v, (*path, k), root, file) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute_env(v, (*path, i), root, file) for i, v in enumerate(value)]
+    if isinstance(value, str) and "${" in value:
+
+        def repl(m: re.Match[str]) -> str:
+            var, default = m.group(1), m.group(2)
+            if var in os.environ:
+                return os.environ[var]
+            if default is not None:
+                return default
+            line = _node_line(root, path)
+            raise ProjectError(
+                f"{file}:{line}: {'.'.join(map(str, path))}: environment variable {var} is not set; "
+                f"export {var}=... before running eventmart"
+            )
+
+        return _ENV_RE.sub(repl, value)
+    return value
+
+
+def _loc_str(loc: tuple[Any, ...]) -> str:
+    return ".".join({"from_": "from", "schema_": "schema"}.get(str(p), str(p)) for p in loc)
+
+
+def load_config(directory: Path) -> ProjectConfig:
+    path = directory / PROJECT_FILE
+    file = str(path)
+    if not path.is_file():
+        raise ProjectError(
+            f"{file}: no project file here; run eventmart in a project folder, pass -p DIR, "
+            "or create one with `eventmart init`"
+        )
+    text = path.read_text(encoding="utf-8")
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise ProjectError(f"{file}{where}: not valid YAML ({getattr(e, 'problem', e)}); fix the syntax") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ProjectError(f"{file}:1: the project file must be a mapping of keys (name, warehouse, sources, marts)")
+    data = _substitute_env(data, (), root, file)
+    try:
+        return ProjectConfig.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = tuple(p for p in err["loc"] if p not in ("function-after[_check(), Source]",))
+        loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
+        line = _node_line(root, loc)
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown key '{loc[-1]}'; check its spelling"
+        elif err["type"] == "missing":
+            msg = f"missing required key '{loc[-1]}'"
+        key = _loc_str(loc)
+        raise ProjectError(f"{file}:{line}: {key + ': ' if key else ''}{msg}") from None

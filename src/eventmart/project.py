@@ -1,0 +1,157 @@
+"""The public API: ``Project.load(dir)`` and one method per CLI command.
+
+    from eventmart import Project
+    with Project.load("demo/zen") as p:
+        p.ingest("log_raw")
+        p.run(start="2019-09-24", end="2019-09-25")
+        print(p.query("select * from dash_visits limit 5").rows)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import psycopg
+
+from .config import Mart, ProjectConfig, Source, load_config
+from .errors import UserError
+from .marts import MartRunner, MartStatus, RunResult
+from .sources import IngestResult, ingest, list_rejects, replay_rejects
+from .sources.ingest import resolve_files
+from .timeutil import parse_time
+from .warehouse import QueryResult, Warehouse, open_warehouse
+
+
+def _time(t: datetime | str | None, what: str) -> datetime | None:
+    if t is None or isinstance(t, datetime):
+        return t
+    return parse_time(t, what)
+
+
+class Project:
+    def __init__(self, directory: Path, config: ProjectConfig):
+        self.dir = directory
+        self.config = config
+        self._wh: Warehouse | None = None
+        self._read_only = False
+
+    @classmethod
+    def load(cls, directory: str | Path = ".") -> Project:
+        d = Path(directory).resolve()
+        return cls(d, load_config(d))
+
+    # --- plumbing -------------------------------------------------------------------------------
+    @property
+    def warehouse(self) -> Warehouse:
+        if self._wh is None:
+            self._wh = open_warehouse(self.config.warehouse, self.dir)
+        return self._wh
+
+    def close(self) -> None:
+        if self._wh is not None:
+            self._wh.close()
+            self._wh = None
+
+    def __enter__(self) -> Project:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def source(self, name: str) -> Source:
+        if name not in self.config.sources:
+            known = ", ".join(self.config.sources) or "none declared"
+            raise UserError(f"unknown source '{name}' (sources: {known}); check eventmart.yml")
+        return self.config.sources[name]
+
+    def mart(self, name: str) -> Mart:
+        if name not in self.config.marts:
+            known = ", ".join(self.config.marts) or "none declared"
+            raise UserError(f"unknown mart '{name}' (marts: {known}); check eventmart.yml")
+        return self.config.marts[name]
+
+    def _marts(self, names: list[str] | None) -> list[str]:
+        names = list(names or self.config.marts)
+        for n in names:
+            self.mart(n)
+        return names
+
+    @property
+    def runner(self) -> MartRunner:
+        return MartRunner(self.warehouse, self.config.marts, self.config.sources)
+
+    # --- commands -------------------------------------------------------------------------------
+    def ingest(self, source: str, files: list[str] | None = None, progress: Callable[[str], None] | None = None) -> IngestResult:
+        src = self.source(source)
+        paths = [] if src.format == "postgres" else resolve_files(src, source, files, self.dir)
+        return ingest(self.warehouse, source, src, paths, progress)
+
+    def rejects(self, source: str, limit: int | None = None) -> QueryResult:
+        self.source(source)
+        cols, rows = list_rejects(self.warehouse, source, limit)
+        return QueryResult(cols, rows)
+
+    def replay_rejects(self, source: str) -> IngestResult:
+        return replay_rejects(self.warehouse, source, self.source(source))
+
+    def run(
+        self, marts: list[str] | None = None, *, start: datetime | str, end: datetime | str
+    ) -> list[RunResult]:
+        names = self._marts(marts)
+        s, e = _time(start, "--start"), _time(end, "--end")
+        runner = self.runner
+        for n in names:  # check every window before running any
+            runner.compiled(n)
+            runner.check_window(n, s, e)
+        return [runner.run_window(n, s, e) for n in names]
+
+    def backfill(
+        self,
+        marts: list[str] | None = None,
+        *,
+        start: datetime | str | None = None,
+        end: datetime | str | None = None,
+        progress: Callable[[RunResult, int, int], None] | None = None,
+    ) -> list[RunResult]:
+        names = self._marts(marts)
+        runner = self.runner
+        for n in names:
+            runner.compiled(n)
+        return runner.backfill(names, _time(start, "--start"), _time(end, "--end"), progress)
+
+    def plan_backfill(self, marts: list[str] | None = None, *, start=None, end=None) -> list[tuple[str, datetime, datetime]]:
+        runner = self.runner
+        return [
+            (n, s, e)
+            for n in self._marts(marts)
+            for s, e in runner.plan_backfill(n, _time(start, "--start"), _time(end, "--end"))
+        ]
+
+    def status(self) -> list[MartStatus]:
+        runner = self.runner
+        return [runner.status(n) for n in self.config.marts]
+
+    def reset(self, mart: str) -> None:
+        """Drop a mart's table and its ledger rows, e.g. after its definition changed."""
+        self.mart(mart)
+        from .marts import RUNS
+
+        wh = self.warehouse
+        with wh.transaction():
+            wh.drop_table(mart)
+            if wh.table_columns(RUNS) is not None:
+                wh.execute(f"DELETE FROM {wh.q(RUNS)} WHERE mart = {{{{ m }}}}", {"m": mart})
+
+    def query(self, sql: str) -> QueryResult:
+        """Read-only SQL on the warehouse."""
+        if self._wh is None and self.config.warehouse.type == "duckdb":
+            self._wh = open_warehouse(self.config.warehouse, self.dir, read_only=True)
+        try:
+            return self.warehouse.read_only_query(sql)
+        except (duckdb.Error, psycopg.Error) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"query failed: {first}") from None

@@ -1,0 +1,49 @@
+"""A PostgreSQL table as a source (the seed's ``log_raw``): rows stream out with COPY and are checked as text."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import duckdb
+from psycopg import sql
+
+from ..config import Source
+from ..errors import InputError
+from ..warehouse.base import quote_ident as q
+from ..warehouse.postgres import pg_connect
+from .readers import _append_validated
+
+
+def stage_postgres_table(con: duckdb.DuckDBPyConnection, src: Source, name: str) -> None:
+    if not src.url:
+        raise InputError(f"sources.{name}.url: a postgres source needs a connection URL; use url: ${{MY_PG_URL}}")
+    parts = (src.table or "").split(".")
+    ident = sql.Identifier(*parts)
+    cols = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in src.columns)
+    fd, tmp = tempfile.mkstemp(suffix=".csv", prefix="eventmart-pg-")
+    os.close(fd)
+    try:
+        with pg_connect(src.url) as pg:
+            exists = pg.execute("SELECT to_regclass(%s)", (".".join(q(p) for p in parts),)).fetchone()[0]
+            if exists is None:
+                raise InputError(f"sources.{name}.table: table {src.table} does not exist in the source database")
+            have = {r[0] for r in pg.execute(sql.SQL("SELECT * FROM {} LIMIT 0").format(ident)).description or []}
+            missing = [c for c in src.columns if c not in have]
+            if missing:
+                raise InputError(f"sources.{name}: table {src.table} lacks declared column(s) {', '.join(missing)}")
+            copy = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT (FORMAT csv, HEADER true)").format(cols, ident)
+            with pg.cursor() as cur, cur.copy(copy) as cp, open(tmp, "wb") as f:
+                for chunk in cp:
+                    f.write(chunk)
+        spec = "{" + ", ".join(f"'{c}': 'VARCHAR'" for c in src.columns) + "}"
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _em_text AS SELECT row_number() OVER () AS _line, "
+            f"CAST(to_json(t) AS VARCHAR) AS _raw, * FROM read_csv($p, header = true, columns = {spec}, "
+            "auto_detect = false) t",
+            {"p": tmp},
+        )
+    finally:
+        os.unlink(tmp)
+    _append_validated(con, src, "_em_text", f"postgres:{src.table}", "json")
+    con.execute("DROP TABLE _em_text")

@@ -1,0 +1,108 @@
+"""Grains, half-open UTC windows and their alignment.
+
+Every window is ``[start, end)`` in naive UTC datetimes; an event belongs to the bucket
+``floor(time to grain)``. Grains divide a day evenly, so day windows always align.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+from .errors import UserError
+
+_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+_GRAIN_RE = re.compile(r"^\s*(\d+)?\s*(second|minute|hour|day)s?\s*$")
+_DAY = 86400
+EPOCH = datetime(1970, 1, 1)
+
+
+def parse_grain(text: str) -> int:
+    """'1 minute', '15 minutes', 'hour', '1 day' -> seconds. Raises ValueError when unusable."""
+    m = _GRAIN_RE.match(text.lower())
+    if not m:
+        raise ValueError(f"'{text}' is not a grain; use e.g. '1 minute', '15 minutes', '1 hour', '1 day'")
+    seconds = int(m.group(1) or 1) * _UNITS[m.group(2)]
+    if seconds < 60 or seconds > _DAY or _DAY % seconds:
+        raise ValueError(f"grain '{text}' must be between 1 minute and 1 day and divide a day evenly")
+    return seconds
+
+
+def grain_label(seconds: int) -> str:
+    for unit in ("day", "hour", "minute"):
+        n, rem = divmod(seconds, _UNITS[unit])
+        if not rem:
+            return f"{n} {unit}" + ("s" if n != 1 else "")
+    return f"{seconds} seconds"
+
+
+def utcnow() -> datetime:
+    """Now as a naive UTC datetime, whole seconds."""
+    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+
+
+def parse_time(text: str, what: str = "time") -> datetime:
+    """Parse an ISO time from the CLI as UTC; an offset, if given, is converted to UTC."""
+    try:
+        t = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UserError(f"{what} '{text}' is not an ISO time; use e.g. 2019-09-24 or '2019-09-24 18:00'") from None
+    if t.tzinfo is not None:
+        t = t.astimezone(UTC).replace(tzinfo=None)
+    return t
+
+
+def floor_time(t: datetime, grain: int) -> datetime:
+    s = int((t - EPOCH).total_seconds())
+    return EPOCH + timedelta(seconds=s - s % grain)
+
+
+def ceil_time(t: datetime, grain: int) -> datetime:
+    f = floor_time(t, grain)
+    return f if f == t else f + timedelta(seconds=grain)
+
+
+def is_aligned(t: datetime, grain: int) -> bool:
+    return floor_time(t, grain) == t and t.microsecond == 0
+
+
+def chunks(start: datetime, end: datetime, size: int) -> Iterator[tuple[datetime, datetime]]:
+    """Split [start, end) into consecutive pieces at most ``size`` seconds long, cut on multiples of size."""
+    t = start
+    while t < end:
+        nxt = min(floor_time(t, size) + timedelta(seconds=size), end)
+        yield t, nxt
+        t = nxt
+
+
+def merge_intervals(intervals: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    out: list[tuple[datetime, datetime]] = []
+    for s, e in sorted(intervals):
+        if out and s <= out[-1][1]:
+            if e > out[-1][1]:
+                out[-1] = (out[-1][0], e)
+        else:
+            out.append((s, e))
+    return out
+
+
+def subtract_intervals(
+    span: tuple[datetime, datetime], covered: list[tuple[datetime, datetime]]
+) -> list[tuple[datetime, datetime]]:
+    """The parts of ``span`` not covered by the (merged) ``covered`` intervals."""
+    gaps = []
+    cur, end = span
+    for s, e in merge_intervals(covered):
+        if e <= cur or s >= end:
+            continue
+        if s > cur:
+            gaps.append((cur, s))
+        cur = max(cur, e)
+    if cur < end:
+        gaps.append((cur, end))
+    return gaps
+
+
+def fmt(t: datetime) -> str:
+    return t.strftime("%Y-%m-%d %H:%M:%S") if t.second else t.strftime("%Y-%m-%d %H:%M")

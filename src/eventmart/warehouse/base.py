@@ -1,0 +1,100 @@
+"""One small interface over the engines; every dialect difference lives in a subclass.
+
+SQL inside eventmart is written with ``{{ name }}`` placeholders; each adapter turns them into its
+own bound-parameter style, so values never become SQL text.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+PARAM_RE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+@dataclass
+class QueryResult:
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class Warehouse(ABC):
+    #: sqlglot dialect name used to render measure expressions
+    dialect: str
+
+    q = staticmethod(quote_ident)
+
+    # --- statements ------------------------------------------------------------
+    @abstractmethod
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> int:
+        """Run one statement; returns the affected row count where the engine reports it."""
+
+    @abstractmethod
+    def fetch(self, sql: str, params: dict[str, Any] | None = None) -> QueryResult: ...
+
+    @abstractmethod
+    def fetch_arrow(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table: ...
+
+    @abstractmethod
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All statements inside commit together or not at all."""
+
+    @abstractmethod
+    def read_only_query(self, sql: str) -> QueryResult: ...
+
+    # --- schema ----------------------------------------------------------------
+    @abstractmethod
+    def table_columns(self, name: str) -> list[str] | None:
+        """Column names of a table in order, or None when it does not exist."""
+
+    @abstractmethod
+    def type_name(self, t: str) -> str:
+        """SQL type for an eventmart column type (string, int, float, bool, timestamp, date)."""
+
+    @abstractmethod
+    def bucket_sql(self, expr: str, grain_seconds: int) -> str:
+        """SQL for floor(expr to grain) with buckets aligned to midnight UTC."""
+
+    def create_table(
+        self, name: str, columns: Sequence[tuple[str, str]], primary_key: Sequence[str] = ()
+    ) -> None:
+        cols = ", ".join(f"{self.q(c)} {t}" for c, t in columns)
+        self.execute(f"CREATE TABLE IF NOT EXISTS {self.q(name)} ({cols})")
+
+    def create_table_as(self, name: str, select_sql: str, params: dict[str, Any]) -> None:
+        """Create ``name`` with the columns (and types) of ``select_sql``, empty."""
+        self.execute(f"CREATE TABLE {self.q(name)} AS SELECT * FROM ({select_sql}) AS s LIMIT 0", params)
+
+    def drop_table(self, name: str) -> None:
+        self.execute(f"DROP TABLE IF EXISTS {self.q(name)}")
+
+    # --- ingest ------------------------------------------------------------------
+    @abstractmethod
+    def staging(self) -> duckdb.DuckDBPyConnection:
+        """The DuckDB connection where files are parsed and validated before they reach the warehouse."""
+
+    @abstractmethod
+    def append_new(
+        self, stage: duckdb.DuckDBPyConnection, staged: str, target: str, columns: Sequence[str], key: Sequence[str]
+    ) -> int:
+        """Insert staged rows whose key is not yet in ``target`` (first of equal keys wins); returns inserted."""
+
+    @abstractmethod
+    def append_all(
+        self, stage: duckdb.DuckDBPyConnection, staged: str, target: str, columns: Sequence[str]
+    ) -> int: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass

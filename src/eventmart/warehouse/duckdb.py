@@ -1,0 +1,133 @@
+"""The default warehouse: one DuckDB file in the project folder."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from ..errors import UserError
+from .base import PARAM_RE, QueryResult, Warehouse
+
+_TYPES = {
+    "string": "VARCHAR",
+    "int": "BIGINT",
+    "float": "DOUBLE",
+    "bool": "BOOLEAN",
+    "timestamp": "TIMESTAMP",
+    "date": "DATE",
+}
+
+
+def _prepare(sql: str) -> str:
+    return PARAM_RE.sub(lambda m: "$" + m.group(1), sql)
+
+
+def connect(path: str | Path | None, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(str(path) if path else ":memory:", read_only=read_only)
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+class DuckDBWarehouse(Warehouse):
+    dialect = "duckdb"
+
+    def __init__(self, path: Path, read_only: bool = False):
+        self.path = path
+        self.read_only = read_only
+        if read_only and not path.exists():
+            raise UserError(f"{path}: the warehouse does not exist yet; load data with `eventmart ingest` first")
+        try:
+            self.con = connect(path, read_only=read_only)
+        except duckdb.IOException as e:
+            if "lock" in str(e).lower():
+                raise UserError(
+                    f"{path}: the warehouse is in use by another eventmart process; stop it or wait for it"
+                ) from None
+            raise
+        self._depth = 0
+
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> int:
+        cur = self.con.execute(_prepare(sql), params or None)
+        try:
+            row = cur.fetchone()
+        except duckdb.InvalidInputException:
+            return -1
+        # DML returns a single "Count" row
+        return int(row[0]) if row and cur.description and cur.description[0][0] == "Count" else -1
+
+    def fetch(self, sql: str, params: dict[str, Any] | None = None) -> QueryResult:
+        cur = self.con.execute(_prepare(sql), params or None)
+        cols = [d[0] for d in cur.description] if cur.description else []
+        return QueryResult(cols, cur.fetchall())
+
+    def fetch_arrow(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
+        return self.con.execute(_prepare(sql), params or None).to_arrow_table()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self.con.execute("BEGIN TRANSACTION")
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._depth = 0
+            self.con.execute("ROLLBACK")
+            raise
+        self._depth = 0
+        self.con.execute("COMMIT")
+
+    def read_only_query(self, sql: str) -> QueryResult:
+        if self.read_only:
+            return self.fetch(sql)
+        # a read-write handle (library use): whatever the statement did is rolled back
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            return self.fetch(sql)
+        finally:
+            self.con.execute("ROLLBACK")
+
+    def table_columns(self, name: str) -> list[str] | None:
+        rows = self.con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = $n "
+            "AND table_schema = current_schema() ORDER BY ordinal_position",
+            {"n": name},
+        ).fetchall()
+        return [r[0] for r in rows] or None
+
+    def type_name(self, t: str) -> str:
+        return _TYPES[t]
+
+    def bucket_sql(self, expr: str, grain_seconds: int) -> str:
+        return f"time_bucket(INTERVAL '{grain_seconds} seconds', {expr}, TIMESTAMP '2000-01-01')"
+
+    def staging(self) -> duckdb.DuckDBPyConnection:
+        return self.con
+
+    def append_new(self, stage, staged, target, columns, key) -> int:
+        cols = ", ".join(self.q(c) for c in columns)
+        k = ", ".join(self.q(c) for c in key)
+        join = " AND ".join(f"t.{self.q(c)} IS NOT DISTINCT FROM s.{self.q(c)}" for c in key)
+        return self.execute(
+            f"INSERT INTO {self.q(target)} ({cols}) SELECT {cols} FROM "
+            f"(SELECT * FROM {self.q(staged)} QUALIFY row_number() OVER (PARTITION BY {k} ORDER BY _ord) = 1) s "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {self.q(target)} t WHERE {join})"
+        )
+
+    def append_all(self, stage, staged, target, columns: Sequence[str]) -> int:
+        cols = ", ".join(self.q(c) for c in columns)
+        return self.execute(f"INSERT INTO {self.q(target)} ({cols}) SELECT {cols} FROM {self.q(staged)}")
+
+    def close(self) -> None:
+        self.con.close()

@@ -1,0 +1,152 @@
+"""PostgreSQL warehouse: marts computed in the server; files are parsed in DuckDB, then COPYed in."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import duckdb
+import psycopg
+import pyarrow as pa
+
+from ..errors import UserError
+from .base import PARAM_RE, QueryResult, Warehouse
+from .duckdb import connect as duck_connect
+
+_TYPES = {
+    "string": "TEXT",
+    "int": "BIGINT",
+    "float": "DOUBLE PRECISION",
+    "bool": "BOOLEAN",
+    "timestamp": "TIMESTAMP",
+    "date": "DATE",
+}
+_COPY_CHUNK = 1 << 20
+
+
+def _prepare(sql: str) -> str:
+    # '%' is psycopg's placeholder character: escape literal ones before adding ours
+    return PARAM_RE.sub(lambda m: f"%({m.group(1)})s", sql.replace("%", "%%"))
+
+
+def redact(url: str) -> str:
+    """A connection URL without its password, for messages."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "<postgres url>"
+    return f"postgresql://{info.get('user', '')}@{info.get('host', '')}:{info.get('port', '5432')}/{info.get('dbname', '')}"
+
+
+def pg_connect(url: str) -> psycopg.Connection:
+    try:
+        return psycopg.connect(url, autocommit=True, options="-c TimeZone=UTC")
+    except psycopg.OperationalError as e:
+        # the server's message can echo the URL; name the target without the password
+        first = str(e).strip().splitlines()[-1] if str(e).strip() else "connection failed"
+        raise UserError(f"cannot connect to PostgreSQL at {redact(url)}: {first}; check the URL and that the server runs") from None
+
+
+class PostgresWarehouse(Warehouse):
+    dialect = "postgres"
+
+    def __init__(self, url: str, schema: str | None = None, read_only: bool = False):
+        self.url = url
+        self.conn = pg_connect(url)
+        self.read_only = read_only
+        self.schema = schema or "public"
+        if schema:
+            self.conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.q(schema)}")
+            self.conn.execute(f"SET search_path TO {self.q(schema)}")
+        self._tx: psycopg.Transaction | None = None
+        self._stage: duckdb.DuckDBPyConnection | None = None
+
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> int:
+        cur = self.conn.execute(_prepare(sql), params or None)
+        return cur.rowcount
+
+    def fetch(self, sql: str, params: dict[str, Any] | None = None) -> QueryResult:
+        cur = self.conn.execute(_prepare(sql), params or None)
+        cols = [d.name for d in cur.description] if cur.description else []
+        return QueryResult(cols, cur.fetchall() if cur.description else [])
+
+    def fetch_arrow(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
+        res = self.fetch(sql, params)
+        return pa.table({c: [r[i] for r in res.rows] for i, c in enumerate(res.columns)})
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self.conn.transaction():
+            yield
+
+    def read_only_query(self, sql: str) -> QueryResult:
+        with self.conn.transaction(force_rollback=True):
+            self.conn.execute("SET TRANSACTION READ ONLY")
+            return self.fetch(sql)
+
+    def table_columns(self, name: str) -> list[str] | None:
+        rows = self.conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = %s AND table_schema = %s "
+            "ORDER BY ordinal_position",
+            (name, self.schema),
+        ).fetchall()
+        return [r[0] for r in rows] or None
+
+    def type_name(self, t: str) -> str:
+        return _TYPES[t]
+
+    def bucket_sql(self, expr: str, grain_seconds: int) -> str:
+        return f"date_bin(INTERVAL '{grain_seconds} seconds', {expr}, TIMESTAMP '2000-01-01')"
+
+    def create_table(self, name, columns, primary_key=()) -> None:
+        cols = ", ".join(f"{self.q(c)} {t}" for c, t in columns)
+        pk = f", PRIMARY KEY ({', '.join(self.q(c) for c in primary_key)})" if primary_key else ""
+        self.execute(f"CREATE TABLE IF NOT EXISTS {self.q(name)} ({cols}{pk})")
+
+    # --- ingest: validated rows go from the DuckDB stage to PostgreSQL by COPY (CSV text) -------
+    def staging(self) -> duckdb.DuckDBPyConnection:
+        if self._stage is None:
+            self._stage = duck_connect(None)
+        return self._stage
+
+    def _copy_in(self, stage: duckdb.DuckDBPyConnection, staged: str, target: str, columns: Sequence[str]) -> None:
+        cols = ", ".join(self.q(c) for c in columns)
+        fd, tmp = tempfile.mkstemp(suffix=".csv", prefix="eventmart-copy-")
+        os.close(fd)
+        try:
+            stage.execute(
+                f"COPY (SELECT {cols} FROM {self.q(staged)}) TO '{tmp}' (FORMAT csv, HEADER false)"
+            )
+            with self.conn.cursor() as cur, cur.copy(f"COPY {self.q(target)} ({cols}) FROM STDIN (FORMAT csv)") as cp:
+                with open(tmp, "rb") as f:
+                    while chunk := f.read(_COPY_CHUNK):
+                        cp.write(chunk)
+        finally:
+            os.unlink(tmp)
+
+    def append_new(self, stage, staged, target, columns, key) -> int:
+        tmp = f"_stage_{target}"
+        self.execute(f"CREATE TEMP TABLE IF NOT EXISTS {self.q(tmp)} (LIKE {self.q(target)})")
+        self.execute(f"TRUNCATE {self.q(tmp)}")
+        ordered = f"_ordered_{staged}"
+        stage.execute(f"CREATE OR REPLACE TEMP TABLE {self.q(ordered)} AS SELECT * FROM {self.q(staged)} ORDER BY _ord")
+        self._copy_in(stage, ordered, tmp, columns)
+        stage.execute(f"DROP TABLE {self.q(ordered)}")
+        cols = ", ".join(self.q(c) for c in columns)
+        # rows keep file order in the temp table, and ON CONFLICT keeps the first of equal keys
+        return self.execute(
+            f"INSERT INTO {self.q(target)} ({cols}) SELECT {cols} FROM {self.q(tmp)} ON CONFLICT DO NOTHING"
+        )
+
+    def append_all(self, stage, staged, target, columns) -> int:
+        before = self.fetch(f"SELECT count(*) FROM {self.q(target)}").rows[0][0]
+        self._copy_in(stage, staged, target, columns)
+        return self.fetch(f"SELECT count(*) FROM {self.q(target)}").rows[0][0] - before
+
+    def close(self) -> None:
+        self.conn.close()
+        if self._stage is not None:
+            self._stage.close()
