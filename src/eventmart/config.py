@@ -24,6 +24,11 @@ _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 RESERVED = ("_time", "_loaded_at")
 
 
+def _at(sub: str, msg: str) -> ValueError:
+    """A model-level error that points at the sub-key ``sub`` (dotted) of the model."""
+    return ValueError(f"@{sub}@ {msg}")
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -77,22 +82,23 @@ class Source(Strict):
         for c in self.columns:
             _check_name(c)
             if c in RESERVED:
-                raise ValueError(f"column name '{c}' is reserved by eventmart")
+                raise _at(f"columns.{c}", f"column name '{c}' is reserved by eventmart")
         if self.time.column not in self.columns:
-            raise ValueError(f"time.column '{self.time.column}' is not one of the declared columns")
+            raise _at("time.column", f"'{self.time.column}' is not one of the declared columns")
         want = {"timestamp": ("timestamp", "string"), "s": ("int", "float"), "ms": ("int", "float")}[self.time.unit]
         if self.columns[self.time.column].type not in want:
-            raise ValueError(
-                f"time column '{self.time.column}' with unit {self.time.unit} must be declared as {' or '.join(want)}"
+            raise _at(
+                "time",
+                f"time column '{self.time.column}' with unit {self.time.unit} must be declared as {' or '.join(want)}",
             )
         for k in self.key:
             if k not in self.columns:
-                raise ValueError(f"key column '{k}' is not one of the declared columns")
+                raise _at("key", f"key column '{k}' is not one of the declared columns")
         if not self.key:
-            raise ValueError("key must name at least one column (the event's unique id)")
+            raise _at("key", "key must name at least one column (the event's unique id)")
         if self.format == "postgres":
             if not self.table:
-                raise ValueError("a postgres source needs `table`")
+                raise _at("format", "a postgres source needs `table`")
         elif self.path is None:
             pass  # files may then be given on the command line
         return self
@@ -115,7 +121,7 @@ class Mart(Strict):
     time_column: str = "dt"
     dimensions: list[Dimension] = []
     measures: dict[str, str] = {}
-    sql: str | None = None  # SQL mart: must filter its input with {{ start }} / {{ end }}
+    sql: str | None = None  # SQL mart: must filter its input with {{ start }} / {{ end }}; `from` gives its span
     start: str | None = None  # earliest window to keep covered; default: the source's first event
     chunk: str | None = None  # backfill chunk size; default: 1 day
 
@@ -153,14 +159,14 @@ class Mart(Strict):
                 _check_name(n)
             dup = {n for n in names if names.count(n) > 1}
             if dup:
-                raise ValueError(f"column names used twice: {', '.join(sorted(dup))}")
+                raise _at("measures", f"column names used twice: {', '.join(sorted(dup))}")
             if self.time_column in self.measures:
-                raise ValueError(f"measure name '{self.time_column}' clashes with time_column")
+                raise _at("measures", f"measure name '{self.time_column}' clashes with time_column")
         else:
             if self.measures or self.dimensions:
-                raise ValueError("a SQL mart takes `sql` only, not dimensions or measures")
+                raise _at("sql", "a SQL mart takes `sql` only, not dimensions or measures")
             if "{{ start }}" not in self.sql.replace("{{start}}", "{{ start }}") or "end" not in self.sql:
-                raise ValueError("a SQL mart must filter its input with {{ start }} and {{ end }}")
+                raise _at("sql", "a SQL mart must filter its input with {{ start }} and {{ end }}")
         return self
 
     @property
@@ -194,7 +200,7 @@ class ProjectConfig(Strict):
             raise ValueError(f"names used by both a source and a mart: {', '.join(sorted(clash))}")
         for n, m in self.marts.items():
             if m.from_ and m.from_ not in self.sources:
-                raise ValueError(f"marts.{n}.from: '{m.from_}' is not a declared source")
+                raise _at(f"marts.{n}.from", f"'{m.from_}' is not a declared source")
         return self
 
 
@@ -276,8 +282,12 @@ def load_config(directory: Path) -> ProjectConfig:
         err = e.errors()[0]
         loc = tuple(p for p in err["loc"] if p not in ("function-after[_check(), Source]",))
         loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
-        line = _node_line(root, loc)
         msg = err["msg"].removeprefix("Value error, ")
+        m = re.match(r"^@([^@]+)@ (.*)$", msg, re.S)
+        if m:
+            loc = (*loc, *(int(p) if p.isdigit() else p for p in m.group(1).split(".")))
+            msg = m.group(2)
+        line = _node_line(root, loc)
         if err["type"] == "extra_forbidden":
             msg = f"unknown key '{loc[-1]}'; check its spelling"
         elif err["type"] == "missing":

@@ -17,8 +17,8 @@ from sqlglot import exp
 from .config import Mart, Source
 from .errors import ProjectError, UserError
 from .timeutil import (
-    chunks,
     ceil_time,
+    chunks,
     floor_time,
     fmt,
     grain_label,

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Source
-from ..errors import InputError
+from ..errors import InputError, ProjectError
 from ..timeutil import utcnow
 from ..warehouse import Warehouse
 from . import readers
@@ -47,8 +47,27 @@ def raw_columns(wh: Warehouse, src: Source) -> list[tuple[str, str]]:
     ]
 
 
+def _evolve(wh: Warehouse, name: str, src: Source) -> None:
+    """Follow the declared schema: add new columns, change types (e.g. after a fix, before a replay)."""
+    have = wh.column_types(name)
+    for col, c in src.columns.items():
+        if col not in have:
+            wh.execute(f"ALTER TABLE {wh.q(name)} ADD COLUMN {wh.q(col)} {wh.type_name(c.type)}")
+        elif have[col] != c.type:
+            try:
+                wh.alter_column_type(name, col, c.type)
+            except Exception as e:  # the engine says why stored values do not fit
+                raise ProjectError(
+                    f"sources.{name}.columns.{col}: cannot change the loaded column from {have[col]} to {c.type} "
+                    f"({str(e).splitlines()[0][:160]}); declare a type the loaded values fit"
+                ) from None
+
+
 def ensure_tables(wh: Warehouse, name: str, src: Source) -> None:
-    wh.create_table(name, raw_columns(wh, src), primary_key=src.key)
+    if wh.table_columns(name) is None:
+        wh.create_table(name, raw_columns(wh, src), primary_key=src.key)
+    else:
+        _evolve(wh, name, src)
     wh.create_table(
         f"{name}_rejects",
         [
@@ -110,6 +129,23 @@ def _stage_counts(con: Any) -> tuple[int, int, dict[str, int]]:
     return good, rej, reasons
 
 
+def _drop_known_rejects(wh: Warehouse, con: Any, name: str) -> None:
+    """Reading a file again must not store its bad rows twice: drop those already kept."""
+    files = [r[0] for r in con.execute(f"SELECT DISTINCT file FROM {REJ}").fetchall()]
+    params = {f"f{i}": f for i, f in enumerate(files)}
+    marks = ", ".join(f"{{{{ f{i} }}}}" for i in range(len(files)))
+    known = wh.fetch_arrow(
+        f"SELECT file, line, raw FROM {wh.q(name + '_rejects')} WHERE file IN ({marks})", params
+    )
+    if known.num_rows:
+        con.register("_em_known", known)
+        con.execute(
+            f"DELETE FROM {REJ} r WHERE EXISTS (SELECT 1 FROM _em_known k WHERE k.file = r.file "
+            "AND k.line = r.line AND k.raw = r.raw)"
+        )
+        con.unregister("_em_known")
+
+
 def _commit(wh: Warehouse, name: str, src: Source, res: IngestResult, started: datetime,
             before_commit: Any = None) -> None:
     """Move the staged good rows and rejects into the warehouse in one transaction."""
@@ -127,6 +163,7 @@ def _commit(wh: Warehouse, name: str, src: Source, res: IngestResult, started: d
         if before_commit is not None:
             before_commit()
         if res.rejected:
+            _drop_known_rejects(wh, con, name)
             wh.append_all(con, REJ, f"{name}_rejects", REJECT_COLUMNS)
         res.seconds = time.perf_counter() - res.seconds
         wh.execute(

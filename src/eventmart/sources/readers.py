@@ -12,7 +12,6 @@ import csv
 import json
 import os
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -21,7 +20,7 @@ import pyarrow.parquet as pq
 from ..config import Source
 from ..errors import InputError
 from ..warehouse.base import quote_ident as q
-from .validate import READ_TYPES, _MAX_S, sql_str, time_sql, validated_sql
+from .validate import _MAX_S, READ_TYPES, sql_str, time_sql, validated_sql
 
 GOOD, REJ = "_em_good", "_em_rej"
 
@@ -120,9 +119,12 @@ def _stage_csv(con: duckdb.DuckDBPyConnection, src: Source, path: str) -> None:
     except duckdb.Error as e:
         raise InputError(f"{path}: cannot read as CSV ({str(e).splitlines()[0][:200]}); check the file and csv options") from None
     # structural and type problems: DuckDB reports the exact line and the raw text
+    declared = " ".join(f"WHEN {sql_str(n)} THEN {sql_str(c.type)}" for n, c in src.columns.items())
     con.execute(
         f"INSERT INTO {REJ} (file, line, raw, reason, fmt, header) SELECT $file, line, csv_line, "
-        "CASE error_type WHEN 'CAST' THEN 'column ' || column_name || ': ' || error_message "
+        "CASE error_type WHEN 'CAST' THEN 'column ' || column_name || ': ' || "
+        "COALESCE('cannot read ' || NULLIF(regexp_extract(error_message, 'Could not convert string \"(.*)\" to', 1), '') "
+        f"|| ' as ' || CASE column_name {declared} END, error_message) "
         "WHEN 'MISSING COLUMNS' THEN 'wrong number of fields: ' || error_message "
         "WHEN 'TOO MANY COLUMNS' THEN 'wrong number of fields: ' || error_message "
         "ELSE lower(error_type) || ': ' || error_message END, 'csv', $header "
@@ -171,8 +173,8 @@ def _locate_csv_rejects(con: duckdb.DuckDBPyConnection, src: Source, path: str, 
                 ok = True  # the reader already rejected unparsable values
             if not ok:
                 reason = (
-                    f"time column {src.time.column} is outside 1970..2200 for unit {src.time.unit}; "
-                    f"check the declared unit (s or ms) ({v})"
+                    f"time column {src.time.column}: {v} is outside 1970..2200 as unix {src.time.unit}; "
+                    "check the declared unit (s or ms)"
                 )
         if reason:
             found.append((path, line, raw, reason, "csv", src.csv.delimiter.join(header)))
@@ -187,15 +189,20 @@ def _stage_json_lines(con: duckdb.DuckDBPyConnection, src: Source, lines: list[t
     con.register("_em_lines", tbl)
     try:
         sel = ", ".join(
-            f"CASE WHEN _ok THEN json_extract_string(_raw, {sql_str('$.' + json.dumps(n))}) END AS {q(n)}"
+            f"json_extract_string(_doc, {sql_str('$.' + json.dumps(n))}) AS {q(n)}"
             for n in src.columns
         )
         con.execute(
-            "CREATE OR REPLACE TEMP TABLE _em_text AS SELECT _line, _raw, _ok, _why, "
-            f"{sel} FROM (SELECT _line, _raw, json_valid(_raw) AND json_type(_raw) = 'OBJECT' AS _ok, "
+            "CREATE OR REPLACE TEMP TABLE _em_json AS SELECT _line, _raw, "
             "CASE WHEN NOT json_valid(_raw) THEN 'not valid JSON' "
-            "WHEN json_type(_raw) <> 'OBJECT' THEN 'not a JSON object' END AS _why FROM _em_lines)"
+            "WHEN json_type(CASE WHEN json_valid(_raw) THEN _raw END) <> 'OBJECT' THEN 'not a JSON object' "
+            "END AS _why FROM _em_lines"
         )
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _em_text AS SELECT _line, _raw, _why IS NULL AS _ok, _why, {sel} "
+            "FROM (SELECT _line, _why, _raw, CASE WHEN _why IS NULL THEN _raw END AS _doc FROM _em_json)"
+        )
+        con.execute("DROP TABLE _em_json")
     finally:
         con.unregister("_em_lines")
     con.execute(
@@ -296,7 +303,7 @@ def _stage_parquet_typed(con: duckdb.DuckDBPyConnection, src: Source, path: str)
             f"FROM (SELECT * EXCLUDE (_line), _line FROM _em_pq WHERE {bad}) t"
         )
         # reuse the text checks for the reasons; _raw keeps the row as JSON for replay
-        con.execute(f"UPDATE _em_text SET _raw = CAST(json_remove(_raw::JSON, '$._line') AS VARCHAR)")
+        con.execute("UPDATE _em_text SET _raw = CAST(json_remove(_raw::JSON, '$._line') AS VARCHAR)")
         _append_validated(con, src, "_em_text", path, "json")
         con.execute("DROP TABLE _em_text")
     con.execute("DROP TABLE _em_pq")

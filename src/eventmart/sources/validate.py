@@ -41,10 +41,10 @@ def time_sql(src: Source, col: str) -> str:
 
 def range_reason_sql(src: Source) -> str:
     c = q(src.time.column)
-    return sql_str(
-        f"time column {src.time.column} is outside 1970..2200 for unit {src.time.unit}; "
-        "check the declared unit (s or ms)"
-    ) + f" || ' (' || CAST({c} AS VARCHAR) || ')'"
+    return (
+        f"{sql_str(f'time column {src.time.column}: ')} || CAST({c} AS VARCHAR) || "
+        f"{sql_str(f' is outside 1970..2200 as unix {src.time.unit}; check the declared unit (s or ms)')}"
+    )
 
 
 def validated_sql(src: Source, text_rel: str) -> str:

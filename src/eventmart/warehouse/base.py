@@ -60,6 +60,13 @@ class Warehouse(ABC):
         """Column names of a table in order, or None when it does not exist."""
 
     @abstractmethod
+    def column_types(self, name: str) -> dict[str, str]:
+        """Column name -> eventmart type (string, int, ...) or the engine's own name for other types."""
+
+    def alter_column_type(self, table: str, column: str, t: str) -> None:
+        self.execute(f"ALTER TABLE {self.q(table)} ALTER COLUMN {self.q(column)} TYPE {self.type_name(t)}")
+
+    @abstractmethod
     def type_name(self, t: str) -> str:
         """SQL type for an eventmart column type (string, int, float, bool, timestamp, date)."""
 

@@ -66,7 +66,7 @@ class DuckDBWarehouse(Warehouse):
         return QueryResult(cols, cur.fetchall())
 
     def fetch_arrow(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
-        return self.con.execute(_prepare(sql), params or None).to_arrow_table()
+        return self.con.sql(_prepare(sql), params=params or None).to_arrow_table()
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -105,6 +105,15 @@ class DuckDBWarehouse(Warehouse):
             {"n": name},
         ).fetchall()
         return [r[0] for r in rows] or None
+
+    def column_types(self, name: str) -> dict[str, str]:
+        back = {v: k for k, v in _TYPES.items()}
+        rows = self.con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = $n "
+            "AND table_schema = current_schema() ORDER BY ordinal_position",
+            {"n": name},
+        ).fetchall()
+        return {c: back.get(t, t) for c, t in rows}
 
     def type_name(self, t: str) -> str:
         return _TYPES[t]

@@ -95,6 +95,20 @@ class PostgresWarehouse(Warehouse):
         ).fetchall()
         return [r[0] for r in rows] or None
 
+    def column_types(self, name: str) -> dict[str, str]:
+        back = {"text": "string", "bigint": "int", "double precision": "float", "boolean": "bool",
+                "timestamp without time zone": "timestamp", "date": "date"}
+        rows = self.conn.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = %s AND table_schema = %s "
+            "ORDER BY ordinal_position",
+            (name, self.schema),
+        ).fetchall()
+        return {c: back.get(t, t) for c, t in rows}
+
+    def alter_column_type(self, table: str, column: str, t: str) -> None:
+        c = self.q(column)
+        self.execute(f"ALTER TABLE {self.q(table)} ALTER COLUMN {c} TYPE {self.type_name(t)} USING {c}::{self.type_name(t)}")
+
     def type_name(self, t: str) -> str:
         return _TYPES[t]
 

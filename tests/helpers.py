@@ -1,0 +1,98 @@
+"""Test data: event logs with the edge cases that break hand-made pipelines, and a pandas reference."""
+
+from __future__ import annotations
+
+import csv
+import random
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+
+T0 = datetime(2024, 3, 10, 0, 0)
+TOPICS = ["Авто", "Кино, сериалы", 'Сказать "да"', "x' OR '1'='1", "naïve café", "plain"]
+ACTIONS = ["view", "like", "share"]
+EPOCH = datetime(1970, 1, 1)
+
+
+def ms(t: datetime) -> int:
+    return int((t - EPOCH).total_seconds() * 1000)
+
+
+def random_events(n: int, seed: int = 1, start: datetime = T0, hours: int = 24) -> list[dict]:
+    """Events with many on exact minute/hour/day boundaries and 1 ms either side of them."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        if rng.random() < 0.3:
+            base = start + timedelta(minutes=rng.randrange(hours * 60))
+            t = base + timedelta(milliseconds=rng.choice([0, -1, 1, 59_999]))
+        else:
+            t = start + timedelta(milliseconds=rng.randrange(hours * 3_600_000))
+        out.append({
+            "id": i + 1,
+            "user_id": rng.randrange(1, 40),
+            "action": rng.choice(ACTIONS),
+            "topic": rng.choice(TOPICS),
+            "amount": None if rng.random() < 0.1 else round(rng.uniform(0, 100), 2),
+            "ts": ms(t),
+        })
+    return out
+
+
+def write_events_csv(path: Path, events: list[dict], extra_lines: list[str] = ()) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["id", "user_id", "action", "topic", "amount", "ts"])
+        for e in events:
+            w.writerow(["" if e[k] is None else e[k] for k in ("id", "user_id", "action", "topic", "amount", "ts")])
+        for line in extra_lines:
+            f.write(line + "\n")
+    return path
+
+
+def reference_by_topic(events: list[dict], start: datetime, end: datetime, grain_s: int = 60) -> pd.DataFrame:
+    """The mart `by_topic` computed independently with pandas: floor to grain, half-open window."""
+    cols = ["id", "user_id", "action", "topic", "amount", "ts"]
+    df = pd.DataFrame(events, columns=cols).drop_duplicates("id")
+    df["t"] = pd.to_datetime(df["ts"], unit="ms")
+    df = df[(df["t"] >= start) & (df["t"] < end)]
+    df["dt"] = df["t"].dt.floor(f"{grain_s}s")
+    g = df.groupby(["dt", "topic", "action"])
+    ref = pd.DataFrame({
+        "events": g.size(),
+        "users": g["user_id"].nunique(),
+        "likes": g["action"].apply(lambda s: int((s == "like").sum())),
+        "amount_sum": g["amount"].sum(min_count=1),
+        "amount_min": g["amount"].min(),
+        "amount_max": g["amount"].max(),
+    }).reset_index()
+    return ref.sort_values(["dt", "topic", "action"]).reset_index(drop=True)
+
+
+def mart_frame(project, mart: str = "by_topic") -> pd.DataFrame:
+    res = project.query(f"SELECT * FROM {mart}")
+    df = pd.DataFrame(res.rows, columns=res.columns)
+    if df.empty:
+        return df
+    df["dt"] = pd.to_datetime(df["dt"])
+    return df.sort_values(["dt", "topic", "action"]).reset_index(drop=True)
+
+
+def assert_frames_equal(got: pd.DataFrame, ref: pd.DataFrame) -> None:
+    assert len(got) == len(ref), (len(got), len(ref))
+    if not len(ref):
+        return
+    got = got[list(ref.columns)].copy()
+    ref = ref.copy()
+    for c in ("events", "users", "likes"):
+        got[c] = got[c].astype("int64")
+        ref[c] = ref[c].astype("int64")
+    for c in ("amount_sum", "amount_min", "amount_max"):
+        got[c] = got[c].astype("float64").round(6)
+        ref[c] = ref[c].astype("float64").round(6)
+    got["dt"] = got["dt"].astype("datetime64[us]")
+    ref = ref.copy()
+    ref["dt"] = ref["dt"].astype("datetime64[us]")
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), ref.reset_index(drop=True), check_dtype=False)
