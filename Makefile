@@ -22,7 +22,7 @@ system-deps:
 	bash scripts/system-deps.sh
 
 test: system-deps venv
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
 
 bench: venv system-deps

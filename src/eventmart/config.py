@@ -178,6 +178,81 @@ class Mart(Strict):
         return parse_grain(self.chunk) if self.chunk else 86400
 
 
+CHART_TYPES = ("area", "line", "pie", "donut", "funnel", "bar", "kpi", "heatmap", "table")
+
+
+class Filter(Strict):
+    dimension: str  # `time` for the time range, else a dimension of the dashboard's marts
+    label: str | None = None
+    default: str | list[str] | None = None  # time: "all" or "last N minutes|hours|days"; else values
+
+
+class Chart(Strict):
+    type: Literal["area", "line", "pie", "donut", "funnel", "bar", "kpi", "heatmap", "table"]
+    mart: str
+    # a mart column (aggregated with `agg`, by default as its measure implies) or an aggregate
+    # expression over mart columns, e.g. "sum(visits)" or "avg(unique_users) filter (where event = 'click')"
+    measure: str
+    agg: Literal["sum", "avg", "min", "max"] | None = None
+    title: str | None = None
+    color: str | None = None  # area/line: one series per value
+    dimension: str | None = None  # pie/donut/funnel/bar: the categories
+    stages: list[str] | None = None  # funnel: values of `dimension` in order; % of the first
+    x: str | None = None  # heatmap
+    y: str | None = None  # heatmap
+    columns: list[str] | None = None  # table: dimensions shown (measure added)
+    limit: int = Field(default=25, ge=1, le=10_000)  # pie/bar categories, table rows
+    height: int = Field(default=360, ge=80, le=2000)  # pixels
+
+    @model_validator(mode="after")
+    def _check(self) -> Chart:
+        need = {"area": [], "line": [], "kpi": [], "pie": ["dimension"], "donut": ["dimension"],
+                "funnel": ["dimension", "stages"], "bar": ["dimension"], "heatmap": ["x", "y"],
+                "table": ["columns"]}[self.type]
+        for k in need:
+            if not getattr(self, k):
+                raise _at(k, f"a {self.type} chart needs `{k}`")
+        return self
+
+
+class Dashboard(Strict):
+    title: str
+    description: str = ""
+    refresh: int = Field(default=60, ge=0)  # seconds between auto-refreshes; 0: only on interaction
+    filters: list[Filter] = []
+    charts: dict[str, Chart]
+    # rows of chart names; `name: 2` gives a chart twice the width of a `name` in its row
+    layout: list[list[str | dict[str, float]]] | None = None
+
+    @field_validator("filters", mode="before")
+    @classmethod
+    def _short_filters(cls, v: Any) -> Any:
+        return [{"dimension": f} if isinstance(f, str) else f for f in v or []]
+
+    @model_validator(mode="after")
+    def _check(self) -> Dashboard:
+        dims = [f.dimension for f in self.filters]
+        dup = {d for d in dims if dims.count(d) > 1}
+        if dup:
+            raise _at("filters", f"filters declared twice: {', '.join(sorted(dup))}")
+        seen: list[str] = []
+        for i, row in enumerate(self.layout or []):
+            for item in row:
+                names = [item] if isinstance(item, str) else list(item)
+                for n in names:
+                    if n not in self.charts:
+                        raise _at(f"layout.{i}", f"'{n}' is not one of this dashboard's charts")
+                    seen.append(n)
+        return self
+
+    def rows(self) -> list[list[tuple[str, float]]]:
+        """The layout as rows of (chart, relative width); charts left out get a row each."""
+        out = [[(i, 1.0) if isinstance(i, str) else next(iter(i.items())) for i in row] for row in self.layout or []]
+        placed = {n for row in out for n, _ in row}
+        out += [[(n, 1.0)] for n in self.charts if n not in placed]
+        return out
+
+
 class Warehouse(Strict):
     type: Literal["duckdb", "postgres"] = "duckdb"
     path: str = "warehouse.duckdb"  # duckdb: file in the project folder
@@ -190,6 +265,7 @@ class ProjectConfig(Strict):
     warehouse: Warehouse = Warehouse()
     sources: dict[str, Source] = {}
     marts: dict[str, Mart] = {}
+    dashboards: dict[str, Dashboard] = {}
 
     @model_validator(mode="after")
     def _refs(self) -> ProjectConfig:
@@ -201,6 +277,10 @@ class ProjectConfig(Strict):
         for n, m in self.marts.items():
             if m.from_ and m.from_ not in self.sources:
                 raise _at(f"marts.{n}.from", f"'{m.from_}' is not a declared source")
+        for d, dash in self.dashboards.items():
+            for c, chart in dash.charts.items():
+                if chart.mart not in self.marts:
+                    raise _at(f"dashboards.{d}.charts.{c}.mart", f"'{chart.mart}' is not a declared mart")
         return self
 
 
@@ -294,3 +374,14 @@ def load_config(directory: Path) -> ProjectConfig:
             msg = f"missing required key '{loc[-1]}'"
         key = _loc_str(loc)
         raise ProjectError(f"{file}:{line}: {key + ': ' if key else ''}{msg}") from None
+
+
+def locate(directory: Path, key: str) -> str:
+    """``file:line: key`` for errors found after loading (e.g. a dashboard checked against the warehouse)."""
+    path = directory / PROJECT_FILE
+    try:
+        root = yaml.compose(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        root = None
+    loc = tuple(int(p) if p.isdigit() else p for p in key.split("."))
+    return f"{path}:{_node_line(root, loc)}: {key}"

@@ -12,18 +12,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
-
-import duckdb
-import psycopg
+from typing import TYPE_CHECKING, Any
 
 from .config import Mart, ProjectConfig, Source, load_config
 from .errors import UserError
 from .marts import MartRunner, MartStatus, RunResult
-from .sources import IngestResult, ingest, list_rejects, replay_rejects
-from .sources.ingest import resolve_files
 from .timeutil import parse_time
 from .warehouse import QueryResult, Warehouse, open_warehouse
+
+if TYPE_CHECKING:
+    from .sources import IngestResult
 
 
 def _time(t: datetime | str | None, what: str) -> datetime | None:
@@ -86,16 +84,23 @@ class Project:
 
     # --- commands -------------------------------------------------------------------------------
     def ingest(self, source: str, files: list[str] | None = None, progress: Callable[[str], None] | None = None) -> IngestResult:
+        from .sources import ingest
+        from .sources.ingest import resolve_files
+
         src = self.source(source)
         paths = [] if src.format == "postgres" else resolve_files(src, source, files, self.dir)
         return ingest(self.warehouse, source, src, paths, progress)
 
     def rejects(self, source: str, limit: int | None = None) -> QueryResult:
         self.source(source)
+        from .sources import list_rejects
+
         cols, rows = list_rejects(self.warehouse, source, limit)
         return QueryResult(cols, rows)
 
     def replay_rejects(self, source: str) -> IngestResult:
+        from .sources import replay_rejects
+
         return replay_rejects(self.warehouse, source, self.source(source))
 
     def run(
@@ -150,8 +155,15 @@ class Project:
         """Read-only SQL on the warehouse."""
         if self._wh is None and self.config.warehouse.type == "duckdb":
             self._wh = open_warehouse(self.config.warehouse, self.dir, read_only=True)
+        import duckdb
+
+        errors: tuple[type[Exception], ...] = (duckdb.Error,)
+        if self.config.warehouse.type == "postgres":
+            import psycopg
+
+            errors = (duckdb.Error, psycopg.Error)
         try:
             return self.warehouse.read_only_query(sql)
-        except (duckdb.Error, psycopg.Error) as e:
+        except errors as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UserError(f"query failed: {first}") from None

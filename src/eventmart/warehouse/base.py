@@ -11,10 +11,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
-import pyarrow as pa
+if TYPE_CHECKING:  # imported lazily: every command pays for what it imports
+    import duckdb
+    import pyarrow as pa
 
 PARAM_RE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
@@ -102,6 +103,15 @@ class Warehouse(ABC):
     def append_all(
         self, stage: duckdb.DuckDBPyConnection, staged: str, target: str, columns: Sequence[str]
     ) -> int: ...
+
+    # --- concurrent reads (dashboards) ---------------------------------------------------------
+    @abstractmethod
+    def concurrent_fetch(self, sql: str, params: dict[str, Any] | None = None) -> QueryResult:
+        """Like fetch, callable from any thread; sees committed data only."""
+
+    @abstractmethod
+    def in_list_sql(self, expr: str, param: str) -> str:
+        """SQL testing ``expr`` (compared as text) against the list bound as ``param``."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass

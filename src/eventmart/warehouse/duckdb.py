@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pyarrow as pa
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 from ..errors import UserError
 from .base import PARAM_RE, QueryResult, Warehouse
@@ -50,6 +53,7 @@ class DuckDBWarehouse(Warehouse):
                 ) from None
             raise
         self._depth = 0
+        self._local = threading.local()
 
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> int:
         cur = self.con.execute(_prepare(sql), params or None)
@@ -137,6 +141,17 @@ class DuckDBWarehouse(Warehouse):
     def append_all(self, stage, staged, target, columns: Sequence[str]) -> int:
         cols = ", ".join(self.q(c) for c in columns)
         return self.execute(f"INSERT INTO {self.q(target)} ({cols}) SELECT {cols} FROM {self.q(staged)}")
+
+    def concurrent_fetch(self, sql: str, params: dict[str, Any] | None = None) -> QueryResult:
+        # a cursor is its own connection to the same database: own transaction, safe in its thread
+        cur = getattr(self._local, "cur", None)
+        if cur is None:
+            cur = self._local.cur = self.con.cursor()
+        res = cur.execute(_prepare(sql), params or None)
+        return QueryResult([d[0] for d in res.description], res.fetchall())
+
+    def in_list_sql(self, expr: str, param: str) -> str:
+        return f"list_contains(CAST({{{{ {param} }}}} AS VARCHAR[]), CAST({expr} AS VARCHAR))"
 
     def close(self) -> None:
         self.con.close()

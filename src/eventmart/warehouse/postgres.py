@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -63,6 +64,8 @@ class PostgresWarehouse(Warehouse):
             self.conn.execute(f"SET search_path TO {self.q(schema)}")
         self._tx: psycopg.Transaction | None = None
         self._stage: duckdb.DuckDBPyConnection | None = None
+        self._local = threading.local()
+        self._readers: list[psycopg.Connection] = []
 
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> int:
         cur = self.conn.execute(_prepare(sql), params or None)
@@ -160,7 +163,22 @@ class PostgresWarehouse(Warehouse):
         self._copy_in(stage, staged, target, columns)
         return self.fetch(f"SELECT count(*) FROM {self.q(target)}").rows[0][0] - before
 
+    def concurrent_fetch(self, sql: str, params: dict[str, Any] | None = None) -> QueryResult:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = self._local.conn = pg_connect(self.url)
+            self._readers.append(conn)
+            if self.schema != "public":
+                conn.execute(f"SET search_path TO {self.q(self.schema)}")
+        cur = conn.execute(_prepare(sql), params or None)
+        return QueryResult([d.name for d in cur.description], cur.fetchall())
+
+    def in_list_sql(self, expr: str, param: str) -> str:
+        return f"CAST({expr} AS TEXT) = ANY(CAST({{{{ {param} }}}} AS TEXT[]))"
+
     def close(self) -> None:
         self.conn.close()
+        for c in self._readers:
+            c.close()
         if self._stage is not None:
             self._stage.close()
