@@ -220,7 +220,24 @@ def demo(
 
     run_demo(example, directory, scale=scale, days=days, say=out.print)
     if serve:
-        out.print("(the dashboard arrives with `eventmart serve`; nothing to serve yet)")
+        _serve(directory, "127.0.0.1", 8050)
+
+
+def _serve(project: Path, host: str, port: int) -> None:
+    from .dashboards.app import serve as serve_dashboards
+
+    with _load(project) as p:
+        serve_dashboards(p, host, port, say=lambda m: out.print(m, markup=False, soft_wrap=True))
+
+
+@app.command()
+def serve(
+    project: ProjectOpt = Path("."),
+    host: Annotated[str, typer.Option(help="Address to bind; anything but loopback warns without auth.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8050,
+) -> None:
+    """Serve the project's dashboards (basic auth from $EVENTMART_DASH_USER / $EVENTMART_DASH_PASSWORD)."""
+    _serve(project, host, port)
 
 
 def main() -> None:

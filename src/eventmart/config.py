@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ProjectError
-from .timeutil import parse_grain
+from .timeutil import parse_grain, parse_last
 
 PROJECT_FILE = "eventmart.yml"
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -185,6 +185,16 @@ class Filter(Strict):
     dimension: str  # `time` for the time range, else a dimension of the dashboard's marts
     label: str | None = None
     default: str | list[str] | None = None  # time: "all" or "last N minutes|hours|days"; else values
+
+
+    @model_validator(mode="after")
+    def _check(self) -> Filter:
+        if self.dimension == "time" and self.default is not None:
+            if not isinstance(self.default, str):
+                raise _at("default", "the time filter's default is 'all' or e.g. 'last 24 hours'")
+            if self.default != "all":
+                parse_last(self.default)
+        return self
 
 
 class Chart(Strict):

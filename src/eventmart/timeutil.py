@@ -29,6 +29,17 @@ def parse_grain(text: str) -> int:
     return seconds
 
 
+_SPAN_RE = re.compile(r"^\s*last\s+(\d+)?\s*(minute|hour|day|week)s?\s*$")
+
+
+def parse_last(text: str) -> int:
+    """'last 24 hours', 'last 7 days', 'last week' -> seconds. Raises ValueError when unusable."""
+    m = _SPAN_RE.match(text.lower())
+    if not m:
+        raise ValueError(f"'{text}' is not a range; use 'all' or e.g. 'last 30 minutes', 'last 24 hours', 'last 7 days'")
+    return int(m.group(1) or 1) * {**_UNITS, "week": 7 * _DAY}[m.group(2)]
+
+
 def grain_label(seconds: int) -> str:
     for unit in ("day", "hour", "minute"):
         n, rem = divmod(seconds, _UNITS[unit])

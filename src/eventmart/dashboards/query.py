@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import urllib.parse
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -127,12 +128,13 @@ def choose_grain(start: datetime, end: datetime, mart_grain: int, series: int) -
 class DashboardQueries:
     """Builds and runs one dashboard's queries against the warehouse, cached per data version."""
 
-    def __init__(self, name: str, dash: Dashboard, cfg: ProjectConfig, wh: Warehouse):
-        self.name, self.dash, self.cfg, self.wh = name, dash, cfg, wh
+    def __init__(self, name: str, dash: Dashboard, cfg: ProjectConfig, wh: Warehouse,
+                 locate: Callable[[str], str] = str):
+        self.name, self.dash, self.cfg, self.wh, self.locate = name, dash, cfg, wh, locate
         self.columns = {c.mart: mart_columns(cfg, wh, c.mart) for c in dash.charts.values()}
         self.measures = {
             n: measure_sql(c, cfg.marts[c.mart], self.columns[c.mart], wh.dialect,
-                           f"dashboards.{name}.charts.{n}.measure")
+                           locate(f"dashboards.{name}.charts.{n}.measure"))
             for n, c in dash.charts.items()
         }
         self.cache = Cache()
@@ -141,10 +143,18 @@ class DashboardQueries:
     def filter_dims(self) -> list[str]:
         return [f.dimension for f in self.dash.filters if f.dimension != "time"]
 
+    def exists(self, table: str, version: tuple | None = None) -> bool:
+        """Thread-safe: dashboards query from a pool, never on the warehouse's own connection."""
+        sql = ("SELECT count(*) FROM information_schema.tables WHERE table_name = {{ t }} "
+               "AND table_schema = current_schema()")
+        if version is None:
+            return bool(self.wh.concurrent_fetch(sql, {"t": table}).rows[0][0])
+        return bool(self._fetch(sql, {"t": table}, version).rows[0][0])
+
     # data version: any ledger change (a mart run) makes every cached result stale
     def version(self) -> tuple:
-        if self.wh.table_columns(RUNS) is None:
-            return (0, None)
+        if not self.exists(RUNS):
+            return (0, None, None)
         marts = sorted({c.mart for c in self.dash.charts.values()})
         r = self.wh.concurrent_fetch(
             f"SELECT count(*), max(started_at), max(window_end) FROM {self.wh.q(RUNS)} "
@@ -156,39 +166,42 @@ class DashboardQueries:
     def fresh_until(self) -> datetime | None:
         return self.version()[2]
 
-    def _fetch(self, sql: str, params: dict[str, Any]) -> QueryResult:
+    def _fetch(self, sql: str, params: dict[str, Any], version: tuple | None = None) -> QueryResult:
+        """A cached query; one interaction reads the version once and passes it to all its queries."""
         key = (sql, tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items())))
-        return self.cache.get(key, self.version(), lambda: self.wh.concurrent_fetch(sql, params))
+        return self.cache.get(key, version or self.version(), lambda: self.wh.concurrent_fetch(sql, params))
 
-    def span(self) -> tuple[datetime, datetime] | None:
+    def span(self, version: tuple | None = None) -> tuple[datetime, datetime] | None:
         """First bucket to the end of the last bucket over the dashboard's marts."""
+        version = version or self.version()
         lo = hi = None
-        for mart in {c.mart for c in self.dash.charts.values()}:
+        for mart in sorted({c.mart for c in self.dash.charts.values()}):
             m = self.cfg.marts[mart]
-            if self.wh.table_columns(mart) is None:
+            if not self.exists(mart, version):
                 continue
             tc = self.wh.q(m.time_column)
-            a, b = self._fetch(f"SELECT min({tc}), max({tc}) FROM {self.wh.q(mart)}", {}).rows[0]
+            a, b = self._fetch(f"SELECT min({tc}), max({tc}) FROM {self.wh.q(mart)}", {}, version).rows[0]
             if a is None:
                 continue
             b = b + timedelta(seconds=m.grain_seconds)
             lo, hi = (a if lo is None else min(lo, a)), (b if hi is None else max(hi, b))
         return (lo, hi) if lo is not None else None
 
-    def window(self, st: State) -> tuple[datetime, datetime] | None:
-        span = self.span()
+    def window(self, st: State, version: tuple | None = None) -> tuple[datetime, datetime] | None:
+        span = self.span(version)
         if span is None:
             return None
         return (st.start or span[0], st.end or span[1])
 
-    def values(self, dim: str) -> list[str]:
+    def values(self, dim: str, version: tuple | None = None) -> list[str]:
         """Distinct values of a dimension over the dashboard's marts that have it, for filter options."""
+        version = version or self.version()
+        cast = "VARCHAR" if self.wh.dialect == "duckdb" else "TEXT"
         out: set[str] = set()
         for mart in {c.mart for c in self.dash.charts.values()}:
-            if dim in self.columns[mart] and self.wh.table_columns(mart) is not None:
-                rows = self._fetch(f"SELECT DISTINCT CAST({self.wh.q(dim)} AS VARCHAR) FROM {self.wh.q(mart)}"
-                                   if self.wh.dialect == "duckdb" else
-                                   f"SELECT DISTINCT CAST({self.wh.q(dim)} AS TEXT) FROM {self.wh.q(mart)}", {}).rows
+            if dim in self.columns[mart] and self.exists(mart, version):
+                rows = self._fetch(f"SELECT DISTINCT CAST({self.wh.q(dim)} AS {cast}) FROM {self.wh.q(mart)}", {},
+                                   version).rows
                 out.update(r[0] for r in rows if r[0] is not None)
         return sorted(out)
 
@@ -204,7 +217,8 @@ class DashboardQueries:
                 parts.append(self.wh.in_list_sql(self.wh.q(dim), f"f{i}"))
         return " AND ".join(parts)
 
-    def chart_query(self, name: str, st: State, window: tuple[datetime, datetime]) -> ChartQuery:
+    def chart_query(self, name: str, st: State, window: tuple[datetime, datetime],
+                    version: tuple | None = None) -> ChartQuery:
         chart = self.dash.charts[name]
         m = self.cfg.marts[chart.mart]
         q, measure = self.wh.q, self.measures[name]
@@ -214,7 +228,7 @@ class DashboardQueries:
         if chart.type in ("area", "line"):
             series = 1
             if chart.color:
-                series = len(st.filters.get(chart.color) or self.values(chart.color)) or 1
+                series = len(st.filters.get(chart.color) or self.values(chart.color, version)) or 1
             g = choose_grain(start, end, m.grain_seconds, series)
             start, end = floor_time(start, g), end
             bucket = self.wh.bucket_sql(q(m.time_column), g) if g != m.grain_seconds else q(m.time_column)
@@ -250,19 +264,22 @@ class DashboardQueries:
                f"ORDER BY {len(chart.columns or []) + 1} DESC NULLS LAST LIMIT {int(chart.limit)}")
         return ChartQuery(sql, params)
 
-    def run(self, name: str, st: State, window: tuple[datetime, datetime]) -> tuple[ChartQuery, QueryResult]:
-        cq = self.chart_query(name, st, window)
-        return cq, self._fetch(cq.sql, cq.params)
+    def run(self, name: str, st: State, window: tuple[datetime, datetime],
+            version: tuple | None = None) -> tuple[ChartQuery, QueryResult]:
+        version = version or self.version()
+        cq = self.chart_query(name, st, window, version)
+        return cq, self._fetch(cq.sql, cq.params, version)
 
-    def previous(self, name: str, st: State, window: tuple[datetime, datetime]) -> Any:
+    def previous(self, name: str, st: State, window: tuple[datetime, datetime], version: tuple | None = None) -> Any:
         """A KPI's value over the equal period just before the window."""
         start, end = window
         prev = (start - (end - start), start)
-        return self.run(name, st, prev)[1].rows[0][0]
+        return self.run(name, st, prev, version)[1].rows[0][0]
 
     # --- start-up checks ----------------------------------------------------------------------------
-    def check(self, locate) -> None:
+    def check(self) -> None:
         """Refuse a dashboard that cannot be drawn, naming dashboard, chart and key (at start, not on click)."""
+        locate = self.locate
         known_dims = set().union(*self.columns.values()) if self.columns else set()
         for f in self.dash.filters:
             if f.dimension != "time" and f.dimension not in known_dims:
@@ -279,7 +296,7 @@ class DashboardQueries:
                 if v not in cols:
                     raise ProjectError(f"{locate(f'dashboards.{self.name}.charts.{n}.columns')}: '{v}' is not a "
                                        f"column of mart {c.mart} ({', '.join(cols)})")
-            if c.type == "funnel" and self.wh.table_columns(c.mart) is not None:
+            if c.type == "funnel" and self.exists(c.mart):
                 have = set(self.values_in(c.mart, c.dimension))
                 if have:
                     missing = [s for s in c.stages or [] if s not in have]

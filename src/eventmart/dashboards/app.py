@@ -1,0 +1,309 @@
+"""The dashboard server: one Dash app per dashboard of the project file, on one Flask server.
+
+State lives in the URL (``/d/<dashboard>/?from=…&to=…&item_topic=…``): a link restores the view.
+Every interaction sends one state to the server, which answers all charts from the warehouse
+(filters pushed down, results cached per data version, charts queried in parallel).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hmac
+import io
+import ipaddress
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import dash
+import flask
+from dash import Input, Output, dcc, html
+
+from ..config import Dashboard, locate
+from ..errors import ProjectError
+from ..timeutil import grain_label, parse_last, parse_time
+from . import figures
+from .query import DashboardQueries, State
+
+if TYPE_CHECKING:
+    from ..project import Project
+
+AUTH_USER, AUTH_PASSWORD = "EVENTMART_DASH_USER", "EVENTMART_DASH_PASSWORD"
+CLICKABLE = ("pie", "donut", "bar", "heatmap")
+CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0;background:#f4f5f7;color:#222}
+.em-head{padding:14px 24px 6px}.em-head h1{font-size:22px;margin:0 0 4px}.em-head p{margin:0;color:#555}
+.em-fresh{color:#666;font-size:13px;margin-top:6px}
+.em-filters{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-end;padding:10px 24px;background:#fff;
+ border-top:1px solid #e3e3e3;border-bottom:1px solid #e3e3e3;position:sticky;top:0;z-index:10}
+.em-filter{display:flex;flex-direction:column;font-size:12px;color:#555;min-width:170px}
+.em-filter input{padding:6px;border:1px solid #ccc;border-radius:4px;font-size:13px;width:150px}
+.em-dd{min-width:220px;max-width:420px}
+.em-row{display:flex;gap:12px;padding:12px 24px 0}
+.em-card{background:#fff;border-radius:6px;box-shadow:0 1px 2px rgba(0,0,0,.08);min-width:0;position:relative}
+.em-csv{position:absolute;right:10px;top:8px;font-size:12px;z-index:5;color:#4C78A8}
+button.em-reset{padding:7px 14px;border:1px solid #bbb;background:#fafafa;border-radius:4px;cursor:pointer}
+"""
+
+
+def _fmt(t: datetime | None) -> str:
+    return t.strftime("%Y-%m-%d %H:%M") if t else ""
+
+
+def _parse(text: str | None) -> datetime | None:
+    if not text or not text.strip():
+        return None
+    try:
+        return parse_time(text.strip(), "time")
+    except Exception:
+        return None
+
+
+class DashboardApp:
+    """One dashboard: its queries, its Dash app and its CSV route."""
+
+    def __init__(self, name: str, dash_cfg: Dashboard, project: Project, server: flask.Flask,
+                 pool: ThreadPoolExecutor):
+        self.name, self.cfg, self.project, self.pool = name, dash_cfg, project, pool
+        self.q = DashboardQueries(name, dash_cfg, project.config, project.warehouse,
+                                  lambda key: locate(project.dir, key))
+        self.q.check()
+        self.dims = self.q.filter_dims
+        self.charts = list(dash_cfg.charts)
+        self.base = f"/d/{name}/"
+        self.app = dash.Dash(name=f"eventmart_{name}", server=server, url_base_pathname=self.base,
+                             title=dash_cfg.title, update_title=None, serve_locally=True)
+        self.app.index_string = self.app.index_string.replace("{%css%}", "{%css%}<style>" + CSS + "</style>")
+        self.app.layout = self.layout
+        self._callbacks()
+        server.add_url_rule(f"{self.base}csv/<chart>", f"csv_{name}", self.csv)
+
+    # --- layout ---------------------------------------------------------------------------------
+    def layout(self) -> html.Div:
+        filters: list[Any] = []
+        for f in self.cfg.filters:
+            if f.dimension == "time":
+                for i, label in (("from", "from (UTC)"), ("to", "to (UTC)")):
+                    filters.append(html.Label([f"{f.label or 'time'} {label}", dcc.Input(
+                        id=f"f-{i}", type="text", placeholder="YYYY-MM-DD HH:MM", debounce=True)],
+                        className="em-filter"))
+            else:
+                k = self.dims.index(f.dimension)
+                filters.append(html.Label([f.label or f.dimension, dcc.Dropdown(
+                    id=f"f-{k}", options=self.q.values(f.dimension), multi=True, placeholder="all",
+                    className="em-dd")], className="em-filter"))
+        filters.append(html.Button("Reset", id="reset", className="em-reset"))
+        rows = []
+        for row in self.cfg.rows():
+            cells = []
+            for chart, size in row:
+                i = self.charts.index(chart)
+                c = self.cfg.charts[chart]
+                cells.append(html.Div([
+                    html.A("CSV", id=f"csv-{i}", className="em-csv", href=f"{self.base}csv/{chart}", download=f"{chart}.csv"),
+                    dcc.Graph(id=f"c-{i}", config={"displaylogo": False, "responsive": True},
+                              style={"height": f"{c.height}px"}),
+                ], className="em-card", style={"flex": f"{size} 1 0"}))
+            rows.append(html.Div(cells, className="em-row"))
+        return html.Div([
+            dcc.Location(id="url", refresh=False),
+            dcc.Store(id="state"),
+            dcc.Interval(id="tick", interval=max(self.cfg.refresh, 1) * 1000, disabled=self.cfg.refresh == 0),
+            html.Div([html.H1(self.cfg.title), html.P(self.cfg.description),
+                      html.Div(id="fresh", className="em-fresh")], className="em-head"),
+            html.Div(filters, className="em-filters"),
+            *rows,
+            html.Div(style={"height": "24px"}),
+        ])
+
+    # --- callbacks ------------------------------------------------------------------------------
+    def _has_time(self) -> bool:
+        return any(f.dimension == "time" for f in self.cfg.filters)
+
+    def _callbacks(self) -> None:
+        time_ids = ["f-from", "f-to"] if self._has_time() else []
+        dim_ids = [f"f-{k}" for k in range(len(self.dims))]
+        click_ids = [f"c-{i}" for i, c in enumerate(self.charts) if self.cfg.charts[c].type in CLICKABLE]
+        n_t, n_d = len(time_ids), len(dim_ids)
+
+        @self.app.callback(
+            [Output(i, "value") for i in time_ids + dim_ids]
+            + [Output("url", "search"), Output("state", "data")] + [Output(i, "clickData") for i in click_ids],
+            [Input("url", "search")] + [Input(i, "value") for i in time_ids + dim_ids]
+            + [Input(i, "clickData") for i in click_ids] + [Input("reset", "n_clicks")],
+        )
+        def sync(search, *args):
+            values, clicks = args[: n_t + n_d], args[n_t + n_d: n_t + n_d + len(click_ids)]
+            trig = dash.ctx.triggered_id
+            if trig is None or trig == "url":
+                st = State.from_query(search, self.dims)
+                if not (search or "").strip("?"):
+                    st = self.default_state()
+            elif trig == "reset":
+                st = self.default_state()
+            else:
+                st = State(start=_parse(values[0]) if n_t else None, end=_parse(values[1]) if n_t else None,
+                           filters={d: list(v) for d, v in zip(self.dims, values[n_t:], strict=True) if v})
+                if trig in click_ids:
+                    self.apply_click(st, trig, clicks[click_ids.index(trig)])
+            out = ([_fmt(st.start), _fmt(st.end)] if n_t else []) + [st.filters.get(d, []) for d in self.dims]
+            return out + [st.to_query(), self.state_data(st)] + [None] * len(click_ids)
+
+        @self.app.callback(
+            [Output(f"c-{i}", "figure") for i in range(len(self.charts))]
+            + [Output(f"csv-{i}", "href") for i in range(len(self.charts))] + [Output("fresh", "children")],
+            [Input("state", "data"), Input("tick", "n_intervals")],
+        )
+        def render(data, _tick):
+            if data is None:
+                raise dash.exceptions.PreventUpdate
+            st = self.state_from_data(data)
+            version = self.q.version()
+            figs = self.figures(st, version)
+            hrefs = [f"{self.base}csv/{c}{st.to_query()}" for c in self.charts]
+            fresh = version[2]
+            line = f"data up to {_fmt(fresh)} UTC" if fresh else "no mart has been run yet: eventmart backfill"
+            return figs + hrefs + [line]
+
+    def apply_click(self, st: State, chart_id: str, click: dict | None) -> None:
+        """Clicking a slice, bar or cell filters the dashboard by its value(s)."""
+        if not click or not click.get("points"):
+            return
+        c = self.cfg.charts[self.charts[int(chart_id.split("-")[1])]]
+        p = click["points"][0]
+        picks = {"pie": [(c.dimension, p.get("label"))], "donut": [(c.dimension, p.get("label"))],
+                 "bar": [(c.dimension, p.get("x"))], "heatmap": [(c.x, p.get("x")), (c.y, p.get("y"))]}[c.type]
+        for dim, value in picks:
+            if dim in self.dims and value is not None and value != "other":
+                st.filters[dim] = [str(value)]
+
+    def default_state(self) -> State:
+        st = State()
+        for f in self.cfg.filters:
+            if f.dimension == "time" and isinstance(f.default, str) and f.default.startswith("last "):
+                span = self.q.span()
+                if span:
+                    st.start = span[1] - timedelta(seconds=parse_last(f.default))
+            elif f.dimension != "time" and f.default:
+                st.filters[f.dimension] = [f.default] if isinstance(f.default, str) else list(f.default)
+        return st
+
+    @staticmethod
+    def state_data(st: State) -> dict:
+        return {"start": _fmt(st.start), "end": _fmt(st.end), "filters": st.filters}
+
+    @staticmethod
+    def state_from_data(d: dict) -> State:
+        return State(_parse(d.get("start")), _parse(d.get("end")), dict(d.get("filters") or {}))
+
+    # --- figures --------------------------------------------------------------------------------
+    def figures(self, st: State, version: tuple | None = None) -> list[Any]:
+        version = version or self.q.version()
+        window = self.q.window(st, version)
+        if window is None:
+            return [figures.empty(self.cfg.charts[c], "no data yet: run the marts") for c in self.charts]
+        return list(self.pool.map(lambda c: self.figure(c, st, window, version), self.charts))
+
+    def figure(self, name: str, st: State, window: tuple[datetime, datetime], version: tuple) -> Any:
+        chart = self.cfg.charts[name]
+        cq, res = self.q.run(name, st, window, version)
+        if chart.type in ("area", "line"):
+            return figures.time_series(chart, res, grain_label(cq.grain or 60))
+        if chart.type in ("pie", "donut"):
+            return figures.share(chart, res)
+        if chart.type == "bar":
+            return figures.bar(chart, res)
+        if chart.type == "funnel":
+            return figures.funnel(chart, res)
+        if chart.type == "heatmap":
+            return figures.heatmap(chart, res)
+        if chart.type == "kpi":
+            return figures.kpi(chart, res.rows[0][0] if res.rows else None, self.q.previous(name, st, window, version))
+        return figures.table(chart, res)
+
+    # --- CSV ------------------------------------------------------------------------------------
+    def csv(self, chart: str) -> flask.Response:
+        if chart not in self.cfg.charts:
+            flask.abort(404)
+        st = State.from_query(flask.request.query_string.decode(), self.dims)
+        window = self.q.window(st)
+        out = io.StringIO()
+        w = csv.writer(out)
+        if window is not None:
+            _, res = self.q.run(chart, st, window)
+            w.writerow(res.columns)
+            w.writerows([_fmt(v) if isinstance(v, datetime) else v for v in r] for r in res.rows)
+        return flask.Response(out.getvalue(), mimetype="text/csv",
+                              headers={"Content-Disposition": f'attachment; filename="{chart}.csv"'})
+
+
+def create_server(project: Project) -> flask.Flask:
+    """The Flask server with every dashboard mounted; checks every dashboard before serving any."""
+    dashboards = project.config.dashboards
+    if not dashboards:
+        raise ProjectError(f"{project.dir / 'eventmart.yml'}: dashboards: no dashboard declared; add one "
+                           "(see the README's project-file reference)")
+    server = flask.Flask("eventmart")
+    pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="eventmart-query")
+    apps = {n: DashboardApp(n, d, project, server, pool) for n, d in dashboards.items()}
+    server.config["eventmart_apps"] = apps
+    first = next(iter(apps.values())).base
+
+    @server.route("/")
+    def index():
+        return flask.redirect(first + (("?" + flask.request.query_string.decode()) if flask.request.query_string else ""))
+
+    @server.route("/healthz")
+    def healthz():
+        return {"ok": True, "dashboards": list(apps)}
+
+    user, password = os.environ.get(AUTH_USER), os.environ.get(AUTH_PASSWORD)
+    if user and password:
+        expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+        @server.before_request
+        def basic_auth():
+            got = flask.request.headers.get("Authorization", "")
+            if not hmac.compare_digest(got.encode(), expected.encode()):
+                return flask.Response("authentication required", 401,
+                                      {"WWW-Authenticate": 'Basic realm="eventmart"'})
+            return None
+
+    return server
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(project: Project, host: str = "127.0.0.1", port: int = 8050, say=print) -> None:
+    import logging
+
+    from werkzeug.serving import make_server
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
+    server = create_server(project)
+    auth = bool(os.environ.get(AUTH_USER) and os.environ.get(AUTH_PASSWORD))
+    if not is_loopback(host) and not auth:
+        say(f"warning: serving on {host} without authentication: anyone who can reach this machine sees the "
+            f"dashboards; set {AUTH_USER} and {AUTH_PASSWORD}")
+    httpd = make_server(host, port, server, threaded=True)
+    say(f"serving {', '.join(project.config.dashboards)} at http://{host}:{httpd.server_port}/  (Ctrl-C stops)")
+    t0 = time.time()
+    try:
+        httpd.serve_forever()
+    except KeyboardInterrupt:
+        say(f"stopped after {time.time() - t0:.0f}s")
+    finally:
+        httpd.server_close()
+
+
+__all__ = ["DashboardApp", "create_server", "serve"]

@@ -1,0 +1,190 @@
+"""Dashboard query building: filters pushed down as bound values, grain choice, caching, start-up checks.
+
+Results are compared with pandas computed straight from the raw events (not from the marts).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import events_config, write_project
+from eventmart import Project
+from eventmart.dashboards.app import create_server
+from eventmart.dashboards.query import DashboardQueries, State, choose_grain
+from eventmart.errors import ProjectError
+from helpers import T0, TOPICS, random_events, write_events_csv
+
+INJECTION = "x' OR '1'='1"
+
+
+def dashboard(**charts) -> dict:
+    base = {
+        "trend": {"type": "area", "mart": "by_topic", "measure": "events", "color": "topic"},
+        "share": {"type": "pie", "mart": "by_topic", "measure": "events", "dimension": "topic"},
+        "steps": {"type": "funnel", "mart": "by_topic", "measure": "events", "dimension": "action",
+                  "stages": ["view", "like", "share"]},
+        "total": {"type": "kpi", "mart": "by_topic", "measure": "sum(events)"},
+        "users": {"type": "kpi", "mart": "by_topic", "measure": "users"},
+        "grid": {"type": "heatmap", "mart": "by_topic", "measure": "events", "x": "topic", "y": "action"},
+        "top": {"type": "table", "mart": "by_topic", "measure": "events", "columns": ["topic"]},
+    }
+    base.update(charts)
+    return {"d": {"title": "T", "filters": ["time", "topic", "action"], "charts": base}}
+
+
+def make(tmp: Path, warehouse: dict | None = None, hours: int = 24, **charts) -> tuple[Project, pd.DataFrame]:
+    cfg = events_config(warehouse)
+    cfg["dashboards"] = dashboard(**charts)
+    events = random_events(3000, seed=5, hours=hours)
+    write_events_csv(tmp / "data" / "e.csv", events)
+    write_project(tmp, cfg)
+    p = Project.load(tmp)
+    p.ingest("events")
+    p.run(start=T0, end=T0 + timedelta(hours=hours))
+    df = pd.DataFrame(events)
+    df["t"] = pd.to_datetime(df["ts"], unit="ms")
+    return p, df
+
+
+def queries(p: Project) -> DashboardQueries:
+    return DashboardQueries("d", p.config.dashboards["d"], p.config, p.warehouse)
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def proj(request, tmp_path):
+    wh = {"type": "postgres", "url": request.getfixturevalue("pg_url")} if request.param == "postgres" else None
+    p, df = make(tmp_path, wh)
+    yield p, df
+    p.close()
+
+
+def test_state_round_trips_through_the_url():
+    st = State(datetime(2024, 3, 10, 1, 2), datetime(2024, 3, 10, 5, 0),
+               {"topic": ["Кино, сериалы", INJECTION, 'Сказать "да"'], "action": ["like"]})
+    back = State.from_query(st.to_query(), ["topic", "action"])
+    assert back == st
+    # unknown keys are ignored, unreadable times fall back to the default range
+    assert State.from_query("?from=yesterday&evil=1&topic=a", ["topic"]) == State(filters={"topic": ["a"]})
+
+
+@pytest.mark.parametrize("minutes, series, want", [
+    (33, 26, 60),            # the seed's half hour: per minute
+    (24 * 60, 26, 3600),     # a day of 26 topics: per hour
+    (24 * 60, 1, 60),        # a day of one series: 1,440 minutes fit
+    (30 * 24 * 60, 26, 86400),
+    (30 * 24 * 60, 1, 3600),
+])
+def test_grain_keeps_points_under_2000(minutes, series, want):
+    s = datetime(2024, 1, 1)
+    g = choose_grain(s, s + timedelta(minutes=minutes), 60, series)
+    assert g == want
+    assert minutes * 60 / g * series <= 2000
+
+
+def test_filters_are_values_not_sql(proj):
+    p, df = proj
+    q = queries(p)
+    st = State(filters={"topic": [INJECTION]})
+    window = q.window(st)
+    _, res = q.run("share", st, window)
+    want = df[df.topic == INJECTION].shape[0]
+    assert res.rows == [(INJECTION, want)]
+    _, total = q.run("total", st, window)
+    assert total.rows[0][0] == want < len(df)
+
+
+def test_charts_match_pandas_on_a_filtered_half_open_range(proj):
+    p, df = proj
+    q = queries(p)
+    start, end = T0 + timedelta(hours=3), T0 + timedelta(hours=7, minutes=30)
+    st = State(start, end, {"action": ["view", "like"], "topic": TOPICS[:3]})
+    window = q.window(st)
+    sel = df[(df.t >= start) & (df.t < end) & df.action.isin(["view", "like"]) & df.topic.isin(TOPICS[:3])]
+    _, pie = q.run("share", st, window)
+    assert dict(pie.rows) == sel.groupby("topic").size().to_dict()
+    _, grid = q.run("grid", st, window)
+    assert {(x, y): v for x, y, v in grid.rows} == sel.groupby(["topic", "action"]).size().to_dict()
+    cq, trend = q.run("trend", st, window)
+    # 4.5 hours x 3 topics at minute grain = 810 points: the mart's own grain
+    assert cq.grain == 60
+    ref = sel.assign(b=sel.t.dt.floor("min")).groupby(["b", "topic"]).size()
+    assert {(b, s): v for b, s, v in trend.rows} == {(b.to_pydatetime(), s): v for (b, s), v in ref.items()}
+    # the funnel ignores a filter on its own dimension: its stages are the point
+    _, steps = q.run("steps", st, window)
+    by_action = df[(df.t >= start) & (df.t < end) & df.topic.isin(TOPICS[:3])].groupby("action").size()
+    assert dict(steps.rows) == by_action.to_dict()
+
+
+def test_coarser_grain_sums_additive_and_averages_distinct(proj):
+    p, df = proj
+    q = queries(p)
+    st = State()
+    window = q.window(st)
+    cq, trend = q.run("trend", st, window)
+    assert cq.grain == 300  # a day of 6 topics: 8,640 points per minute, 1,728 per 5 minutes
+    ref = df.assign(b=df.t.dt.floor("5min")).groupby(["b", "topic"]).size()
+    assert {(b, s): v for b, s, v in trend.rows} == {(b.to_pydatetime(), s): v for (b, s), v in ref.items()}
+    # a count_distinct measure is not additive: the KPI shows the mean per-minute value
+    _, users = q.run("users", st, window)
+    per_minute = df.assign(b=df.t.dt.floor("min")).groupby(["b", "topic", "action"]).user_id.nunique()
+    assert float(users.rows[0][0]) == pytest.approx(per_minute.mean())
+
+
+def test_kpi_previous_period_and_cache_follow_new_runs(tmp_path):
+    p, df = make(tmp_path, hours=4)
+    q = queries(p)
+    st = State(T0 + timedelta(hours=2), T0 + timedelta(hours=4))
+    window = q.window(st)
+    prev = q.previous("total", st, window)
+    assert prev == df[(df.t >= T0) & (df.t < T0 + timedelta(hours=2))].shape[0]
+    v1 = q.version()
+    _, before = q.run("total", st, window)
+    # the mart loses a window (reset + partial rebuild): a new run must not be hidden by the cache
+    p.reset("by_topic")
+    p.run(start=T0 + timedelta(hours=2), end=T0 + timedelta(hours=3))
+    assert q.version() != v1
+    _, after = q.run("total", st, window)
+    assert after.rows[0][0] == df[(df.t >= T0 + timedelta(hours=2)) & (df.t < T0 + timedelta(hours=3))].shape[0]
+    assert after.rows[0][0] < before.rows[0][0]
+    p.close()
+
+
+@pytest.mark.parametrize("chart, key, needle", [
+    ({"type": "pie", "mart": "by_topic", "measure": "nope", "dimension": "topic"}, "measure", "unknown column(s) nope"),
+    ({"type": "pie", "mart": "by_topic", "measure": "events", "dimension": "colour"}, "dimension", "'colour' is not a column"),
+    ({"type": "funnel", "mart": "by_topic", "measure": "events", "dimension": "action",
+      "stages": ["view", "purchase"]}, "stages", "purchase never occur"),
+    ({"type": "kpi", "mart": "by_topic", "measure": "events + (select 1)"}, "measure", "not a query"),
+])
+def test_bad_dashboards_fail_at_start_naming_the_key(tmp_path, chart, key, needle):
+    p, _ = make(tmp_path, hours=1, bad=chart)
+    with pytest.raises(ProjectError) as e:
+        create_server(p)
+    msg = str(e.value)
+    assert f"dashboards.d.charts.bad.{key}" in msg and needle in msg
+    assert msg.startswith(str(tmp_path / "eventmart.yml") + ":") and "\n" not in msg
+    p.close()
+
+
+def test_unknown_mart_is_a_project_file_error(tmp_path):
+    cfg = events_config()
+    cfg["dashboards"] = {"d": {"title": "T", "charts": {"c": {"type": "kpi", "mart": "nope", "measure": "x"}}}}
+    write_project(tmp_path, cfg)
+    with pytest.raises(ProjectError, match=r"eventmart.yml:\d+: dashboards.d.charts.c.mart: 'nope' is not a declared mart"):
+        Project.load(tmp_path)
+
+
+def test_serve_refuses_a_bad_dashboard_with_exit_2(tmp_path):
+    import subprocess
+    import sys
+
+    p, _ = make(tmp_path, hours=1, bad={"type": "bar", "mart": "by_topic", "measure": "events", "dimension": "zzz"})
+    p.close()
+    r = subprocess.run([sys.executable, "-m", "eventmart", "serve", "-p", str(tmp_path), "--port", "0"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "dashboards.d.charts.bad.dimension" in r.stderr and len(r.stderr.strip().splitlines()) == 1
