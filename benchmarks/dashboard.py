@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import random
-import resource
 import statistics
 import sys
 import tempfile
@@ -113,14 +112,13 @@ def pandas_baseline(d: Path, sts: list[dict]) -> tuple[float, int, list[float]]:
     """Seed 001's way: load the marts whole at start, then filter/group in pandas per interaction."""
     import duckdb
 
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
     con = duckdb.connect(str(d / "warehouse.duckdb"), read_only=True)
     visits = con.execute("SELECT * FROM dash_visits").df()
     engagement = con.execute("SELECT * FROM dash_engagement").df()
     con.close()
     load = time.perf_counter() - t0
-    mem = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) * 1024
+    mem = int(visits.memory_usage(deep=True).sum() + engagement.memory_usage(deep=True).sum())
 
     def once(st: dict) -> float:
         t = time.perf_counter()

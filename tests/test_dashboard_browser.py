@@ -252,3 +252,17 @@ def test_serving_beyond_loopback_without_auth_warns(tmp_path):
         proc.kill()
         proc.wait()
     assert Path(tmp_path / "eventmart.yml").exists()
+
+
+def test_clicking_a_heatmap_cell_filters_by_both_dimensions(zen, page):
+    page.goto(zen.url + "/d/zen/")
+    wait_rendered(page, TOPICS)
+    cells = page.locator(f"#c-{TOPICS} .nsewdrag").first
+    cells.scroll_into_view_if_needed()
+    box = cells.bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
+    page.wait_for_function("() => location.search.includes('source_topic') && location.search.includes('item_topic')")
+    qs = urllib.parse.parse_qs(urllib.parse.urlparse(page.url).query)
+    (src,), (item,) = qs["source_topic"], qs["item_topic"]
+    wait_kpi(page, visits(source_topic=src, item_topic=item))
+    assert {t["name"] for t in traces(page, HISTORY)} == {item}

@@ -84,11 +84,12 @@ class DashboardApp:
     # --- layout ---------------------------------------------------------------------------------
     def layout(self) -> html.Div:
         filters: list[Any] = []
+        span = self.q.span()  # the empty inputs show the range "all" means
         for f in self.cfg.filters:
             if f.dimension == "time":
-                for i, label in (("from", "from (UTC)"), ("to", "to (UTC)")):
+                for i, label, hint in (("from", "from (UTC)", span and span[0]), ("to", "to (UTC)", span and span[1])):
                     filters.append(html.Label([f"{f.label or 'time'} {label}", dcc.Input(
-                        id=f"f-{i}", type="text", placeholder="YYYY-MM-DD HH:MM", debounce=True)],
+                        id=f"f-{i}", type="text", placeholder=_fmt(hint) or "YYYY-MM-DD HH:MM", debounce=True)],
                         className="em-filter"))
             else:
                 k = self.dims.index(f.dimension)

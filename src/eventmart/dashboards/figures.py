@@ -121,7 +121,7 @@ def heatmap(chart: Chart, res: QueryResult) -> dict:
     ys = sorted({str(r[1]) for r in res.rows})
     z = {(str(x), str(y)): _num(v) for x, y, v in res.rows}
     trace = {"type": "heatmap", "x": xs, "y": ys, "z": [[z.get((x, y)) for x in xs] for y in ys],
-             "colorscale": "Blues", "hovertemplate": "%{x} × %{y}: %{z:,.0f}<extra></extra>"}
+             "colorscale": "Blues", "reversescale": True, "hovertemplate": "%{x} × %{y}: %{z:,.0f}<extra></extra>"}
     return {"data": [trace], "layout": _layout(chart, xaxis={"tickangle": -45, "tickfont": {"size": 10}},
                                                yaxis={"tickfont": {"size": 10}})}
 

@@ -314,7 +314,7 @@ class DashboardQueries:
 class Cache:
     """Results keyed by (query, data version); old versions fall out as new ones come in."""
 
-    def __init__(self, size: int = 512):
+    def __init__(self, size: int = 4096):
         self.size, self._d, self._lock = size, OrderedDict(), threading.Lock()
         self.hits = self.misses = 0
 

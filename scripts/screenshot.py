@@ -1,0 +1,50 @@
+"""Render docs/zen-dashboard.png: the Zen demo dashboard in Debian's headless Chromium.
+
+    .venv/bin/python scripts/screenshot.py [OUT.png]
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+from playwright.sync_api import sync_playwright
+from werkzeug.serving import make_server
+
+from eventmart import Project
+from eventmart.dashboards.app import create_server
+from eventmart.examples import generate_zen, init_example
+
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run", "--disable-sync"]
+
+
+def main() -> None:
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent.parent / "docs" / "zen-dashboard.png")
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        init_example("zen", d)
+        generate_zen(d)
+        with Project.load(d) as p:
+            p.ingest("log_raw")
+            p.backfill()
+            httpd = make_server("127.0.0.1", 0, create_server(p), threaded=True)
+            threading.Thread(target=httpd.serve_forever, daemon=True).start()
+            with sync_playwright() as pw:
+                b = pw.chromium.launch(executable_path=shutil.which("chromium"), args=ARGS)
+                page = b.new_page(viewport={"width": 1400, "height": 1000}, device_scale_factor=1)
+                page.goto(f"http://127.0.0.1:{httpd.server_port}/")
+                page.wait_for_function("() => [...document.querySelectorAll('.js-plotly-plot')]"
+                                       ".every(g => g.data && g.data.length)", timeout=30_000)
+                page.wait_for_timeout(800)
+                page.screenshot(path=str(out), full_page=True)
+                b.close()
+            httpd.shutdown()
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
