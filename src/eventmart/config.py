@@ -33,6 +33,22 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+_TZ_RE = re.compile(r"^[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*$")
+
+
+def check_timezone(v: str) -> str:
+    """An IANA zone name (validated, so it may be written into SQL as a literal)."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if not _TZ_RE.match(v):
+        raise ValueError(f"'{v}' is not a time zone name; use an IANA name such as Europe/Moscow")
+    try:
+        ZoneInfo(v)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone '{v}'; use an IANA name such as Europe/Moscow or UTC") from None
+    return v
+
+
 def _check_name(v: str) -> str:
     if not NAME_RE.match(v):
         raise ValueError(f"'{v}' is not a valid name; use letters, digits and _ (not starting with a digit)")
@@ -124,6 +140,8 @@ class Mart(Strict):
     sql: str | None = None  # SQL mart: must filter its input with {{ start }} / {{ end }}; `from` gives its span
     start: str | None = None  # earliest window to keep covered; default: the source's first event
     chunk: str | None = None  # backfill chunk size; default: 1 day
+    # business time zone: day windows are local days (23 or 25 hours at DST changes), keyed by local date
+    timezone: str | None = None
 
     @field_validator("dimensions", mode="before")
     @classmethod
@@ -149,6 +167,12 @@ class Mart(Strict):
     @model_validator(mode="after")
     def _check(self) -> Mart:
         _check_name(self.time_column)
+        if self.timezone is not None:
+            check_timezone(self.timezone)
+            if self.grain_seconds != 86400:
+                raise _at("timezone", "a business time zone needs `grain: 1 day` (windows are local days)")
+            if self.chunk and parse_grain(self.chunk) != 86400:
+                raise _at("chunk", "a mart with a time zone runs in local days: leave chunk at 1 day")
         if self.sql is None:
             if not self.from_:
                 raise ValueError("a mart needs `from` (a source) and measures, or `sql`")

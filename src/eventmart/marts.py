@@ -6,10 +6,14 @@ aggregate, write the ledger row. A reader sees the old window or the new one, ne
 
 from __future__ import annotations
 
+import os
+import socket
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import sqlglot
 from sqlglot import exp
@@ -24,12 +28,15 @@ from .timeutil import (
     grain_label,
     is_aligned,
     merge_intervals,
+    parse_time,
     subtract_intervals,
     utcnow,
 )
 from .warehouse import Warehouse
 
 RUNS = "_eventmart_runs"
+# this process, as written in the ledger's `owner`: a `running` row whose owner is gone was interrupted
+OWNER = f"{socket.gethostname()}:{os.getpid()}"
 _AGGS = {"count", "count_distinct", "sum", "min", "max", "avg", "count_if"}
 
 
@@ -42,6 +49,7 @@ class RunResult:
     rows: int = 0
     seconds: float = 0.0
     error: str | None = None
+    attempt: int = 1
 
     def line(self) -> str:
         w = f"[{fmt(self.start)}, {fmt(self.end)})"
@@ -124,7 +132,10 @@ def compile_mart(wh: Warehouse, name: str, mart: Mart, sources: dict[str, Source
     src = sources[mart.from_]  # checked at load
     allowed = set(src.columns) | {"_time"}
     q = wh.q
-    bucket = wh.bucket_sql(q("_time"), mart.grain_seconds)
+    if mart.timezone:  # a business day: the local date of each event
+        bucket = wh.local_date_sql(q("_time"), mart.timezone)
+    else:
+        bucket = wh.bucket_sql(q("_time"), mart.grain_seconds)
     order = [d.name for d in mart.dimensions]
     if mart.time_column not in order:
         order.insert(0, mart.time_column)
@@ -160,31 +171,82 @@ def compile_mart(wh: Warehouse, name: str, mart: Mart, sources: dict[str, Source
 # --- the ledger --------------------------------------------------------------------------------
 
 
+LEDGER = [("run_id", "string"), ("mart", "string"), ("window_start", "timestamp"), ("window_end", "timestamp"),
+          ("status", "string"), ("rows", "int"), ("started_at", "timestamp"), ("seconds", "float"),
+          ("error", "string"), ("trigger", "string"), ("attempt", "int"), ("owner", "string")]
+
+
 def ensure_ledger(wh: Warehouse) -> None:
-    t = wh.type_name
-    wh.create_table(
-        RUNS,
-        [
-            ("mart", t("string")),
-            ("window_start", t("timestamp")),
-            ("window_end", t("timestamp")),
-            ("status", t("string")),
-            ("rows", t("int")),
-            ("started_at", t("timestamp")),
-            ("seconds", t("float")),
-            ("error", t("string")),
-            ("trigger", t("string")),
-        ],
-    )
+    have = wh.table_columns(RUNS)
+    if have is None:
+        wh.create_table(RUNS, [(c, wh.type_name(t)) for c, t in LEDGER])
+        return
+    for c, t in LEDGER:  # a ledger from an earlier version: add what it lacks
+        if c not in have:
+            wh.execute(f"ALTER TABLE {wh.q(RUNS)} ADD COLUMN {wh.q(c)} {wh.type_name(t)}")
 
 
-def _record(wh: Warehouse, r: RunResult, started: datetime, trigger: str) -> None:
+def _begin(wh: Warehouse, run_id: str, r: RunResult, started: datetime, trigger: str) -> None:
+    """A `running` row, committed before the work starts, so a crash leaves a trace."""
+    with wh.transaction():
+        ensure_ledger(wh)
+        wh.execute(
+            f"INSERT INTO {wh.q(RUNS)} (run_id, mart, window_start, window_end, status, rows, started_at, seconds, "
+            "error, trigger, attempt, owner) VALUES ({{ id }}, {{ m }}, {{ s }}, {{ e }}, 'running', 0, {{ t }}, 0, "
+            "NULL, {{ trig }}, {{ a }}, {{ o }})",
+            {"id": run_id, "m": r.mart, "s": r.start, "e": r.end, "t": started, "trig": trigger, "a": r.attempt,
+             "o": OWNER},
+        )
+
+
+def _finish(wh: Warehouse, run_id: str, r: RunResult) -> None:
     wh.execute(
-        f"INSERT INTO {wh.q(RUNS)} VALUES ({{{{ m }}}}, {{{{ s }}}}, {{{{ e }}}}, {{{{ st }}}}, {{{{ n }}}}, "
-        "{{ t }}, {{ sec }}, {{ err }}, {{ trig }})",
-        {"m": r.mart, "s": r.start, "e": r.end, "st": r.status, "n": r.rows, "t": started, "sec": r.seconds,
-         "err": r.error, "trig": trigger},
+        f"UPDATE {wh.q(RUNS)} SET status = {{{{ st }}}}, rows = {{{{ n }}}}, seconds = {{{{ sec }}}}, "
+        "error = {{ err }} WHERE run_id = {{ id }}",
+        {"st": r.status, "n": r.rows, "sec": r.seconds, "err": r.error, "id": run_id},
     )
+
+
+def _alive(owner: str | None) -> bool:
+    host, _, pid = (owner or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return host != socket.gethostname() and bool(host)  # another machine's run: not ours to judge
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def mark_interrupted(wh: Warehouse) -> int:
+    """`running` rows whose process is gone become `failed` (their transaction never committed)."""
+    if wh.table_columns(RUNS) is None:
+        return 0
+    ensure_ledger(wh)
+    rows = wh.fetch(f"SELECT run_id, owner FROM {wh.q(RUNS)} WHERE status = 'running'").rows
+    dead = [rid for rid, owner in rows if not _alive(owner)]
+    for rid in dead:
+        wh.execute(f"UPDATE {wh.q(RUNS)} SET status = 'failed', error = {{{{ e }}}} WHERE run_id = {{{{ id }}}}",
+                   {"e": "interrupted: the process running it ended before it finished", "id": rid})
+    return len(dead)
+
+
+# --- windows in UTC and in a business time zone ----------------------------------------------------
+
+
+def _to_utc(local: datetime, tz: ZoneInfo) -> datetime:
+    return local.replace(tzinfo=tz).astimezone(ZoneInfo("UTC")).replace(tzinfo=None)
+
+
+def _to_local(utc: datetime, tz: ZoneInfo) -> datetime:
+    return utc.replace(tzinfo=ZoneInfo("UTC")).astimezone(tz).replace(tzinfo=None)
+
+
+def local_day_start(d: date, tz: ZoneInfo) -> datetime:
+    """The UTC instant of local midnight starting day ``d``."""
+    return _to_utc(datetime(d.year, d.month, d.day), tz)
 
 
 # --- running windows -----------------------------------------------------------------------------
@@ -200,8 +262,58 @@ class MartRunner:
             self._compiled[name] = compile_mart(self.wh, name, self.marts[name], self.sources)
         return self._compiled[name]
 
+    # --- windows: UTC instants everywhere; a mart with a time zone has local-day windows --------------
+    def zone(self, name: str) -> ZoneInfo | None:
+        tz = self.marts[name].timezone
+        return ZoneInfo(tz) if tz else None
+
+    def from_user(self, name: str, t: datetime) -> datetime:
+        """A time as the user means it (--start, `start:`): UTC, or local for a mart with a time zone."""
+        tz = self.zone(name)
+        return t if tz is None else _to_utc(t, tz)
+
+    def floor(self, name: str, t: datetime) -> datetime:
+        tz = self.zone(name)
+        if tz is None:
+            return floor_time(t, self.marts[name].grain_seconds)
+        return local_day_start(_to_local(t, tz).date(), tz)
+
+    def ceil(self, name: str, t: datetime) -> datetime:
+        f = self.floor(name, t)
+        return f if f == t else self.next_boundary(name, f)
+
+    def next_boundary(self, name: str, t: datetime) -> datetime:
+        tz = self.zone(name)
+        if tz is None:
+            return t + timedelta(seconds=self.marts[name].grain_seconds)
+        return local_day_start(_to_local(t, tz).date() + timedelta(days=1), tz)
+
+    def windows(self, name: str, lo: datetime, hi: datetime, size: int | None = None) -> Iterator[tuple[datetime, datetime]]:
+        """[lo, hi) cut into the mart's chunks (local days for a mart with a time zone)."""
+        mart = self.marts[name]
+        if self.zone(name) is None:
+            yield from chunks(lo, hi, max(size or mart.chunk_seconds, mart.grain_seconds))
+            return
+        t = lo
+        while t < hi:
+            nxt = min(self.next_boundary(name, t), hi)
+            yield t, nxt
+            t = nxt
+
     def check_window(self, name: str, start: datetime, end: datetime) -> None:
         g = self.marts[name].grain_seconds
+        tz = self.zone(name)
+        if tz is not None:
+            for what, t in (("start", start), ("end", end)):
+                if self.floor(name, t) != t:
+                    local = _to_local(t, tz)
+                    raise UserError(
+                        f"--{what} {fmt(local)} is not a local midnight in {tz.key} (mart {name} keeps local days); "
+                        f"use a date such as {local.date().isoformat()}"
+                    )
+            if end <= start:
+                raise UserError("--end must be after --start")
+            return
         for what, t in (("start", start), ("end", end)):
             if not is_aligned(t, g):
                 raise UserError(
@@ -227,18 +339,24 @@ class MartRunner:
                 f"rebuild it with `eventmart reset {name}` and `eventmart backfill {name}`"
             )
 
-    def run_window(self, name: str, start: datetime, end: datetime, trigger: str = "run") -> RunResult:
+    def run_window(self, name: str, start: datetime, end: datetime, trigger: str = "run",
+                   attempt: int = 1) -> RunResult:
         wh, mart = self.wh, self.marts[name]
         sql, cols = self.compiled(name)
         q = wh.q
         tc = q(mart.time_column)
         started, t0 = utcnow(), time.perf_counter()
-        params = {"start": start, "end": end}
+        params: dict = {"start": start, "end": end}
+        # the mart's own time column: UTC buckets, or local dates for a mart with a time zone
+        tz = self.zone(name)
+        params["kstart"], params["kend"] = (start, end) if tz is None else (
+            _to_local(start, tz).date(), _to_local(end, tz).date())
+        run_id = uuid.uuid4().hex
+        _begin(wh, run_id, RunResult(name, start, end, "running", attempt=attempt), started, trigger)
         try:
             with wh.transaction():
-                ensure_ledger(wh)
                 self._ensure_table(name, sql, cols)
-                wh.execute(f"DELETE FROM {q(name)} WHERE {tc} >= {{{{ start }}}} AND {tc} < {{{{ end }}}}", params)
+                wh.execute(f"DELETE FROM {q(name)} WHERE {tc} >= {{{{ kstart }}}} AND {tc} < {{{{ kend }}}}", params)
                 if mart.sql is None:
                     rows = wh.execute(f"INSERT INTO {q(name)} {sql}", params)
                 else:
@@ -246,7 +364,7 @@ class MartRunner:
                     # a SQL mart may not write outside its window: that would corrupt its neighbours.
                     # The window was emptied first, so every inserted row must be found inside it.
                     inside = wh.fetch(
-                        f"SELECT count(*) FROM {q(name)} WHERE {tc} >= {{{{ start }}}} AND {tc} < {{{{ end }}}}",
+                        f"SELECT count(*) FROM {q(name)} WHERE {tc} >= {{{{ kstart }}}} AND {tc} < {{{{ kend }}}}",
                         params,
                     ).rows[0][0]
                     if inside != rows:
@@ -254,17 +372,16 @@ class MartRunner:
                             f"marts.{name}.sql: {rows - inside} row(s) have {mart.time_column} outside the window "
                             f"[{fmt(start)}, {fmt(end)}); filter the input with {{{{ start }}}} and {{{{ end }}}}"
                         )
-                res = RunResult(name, start, end, "ok", rows, time.perf_counter() - t0)
-                _record(wh, res, started, trigger)
+                res = RunResult(name, start, end, "ok", rows, time.perf_counter() - t0, attempt=attempt)
+                _finish(wh, run_id, res)
             return res
-        except ProjectError:
-            raise
-        except Exception as e:  # the engine's error is the user's SQL or data: keep it in the ledger
+        except BaseException as e:  # the engine's error is the user's SQL or data: keep it in the ledger
             msg = str(e).strip().splitlines()[0][:500] if str(e).strip() else type(e).__name__
-            res = RunResult(name, start, end, "failed", 0, time.perf_counter() - t0, msg)
+            res = RunResult(name, start, end, "failed", 0, time.perf_counter() - t0, msg, attempt)
             with wh.transaction():
-                ensure_ledger(wh)
-                _record(wh, res, started, trigger)
+                _finish(wh, run_id, res)
+            if isinstance(e, (ProjectError, KeyboardInterrupt, SystemExit)):
+                raise
             return res
 
     # --- coverage --------------------------------------------------------------------------------
@@ -280,17 +397,14 @@ class MartRunner:
     def data_span(self, name: str) -> tuple[datetime, datetime] | None:
         """The grain-aligned span the mart should cover: from its `start` (or first event) to the last event."""
         mart = self.marts[name]
-        g = mart.grain_seconds
         if mart.from_ is None or self.wh.table_columns(mart.from_) is None:
             return None
         lo, hi = self.wh.fetch(f"SELECT min(_time), max(_time) FROM {self.wh.q(mart.from_)}").rows[0]
         if lo is None:
             return None
         if mart.start:
-            from .timeutil import parse_time
-
-            lo = parse_time(mart.start, f"marts.{name}.start")
-        return floor_time(lo, g), floor_time(hi, g) + timedelta(seconds=g)
+            lo = self.from_user(name, parse_time(mart.start, f"marts.{name}.start"))
+        return self.floor(name, lo), self.next_boundary(name, self.floor(name, hi))
 
     def status(self, name: str) -> MartStatus:
         mart = self.marts[name]
@@ -315,17 +429,14 @@ class MartRunner:
     def plan_backfill(
         self, name: str, start: datetime | None, end: datetime | None
     ) -> list[tuple[datetime, datetime]]:
-        mart = self.marts[name]
-        g = mart.grain_seconds
         span = self.data_span(name)
-        lo = floor_time(start, g) if start else (span[0] if span else None)
-        hi = ceil_time(end, g) if end else (span[1] if span else None)
+        lo = self.floor(name, self.from_user(name, start)) if start else (span[0] if span else None)
+        hi = self.ceil(name, self.from_user(name, end)) if end else (span[1] if span else None)
         if lo is None or hi is None or hi <= lo:
             return []
-        size = max(mart.chunk_seconds, g)
         out: list[tuple[datetime, datetime]] = []
         for gs, ge in subtract_intervals((lo, hi), self.covered(name)):
-            out.extend(chunks(gs, ge, size))
+            out.extend(self.windows(name, gs, ge))
         return out
 
     def backfill(

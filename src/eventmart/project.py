@@ -109,10 +109,12 @@ class Project:
         names = self._marts(marts)
         s, e = _time(start, "--start"), _time(end, "--end")
         runner = self.runner
+        windows = {}
         for n in names:  # check every window before running any
             runner.compiled(n)
-            runner.check_window(n, s, e)
-        return [runner.run_window(n, s, e) for n in names]
+            windows[n] = (runner.from_user(n, s), runner.from_user(n, e))
+            runner.check_window(n, *windows[n])
+        return [runner.run_window(n, *windows[n]) for n in names]
 
     def backfill(
         self,

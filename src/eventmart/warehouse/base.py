@@ -75,6 +75,10 @@ class Warehouse(ABC):
     def bucket_sql(self, expr: str, grain_seconds: int) -> str:
         """SQL for floor(expr to grain) with buckets aligned to midnight UTC."""
 
+    @abstractmethod
+    def local_date_sql(self, expr: str, tz: str) -> str:
+        """SQL for the local date in zone ``tz`` of the naive-UTC timestamp ``expr`` (tz already validated)."""
+
     def create_table(
         self, name: str, columns: Sequence[tuple[str, str]], primary_key: Sequence[str] = ()
     ) -> None:

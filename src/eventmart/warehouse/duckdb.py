@@ -30,6 +30,14 @@ def _prepare(sql: str) -> str:
     return PARAM_RE.sub(lambda m: "$" + m.group(1), sql)
 
 
+def _used(sql: str, params: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Only the parameters the statement names: DuckDB refuses extra ones."""
+    if not params:
+        return None
+    names = set(PARAM_RE.findall(sql))
+    return {k: v for k, v in params.items() if k in names} or None
+
+
 def connect(path: str | Path | None, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(str(path) if path else ":memory:", read_only=read_only)
     con.execute("SET TimeZone = 'UTC'")
@@ -56,7 +64,7 @@ class DuckDBWarehouse(Warehouse):
         self._local = threading.local()
 
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> int:
-        cur = self.con.execute(_prepare(sql), params or None)
+        cur = self.con.execute(_prepare(sql), _used(sql, params))
         try:
             row = cur.fetchone()
         except duckdb.InvalidInputException:
@@ -65,12 +73,12 @@ class DuckDBWarehouse(Warehouse):
         return int(row[0]) if row and cur.description and cur.description[0][0] == "Count" else -1
 
     def fetch(self, sql: str, params: dict[str, Any] | None = None) -> QueryResult:
-        cur = self.con.execute(_prepare(sql), params or None)
+        cur = self.con.execute(_prepare(sql), _used(sql, params))
         cols = [d[0] for d in cur.description] if cur.description else []
         return QueryResult(cols, cur.fetchall())
 
     def fetch_arrow(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
-        return self.con.sql(_prepare(sql), params=params or None).to_arrow_table()
+        return self.con.sql(_prepare(sql), params=_used(sql, params)).to_arrow_table()
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -125,6 +133,9 @@ class DuckDBWarehouse(Warehouse):
     def bucket_sql(self, expr: str, grain_seconds: int) -> str:
         return f"time_bucket(INTERVAL '{grain_seconds} seconds', {expr}, TIMESTAMP '2000-01-01')"
 
+    def local_date_sql(self, expr: str, tz: str) -> str:
+        return f"CAST(timezone('{tz}', CAST({expr} AS TIMESTAMPTZ)) AS DATE)"
+
     def staging(self) -> duckdb.DuckDBPyConnection:
         return self.con
 
@@ -147,7 +158,7 @@ class DuckDBWarehouse(Warehouse):
         cur = getattr(self._local, "cur", None)
         if cur is None:
             cur = self._local.cur = self.con.cursor()
-        res = cur.execute(_prepare(sql), params or None)
+        res = cur.execute(_prepare(sql), _used(sql, params))
         return QueryResult([d[0] for d in res.description], res.fetchall())
 
     def in_list_sql(self, expr: str, param: str) -> str:

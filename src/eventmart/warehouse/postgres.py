@@ -115,6 +115,9 @@ class PostgresWarehouse(Warehouse):
     def type_name(self, t: str) -> str:
         return _TYPES[t]
 
+    def local_date_sql(self, expr: str, tz: str) -> str:
+        return f"CAST(({expr} AT TIME ZONE 'UTC') AT TIME ZONE '{tz}' AS DATE)"
+
     def bucket_sql(self, expr: str, grain_seconds: int) -> str:
         return f"date_bin(INTERVAL '{grain_seconds} seconds', {expr}, TIMESTAMP '2000-01-01')"
 
