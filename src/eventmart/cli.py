@@ -31,8 +31,16 @@ err = Console(stderr=True, highlight=False)
 ProjectOpt = Annotated[Path, typer.Option("--project", "-p", help="Project folder (default: current folder).")]
 
 
-def _load(project: Path) -> Project:
-    return Project.load(project)
+def _load(project: Path, local: bool = False) -> Project:
+    """The project; while `eventmart serve` owns its embedded warehouse, a proxy that asks the server."""
+    p = Project.load(project)
+    if not local and p.config.warehouse.type == "duckdb":
+        from .server.api import RemoteProject, running_server
+
+        state = running_server(p.dir)
+        if state is not None:
+            return RemoteProject(p.dir, state, p.config)  # type: ignore[return-value]
+    return p
 
 
 def _show(res: Any) -> None:
@@ -157,6 +165,42 @@ def status(project: ProjectOpt = Path(".")) -> None:
     out.print(t)
 
 
+@app.command()
+def runs(
+    job: Annotated[str | None, typer.Option("--job", help="Only this scheduled job's runs.")] = None,
+    failed: Annotated[bool, typer.Option("--failed", help="Only failed runs.")] = False,
+    mart: Annotated[str | None, typer.Option("--mart", help="Only this mart's runs.")] = None,
+    limit: Annotated[int, typer.Option(help="Rows to show.")] = 50,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Run history, newest first: job, window, status, rows, duration, attempt, error."""
+    with _load(project) as p:
+        _show(p.runs(job=job, failed=failed, mart=mart, limit=limit))
+
+
+@app.command()
+def backup(
+    dir: Annotated[str | None, typer.Option("--dir", help="Folder for the copies (default: backups/).")] = None,
+    keep: Annotated[int, typer.Option(help="Copies to keep (the newest).")] = 4,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Write a consistent, timestamped copy of the warehouse, verified by restoring it to scratch."""
+    with _load(project) as p:
+        res = p.backup(dir, keep)
+    out.print(res.line(), soft_wrap=True)
+    out.print(f"  {res.path}", soft_wrap=True, markup=False)
+
+
+@app.command()
+def restore(
+    path: Annotated[str, typer.Argument(help="A backup file written by `eventmart backup`.")],
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Bring a backup back as the warehouse (stop `eventmart serve` first)."""
+    with _load(project) as p:
+        out.print(p.restore(path), soft_wrap=True, markup=False)
+
+
 def _jsonable(v: Any) -> Any:
     if isinstance(v, (datetime, date)):
         return v.isoformat(sep=" ") if isinstance(v, datetime) else v.isoformat()
@@ -224,10 +268,14 @@ def demo(
 
 
 def _serve(project: Path, host: str, port: int) -> None:
-    from .dashboards.app import serve as serve_dashboards
+    from .server.api import running_server
+    from .server.serve import serve as serve_project
 
-    with _load(project) as p:
-        serve_dashboards(p, host, port, say=lambda m: out.print(m, markup=False, soft_wrap=True))
+    with _load(project, local=True) as p:
+        state = running_server(p.dir)
+        if state is not None:
+            raise UserError(f"eventmart serve already runs on this project (pid {state['pid']}, port {state['port']})")
+        serve_project(p, host, port, say=lambda m: out.print(m, markup=False, soft_wrap=True))
 
 
 @app.command()
@@ -236,7 +284,11 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to bind; anything but loopback warns without auth.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8050,
 ) -> None:
-    """Serve the project's dashboards (basic auth from $EVENTMART_DASH_USER / $EVENTMART_DASH_PASSWORD)."""
+    """Serve the dashboards, run the schedules, and take other commands' calls for this project.
+
+    Basic auth from $EVENTMART_DASH_USER / $EVENTMART_DASH_PASSWORD. While it runs, `eventmart
+    ingest/run/backfill/query/status/runs/backup` on the same project go through it.
+    """
     _serve(project, host, port)
 
 

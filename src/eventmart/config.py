@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ProjectError
-from .timeutil import parse_grain, parse_last
+from .timeutil import parse_duration, parse_grain, parse_last
 
 PROJECT_FILE = "eventmart.yml"
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -294,12 +294,42 @@ class Warehouse(Strict):
     schema_: str | None = Field(default=None, alias="schema")  # postgres schema (default: public)
 
 
+class Schedule(Strict):
+    """A job run on a cron schedule by `eventmart serve` (or exported to Airflow)."""
+
+    cron: str  # five-field cron expression, e.g. "15 3 * * *"
+    timezone: str = "UTC"  # the zone the cron expression is read in
+    run: Literal["marts", "backup"] = "marts"
+    marts: list[str] | None = None  # run: marts; default all marts
+    lookback: int = Field(default=0, ge=0)  # also re-run the last N windows (late events)
+    catchup: Literal["all", "latest", "coalesce"] = "all"
+    retries: int = Field(default=2, ge=0)
+    retry_delay: str = "1 minute"
+    keep: int = Field(default=4, ge=1)  # run: backup; copies kept
+    dir: str = "backups"  # run: backup; folder (relative to the project)
+
+    @model_validator(mode="after")
+    def _check(self) -> Schedule:
+        from croniter import croniter
+
+        if not croniter.is_valid(self.cron) or len(self.cron.split()) != 5:
+            raise _at("cron", f"'{self.cron}' is not a five-field cron expression (e.g. '15 3 * * *')")
+        check_timezone(self.timezone)
+        parse_duration(self.retry_delay)
+        return self
+
+    @property
+    def retry_seconds(self) -> int:
+        return parse_duration(self.retry_delay)
+
+
 class ProjectConfig(Strict):
     name: str = "eventmart"
     warehouse: Warehouse = Warehouse()
     sources: dict[str, Source] = {}
     marts: dict[str, Mart] = {}
     dashboards: dict[str, Dashboard] = {}
+    schedules: dict[str, Schedule] = {}
 
     @model_validator(mode="after")
     def _refs(self) -> ProjectConfig:
@@ -311,6 +341,11 @@ class ProjectConfig(Strict):
         for n, m in self.marts.items():
             if m.from_ and m.from_ not in self.sources:
                 raise _at(f"marts.{n}.from", f"'{m.from_}' is not a declared source")
+        for j, job in self.schedules.items():
+            _check_name(j)
+            for m in job.marts or []:
+                if m not in self.marts:
+                    raise _at(f"schedules.{j}.marts", f"'{m}' is not a declared mart")
         for d, dash in self.dashboards.items():
             for c, chart in dash.charts.items():
                 if chart.mart not in self.marts:

@@ -288,6 +288,26 @@ class MartRunner:
             return t + timedelta(seconds=self.marts[name].grain_seconds)
         return local_day_start(_to_local(t, tz).date() + timedelta(days=1), tz)
 
+    def floor_chunk(self, name: str, t: datetime) -> datetime:
+        """The end of the last chunk-sized window closed at ``t`` (a local midnight with a time zone)."""
+        if self.zone(name) is not None:
+            return self.floor(name, t)
+        mart = self.marts[name]
+        return floor_time(t, max(mart.chunk_seconds, mart.grain_seconds))
+
+    def last_windows(self, name: str, end: datetime, n: int) -> list[tuple[datetime, datetime]]:
+        """The ``n`` chunk windows just before ``end``, oldest first."""
+        out: list[tuple[datetime, datetime]] = []
+        tz = self.zone(name)
+        mart = self.marts[name]
+        size = max(mart.chunk_seconds, mart.grain_seconds)
+        e = end
+        for _ in range(n):
+            s = self.floor(name, e - timedelta(seconds=1)) if tz else e - timedelta(seconds=size)
+            out.append((s, e))
+            e = s
+        return out[::-1]
+
     def windows(self, name: str, lo: datetime, hi: datetime, size: int | None = None) -> Iterator[tuple[datetime, datetime]]:
         """[lo, hi) cut into the mart's chunks (local days for a mart with a time zone)."""
         mart = self.marts[name]

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +26,17 @@ if TYPE_CHECKING:
     from .sources import IngestResult
 
 
+def _locked(fn):
+    """Project methods hold the project's lock: the scheduler, API calls and the caller share one warehouse."""
+
+    @functools.wraps(fn)
+    def inner(self, *a, **k):
+        with self.lock:
+            return fn(self, *a, **k)
+
+    return inner
+
+
 def _time(t: datetime | str | None, what: str) -> datetime | None:
     if t is None or isinstance(t, datetime):
         return t
@@ -36,6 +49,8 @@ class Project:
         self.config = config
         self._wh: Warehouse | None = None
         self._read_only = False
+        # one writer at a time inside a process (scheduler, API calls, dashboard actions)
+        self.lock = threading.RLock()
 
     @classmethod
     def load(cls, directory: str | Path = ".") -> Project:
@@ -83,6 +98,7 @@ class Project:
         return MartRunner(self.warehouse, self.config.marts, self.config.sources)
 
     # --- commands -------------------------------------------------------------------------------
+    @_locked
     def ingest(self, source: str, files: list[str] | None = None, progress: Callable[[str], None] | None = None) -> IngestResult:
         from .sources import ingest
         from .sources.ingest import resolve_files
@@ -91,6 +107,7 @@ class Project:
         paths = [] if src.format == "postgres" else resolve_files(src, source, files, self.dir)
         return ingest(self.warehouse, source, src, paths, progress)
 
+    @_locked
     def rejects(self, source: str, limit: int | None = None) -> QueryResult:
         self.source(source)
         from .sources import list_rejects
@@ -98,11 +115,13 @@ class Project:
         cols, rows = list_rejects(self.warehouse, source, limit)
         return QueryResult(cols, rows)
 
+    @_locked
     def replay_rejects(self, source: str) -> IngestResult:
         from .sources import replay_rejects
 
         return replay_rejects(self.warehouse, source, self.source(source))
 
+    @_locked
     def run(
         self, marts: list[str] | None = None, *, start: datetime | str, end: datetime | str
     ) -> list[RunResult]:
@@ -116,6 +135,7 @@ class Project:
             runner.check_window(n, *windows[n])
         return [runner.run_window(n, *windows[n]) for n in names]
 
+    @_locked
     def backfill(
         self,
         marts: list[str] | None = None,
@@ -130,6 +150,7 @@ class Project:
             runner.compiled(n)
         return runner.backfill(names, _time(start, "--start"), _time(end, "--end"), progress)
 
+    @_locked
     def plan_backfill(self, marts: list[str] | None = None, *, start=None, end=None) -> list[tuple[str, datetime, datetime]]:
         runner = self.runner
         return [
@@ -138,10 +159,12 @@ class Project:
             for s, e in runner.plan_backfill(n, _time(start, "--start"), _time(end, "--end"))
         ]
 
+    @_locked
     def status(self) -> list[MartStatus]:
         runner = self.runner
         return [runner.status(n) for n in self.config.marts]
 
+    @_locked
     def reset(self, mart: str) -> None:
         """Drop a mart's table and its ledger rows, e.g. after its definition changed."""
         self.mart(mart)
@@ -153,6 +176,7 @@ class Project:
             if wh.table_columns(RUNS) is not None:
                 wh.execute(f"DELETE FROM {wh.q(RUNS)} WHERE mart = {{{{ m }}}}", {"m": mart})
 
+    @_locked
     def query(self, sql: str) -> QueryResult:
         """Read-only SQL on the warehouse."""
         if self._wh is None and self.config.warehouse.type == "duckdb":
@@ -169,3 +193,84 @@ class Project:
         except errors as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UserError(f"query failed: {first}") from None
+
+    # --- run history, backups ---------------------------------------------------------------------
+    @_locked
+    def runs(self, job: str | None = None, failed: bool = False, mart: str | None = None,
+             limit: int = 50) -> QueryResult:
+        """The run ledger, newest first (a `running` row whose process is gone shows as failed)."""
+        from .marts import RUNS, mark_interrupted
+
+        wh = self.warehouse
+        if wh.table_columns(RUNS) is None:
+            return QueryResult(["started_at", "mart", "window_start", "window_end", "status", "rows", "seconds",
+                                "attempt", "trigger", "error"], [])
+        with self.lock:
+            mark_interrupted(wh)
+        where, params = ["1 = 1"], {}
+        if job:
+            if job not in self.config.schedules:
+                known = ", ".join(self.config.schedules) or "none declared"
+                raise UserError(f"unknown job '{job}' (schedules: {known}); check eventmart.yml")
+            where.append("(trigger = {{ t }} OR trigger = {{ tl }})")
+            params.update(t=f"schedule:{job}", tl=f"schedule:{job}:lookback")
+        if failed:
+            where.append("status = 'failed'")
+        if mart:
+            where.append("mart = {{ m }}")
+            params["m"] = mart
+        res = wh.fetch(
+            "SELECT started_at, mart, window_start, window_end, status, rows, seconds, "
+            f"attempt, trigger, error FROM {wh.q(RUNS)} WHERE {' AND '.join(where)} "
+            f"ORDER BY started_at DESC, window_start DESC LIMIT {int(limit)}", params)
+        res.rows = [(*r[:6], round(float(r[6] or 0), 3), *r[7:]) for r in res.rows]
+        return res
+
+    def backup(self, directory: str | Path | None = None, keep: int = 4):
+        """A consistent, verified copy of the warehouse in ``directory`` (default: backups/)."""
+        from .backup import backup
+
+        d = Path(directory) if directory else self.dir / "backups"
+        if not d.is_absolute():
+            d = self.dir / d
+        with self.lock:
+            return backup(self.warehouse, d, keep)
+
+    def backup_job(self, job: str, now: datetime, attempt: int = 1) -> RunResult:
+        """A scheduled backup, recorded in the run ledger as mart `_backup`."""
+        import time as _time
+        import uuid
+
+        from .marts import _begin, _finish
+
+        spec = self.config.schedules[job]
+        wh = self.warehouse
+        run_id, started, t0 = uuid.uuid4().hex, now, _time.perf_counter()
+        res = RunResult("_backup", now, now, "running", attempt=attempt)
+        _begin(wh, run_id, res, started, f"schedule:{job}")
+        try:
+            b = self.backup(spec.dir, spec.keep)
+            res = RunResult("_backup", now, now, "ok", sum(b.tables.values()), _time.perf_counter() - t0,
+                            str(b.path.name), attempt)
+        except Exception as e:
+            res = RunResult("_backup", now, now, "failed", 0, _time.perf_counter() - t0, str(e)[:500], attempt)
+        with wh.transaction():
+            _finish(wh, run_id, res)
+        return res
+
+    def restore(self, path: str | Path) -> str:
+        """Bring a backup back as the warehouse; the current DuckDB file is kept beside it."""
+        from .backup import duckdb_restore, postgres_restore
+
+        src = Path(path)
+        if not src.is_absolute():
+            src = (Path.cwd() / src) if src.exists() else self.dir / src
+        if not src.is_file():
+            raise UserError(f"{path}: no such backup file; list them with `ls {self.dir / 'backups'}`")
+        if self.config.warehouse.type == "duckdb":
+            self.close()
+            kept = duckdb_restore(src, self.dir / self.config.warehouse.path)
+            return f"restored {src.name}; the previous warehouse is kept as {kept.name}"
+        with self.lock:
+            postgres_restore(self.warehouse, src)
+        return f"restored {src.name} into the PostgreSQL warehouse"

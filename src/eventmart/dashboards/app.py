@@ -13,7 +13,6 @@ import hmac
 import io
 import ipaddress
 import os
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -23,7 +22,6 @@ import flask
 from dash import Input, Output, dcc, html
 
 from ..config import Dashboard, locate
-from ..errors import ProjectError
 from ..timeutil import grain_label, parse_last, parse_time
 from . import figures
 from .query import DashboardQueries, State
@@ -242,16 +240,15 @@ class DashboardApp:
 
 
 def create_server(project: Project) -> flask.Flask:
-    """The Flask server with every dashboard mounted; checks every dashboard before serving any."""
-    dashboards = project.config.dashboards
-    if not dashboards:
-        raise ProjectError(f"{project.dir / 'eventmart.yml'}: dashboards: no dashboard declared; add one "
-                           "(see the README's project-file reference)")
+    """The Flask server with every dashboard and the Runs page mounted; checks every dashboard first."""
+    from .runs import RunsApp
+
     server = flask.Flask("eventmart")
     pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="eventmart-query")
-    apps = {n: DashboardApp(n, d, project, server, pool) for n, d in dashboards.items()}
+    apps = {n: DashboardApp(n, d, project, server, pool) for n, d in project.config.dashboards.items()}
     server.config["eventmart_apps"] = apps
-    first = next(iter(apps.values())).base
+    server.config["eventmart_runs"] = RunsApp(project, server)
+    first = next(iter(apps.values())).base if apps else "/runs/"
 
     @server.route("/")
     def index():
@@ -267,6 +264,8 @@ def create_server(project: Project) -> flask.Flask:
 
         @server.before_request
         def basic_auth():
+            if flask.request.path in server.config.get("eventmart_public", ()):
+                return None  # the local API checks its own token
             got = flask.request.headers.get("Authorization", "")
             if not hmac.compare_digest(got.encode(), expected.encode()):
                 return flask.Response("authentication required", 401,
@@ -274,6 +273,10 @@ def create_server(project: Project) -> flask.Flask:
             return None
 
     return server
+
+
+def auth_configured() -> bool:
+    return bool(os.environ.get(AUTH_USER) and os.environ.get(AUTH_PASSWORD))
 
 
 def is_loopback(host: str) -> bool:
@@ -285,26 +288,4 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def serve(project: Project, host: str = "127.0.0.1", port: int = 8050, say=print) -> None:
-    import logging
-
-    from werkzeug.serving import make_server
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
-    server = create_server(project)
-    auth = bool(os.environ.get(AUTH_USER) and os.environ.get(AUTH_PASSWORD))
-    if not is_loopback(host) and not auth:
-        say(f"warning: serving on {host} without authentication: anyone who can reach this machine sees the "
-            f"dashboards; set {AUTH_USER} and {AUTH_PASSWORD}")
-    httpd = make_server(host, port, server, threaded=True)
-    say(f"serving {', '.join(project.config.dashboards)} at http://{host}:{httpd.server_port}/  (Ctrl-C stops)")
-    t0 = time.time()
-    try:
-        httpd.serve_forever()
-    except KeyboardInterrupt:
-        say(f"stopped after {time.time() - t0:.0f}s")
-    finally:
-        httpd.server_close()
-
-
-__all__ = ["DashboardApp", "create_server", "serve"]
+__all__ = ["DashboardApp", "auth_configured", "create_server", "is_loopback"]

@@ -1,0 +1,214 @@
+"""The Runs page (/runs/): run history, a coverage calendar per mart, and a backfill that shows its plan first.
+
+Reads go through the warehouse's thread-safe cursors; the backfill runs in a background thread
+under the project's write lock, like the scheduler's jobs.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import dash
+import flask
+from dash import Input, Output, State, dcc, html
+
+from ..marts import RUNS
+from ..timeutil import fmt, merge_intervals, parse_time
+
+if TYPE_CHECKING:
+    from ..project import Project
+
+# coverage calendar states, in legend order
+STATES = {"done": ("#54A24B", 0), "re-opened by lookback": ("#4C78A8", 1), "failed": ("#E45756", 2),
+          "missing": ("#D8D8D8", 3), "running": ("#EECA3B", 4)}
+CALENDAR_WINDOWS = 120  # most recent windows per mart shown
+
+
+class RunsApp:
+    def __init__(self, project: Project, server: flask.Flask):
+        self.project = project
+        self.wh = project.warehouse
+        self.base = "/runs/"
+        self.app = dash.Dash(name="eventmart_runs", server=server, url_base_pathname=self.base,
+                             title="eventmart — runs", update_title=None, serve_locally=True)
+        self.app.layout = self.layout
+        self.backfill_thread: threading.Thread | None = None
+        self.backfill_note = ""
+        self._callbacks()
+
+    def layout(self) -> html.Div:
+        jobs = list(self.project.config.schedules)
+        marts = list(self.project.config.marts)
+        return html.Div([
+            dcc.Interval(id="tick", interval=5000),
+            html.H2("Runs", style={"margin": "12px 24px 4px"}),
+            html.Div([
+                dcc.Dropdown(id="job", options=jobs, placeholder="all jobs", style={"width": "240px"}),
+                dcc.Checklist(id="failed", options=[{"label": " failed only", "value": "failed"}], value=[]),
+            ], style={"display": "flex", "gap": "16px", "alignItems": "center", "margin": "0 24px"}),
+            html.Div(id="runs", style={"margin": "8px 24px", "maxHeight": "520px", "overflow": "auto"}),
+            html.H3("Coverage", style={"margin": "16px 24px 4px"}),
+            dcc.Graph(id="calendar", config={"displaylogo": False}),
+            html.H3("Backfill", style={"margin": "16px 24px 4px"}),
+            html.Div([
+                dcc.Dropdown(id="bf-mart", options=marts, multi=True, placeholder="all marts",
+                             style={"width": "320px"}),
+                dcc.Input(id="bf-start", placeholder="start (default: mart start)", style={"width": "200px"}),
+                dcc.Input(id="bf-end", placeholder="end (default: last event)", style={"width": "200px"}),
+                html.Button("Preview", id="bf-preview"),
+                html.Button("Run backfill", id="bf-run", disabled=True),
+            ], style={"display": "flex", "gap": "8px", "margin": "0 24px", "alignItems": "center"}),
+            html.Pre(id="bf-plan", style={"margin": "8px 24px", "maxHeight": "300px", "overflow": "auto"}),
+        ], style={"fontFamily": "system-ui, sans-serif"})
+
+    # --- data -----------------------------------------------------------------------------------
+    def _ledger_exists(self) -> bool:
+        return bool(self.wh.concurrent_fetch(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = {{ t }} "
+            "AND table_schema = current_schema()", {"t": RUNS}).rows[0][0])
+
+    def runs(self, job: str | None, failed: bool) -> list[dict[str, Any]]:
+        if not self._ledger_exists():
+            return []
+        where, params = ["1 = 1"], {}
+        if job:
+            where.append("(trigger = {{ t }} OR trigger = {{ tl }})")
+            params.update(t=f"schedule:{job}", tl=f"schedule:{job}:lookback")
+        if failed:
+            where.append("status = 'failed'")
+        res = self.wh.concurrent_fetch(
+            "SELECT started_at, trigger, mart, window_start, window_end, status, rows, seconds, attempt, error "
+            f"FROM {self.wh.q(RUNS)} WHERE {' AND '.join(where)} ORDER BY started_at DESC LIMIT 500", params)
+        out = []
+        for r in res.rows:
+            d = dict(zip(res.columns, r, strict=True))
+            d["job"] = (d.pop("trigger") or "").removeprefix("schedule:")
+            d["retries"] = max((d.pop("attempt") or 1) - 1, 0)
+            for k in ("started_at", "window_start", "window_end"):
+                d[k] = fmt(d[k]) if isinstance(d[k], datetime) else d[k]
+            d["seconds"] = round(float(d["seconds"] or 0), 3)
+            out.append(d)
+        return out
+
+    @staticmethod
+    def table(rows: list[dict[str, Any]]) -> html.Table:
+        cols = ["started_at", "job", "mart", "window_start", "window_end", "status", "rows", "seconds", "retries",
+                "error"]
+        cell = {"padding": "3px 8px", "borderBottom": "1px solid #eee", "fontSize": "13px", "textAlign": "left"}
+        head = html.Tr([html.Th(c, style=cell) for c in cols])
+        body = [html.Tr([html.Td("" if r.get(c) is None else str(r.get(c)), style=cell) for c in cols],
+                        className=f"run-{r.get('status')}",
+                        style={"background": "#fdecea"} if r.get("status") == "failed" else {})
+                for r in rows]
+        return html.Table([html.Thead(head), html.Tbody(body)], style={"borderCollapse": "collapse"})
+
+    def coverage(self) -> dict[str, list[tuple[datetime, datetime, str]]]:
+        """Per mart, its recent chunk windows and the state of each."""
+        runner = self.project.runner
+        out: dict[str, list[tuple[datetime, datetime, str]]] = {}
+        rows = self.wh.concurrent_fetch(
+            f"SELECT mart, window_start, window_end, status, trigger, started_at FROM {self.wh.q(RUNS)} "
+            "ORDER BY started_at").rows if self._ledger_exists() else []
+        for mart, cfg in self.project.config.marts.items():
+            mine = [r for r in rows if r[0] == mart]
+            ok = merge_intervals([(r[1], r[2]) for r in mine if r[3] == "ok"])
+            lo = min([r[1] for r in mine], default=None)
+            hi = max([r[2] for r in mine], default=None)
+            if cfg.from_:
+                span = self.wh.concurrent_fetch(f"SELECT min(_time), max(_time) FROM {self.wh.q(cfg.from_)}").rows \
+                    if self._table(cfg.from_) else [(None, None)]
+                a, b = span[0]
+                if a is not None:
+                    a, b = runner.floor(mart, a), runner.next_boundary(mart, runner.floor(mart, b))
+                    lo, hi = (a if lo is None else min(lo, a)), (b if hi is None else max(hi, b))
+            if lo is None:
+                out[mart] = []
+                continue
+            windows = list(runner.windows(mart, lo, hi))[-CALENDAR_WINDOWS:]
+            cells = []
+            for s, e in windows:
+                touching = [r for r in mine if r[1] < e and r[2] > s]
+                latest = touching[-1] if touching else None
+                if latest is not None and latest[3] == "running":
+                    state = "running"
+                elif any(a <= s and e <= b for a, b in ok):
+                    last_ok = [r for r in touching if r[3] == "ok"][-1:]
+                    state = "re-opened by lookback" if last_ok and (last_ok[0][4] or "").endswith(":lookback") \
+                        else "done"
+                elif any(r[3] == "failed" for r in touching):
+                    state = "failed"
+                else:
+                    state = "missing"
+                cells.append((s, e, state))
+            out[mart] = cells
+        return out
+
+    def _table(self, name: str) -> bool:
+        return bool(self.wh.concurrent_fetch(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = {{ t }} "
+            "AND table_schema = current_schema()", {"t": name}).rows[0][0])
+
+    def calendar_figure(self) -> dict:
+        cov = self.coverage()
+        data = []
+        for state, (color, _) in STATES.items():
+            xs, ys, text = [], [], []
+            for mart, cells in cov.items():
+                for s, e, st in cells:
+                    if st == state:
+                        xs.append(fmt(s))
+                        ys.append(mart)
+                        text.append(f"{mart} [{fmt(s)}, {fmt(e)}): {st}")
+            data.append({"type": "scatter", "mode": "markers", "name": state, "x": xs, "y": ys, "text": text,
+                         "hoverinfo": "text", "marker": {"symbol": "square", "size": 14, "color": color}})
+        return {"data": data, "layout": {"height": 120 + 40 * max(len(cov), 1), "margin": {"l": 140, "r": 20,
+                                                                                           "t": 10, "b": 40},
+                                         "plot_bgcolor": "white", "legend": {"orientation": "h"},
+                                         "xaxis": {"type": "date"}, "yaxis": {"type": "category"}}}
+
+    # --- backfill ---------------------------------------------------------------------------------
+    def plan(self, marts: list[str] | None, start: str | None, end: str | None) -> list[tuple[str, datetime, datetime]]:
+        with self.project.lock:
+            return self.project.plan_backfill(marts or None, start=_time(start), end=_time(end))
+
+    def run_backfill(self, marts: list[str] | None, start: str | None, end: str | None) -> str:
+        if self.backfill_thread and self.backfill_thread.is_alive():
+            return "a backfill is running already; watch the table above"
+
+        def work() -> None:
+            with self.project.lock:
+                res = self.project.backfill(marts or None, start=_time(start), end=_time(end))
+            failed = sum(r.status != "ok" for r in res)
+            self.backfill_note = f"backfill finished: {len(res) - failed} ok, {failed} failed"
+
+        self.backfill_thread = threading.Thread(target=work, daemon=True, name="eventmart-backfill")
+        self.backfill_thread.start()
+        return "backfill started; the runs appear above as they finish"
+
+    def _callbacks(self) -> None:
+        @self.app.callback(Output("runs", "children"), Output("calendar", "figure"),
+                           Input("tick", "n_intervals"), Input("job", "value"), Input("failed", "value"))
+        def refresh(_n, job, failed):
+            return self.table(self.runs(job, "failed" in (failed or []))), self.calendar_figure()
+
+        @self.app.callback(Output("bf-plan", "children"), Output("bf-run", "disabled"),
+                           Input("bf-preview", "n_clicks"), Input("bf-run", "n_clicks"),
+                           State("bf-mart", "value"), State("bf-start", "value"), State("bf-end", "value"),
+                           prevent_initial_call=True)
+        def backfill(_p, _r, marts, start, end):
+            try:
+                if dash.ctx.triggered_id == "bf-run":
+                    return self.run_backfill(marts, start, end), True
+                plan = self.plan(marts, start, end)
+            except Exception as e:  # a bad date: say so, run nothing
+                return f"cannot plan: {e}", True
+            if not plan:
+                return "nothing to backfill: no gaps in that range", True
+            lines = [f"{m} [{fmt(s)}, {fmt(e)})" for m, s, e in plan]
+            return f"{len(plan)} window(s) will run:\n" + "\n".join(lines), False
+
+
+def _time(text: str | None) -> datetime | None:
+    return parse_time(text.strip(), "time") if text and text.strip() else None

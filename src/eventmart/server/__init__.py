@@ -1,0 +1,1 @@
+"""`eventmart serve`: one process owns the warehouse and runs the dashboards, the scheduler and the local API."""

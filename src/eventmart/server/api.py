@@ -1,0 +1,187 @@
+"""The local API: while `eventmart serve` owns an embedded warehouse, other eventmart commands go through it.
+
+DuckDB lets one process write a database file. The server is that process; it writes
+``.eventmart/server.json`` (port, token, pid; readable by the owner only) into the project folder.
+A CLI command on the same project finds that file, and instead of opening the warehouse it calls the
+same `Project` method on the server over loopback, with the token. Values travel as JSON (no pickle):
+dataclasses, datetimes and decimals are tagged and rebuilt from a fixed list of types.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import secrets
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import UserError
+
+if TYPE_CHECKING:
+    import flask
+
+    from ..project import Project
+
+STATE_DIR = ".eventmart"
+STATE_FILE = "server.json"
+TOKEN_HEADER = "X-Eventmart-Token"
+# what another process may ask the server to do: the commands, nothing else
+METHODS = ("ingest", "rejects", "replay_rejects", "run", "backfill", "plan_backfill", "status", "query", "reset",
+           "runs", "backup")
+
+
+def _types() -> dict[str, type]:
+    from ..backup import BackupResult
+    from ..marts import MartStatus, RunResult
+    from ..sources.ingest import IngestResult
+    from ..warehouse import QueryResult
+
+    return {t.__name__: t for t in (RunResult, MartStatus, IngestResult, QueryResult, BackupResult)}
+
+
+def encode(v: Any) -> Any:
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return {"__dc__": type(v).__name__, "f": {f.name: encode(getattr(v, f.name)) for f in dataclasses.fields(v)}}
+    if isinstance(v, datetime):
+        return {"__dt__": v.isoformat()}
+    if isinstance(v, date):
+        return {"__d__": v.isoformat()}
+    if isinstance(v, Decimal):
+        return {"__dec__": str(v)}
+    if isinstance(v, Path):
+        return {"__path__": str(v)}
+    if isinstance(v, tuple):
+        return {"__t__": [encode(x) for x in v]}
+    if isinstance(v, list):
+        return [encode(x) for x in v]
+    if isinstance(v, dict):
+        return {k: encode(x) for k, x in v.items()}
+    return v
+
+
+def decode(v: Any, types: dict[str, type] | None = None) -> Any:
+    types = types or _types()
+    if isinstance(v, list):
+        return [decode(x, types) for x in v]
+    if not isinstance(v, dict):
+        return v
+    if "__dc__" in v:
+        cls = types[v["__dc__"]]  # only the known result types: KeyError otherwise
+        return cls(**{k: decode(x, types) for k, x in v["f"].items()})
+    if "__dt__" in v:
+        return datetime.fromisoformat(v["__dt__"])
+    if "__d__" in v:
+        return date.fromisoformat(v["__d__"])
+    if "__dec__" in v:
+        return Decimal(v["__dec__"])
+    if "__path__" in v:
+        return Path(v["__path__"])
+    if "__t__" in v:
+        return tuple(decode(x, types) for x in v["__t__"])
+    return {k: decode(x, types) for k, x in v.items()}
+
+
+# --- the server side -------------------------------------------------------------------------------
+
+
+def state_path(project_dir: Path) -> Path:
+    return project_dir / STATE_DIR / STATE_FILE
+
+
+def write_state(project_dir: Path, port: int) -> tuple[str, Path]:
+    token = secrets.token_urlsafe(32)
+    path = state_path(project_dir)
+    path.parent.mkdir(exist_ok=True)
+    fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"port": port, "token": token, "pid": os.getpid()}, f)
+    os.replace(path.with_suffix(".tmp"), path)
+    return token, path
+
+
+def register(server: flask.Flask, project: Project, token: str) -> None:
+    import hmac
+
+    import flask
+
+    @server.post("/_eventmart/api/call")
+    def call():
+        got = flask.request.headers.get(TOKEN_HEADER, "")
+        if not hmac.compare_digest(got.encode(), token.encode()):
+            return {"ok": False, "error": "bad or missing token"}, 403
+        body = flask.request.get_json(silent=True) or {}
+        method = body.get("method")
+        if method not in METHODS:
+            return {"ok": False, "error": f"unknown method {method!r}"}, 400
+        try:
+            with project.lock:
+                result = getattr(project, method)(*decode(body.get("args", [])), **decode(body.get("kwargs", {})))
+        except UserError as e:
+            return {"ok": False, "error": str(e), "exit": e.exit_code}
+        return {"ok": True, "result": encode(result)}
+
+    # the API is exempt from the dashboards' basic auth: it has its own token
+    server.config.setdefault("eventmart_public", set()).add("/_eventmart/api/call")
+
+
+# --- the client side -------------------------------------------------------------------------------
+
+
+def running_server(project_dir: Path) -> dict | None:
+    """The live server's state file for this project, or None (a stale file is removed)."""
+    path = state_path(project_dir)
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(int(state["pid"]), 0)
+    except ProcessLookupError:
+        path.unlink(missing_ok=True)
+        return None
+    except (PermissionError, KeyError, ValueError):
+        pass
+    return state
+
+
+class RemoteProject:
+    """The subset of `Project` the CLI uses, answered by the running server."""
+
+    def __init__(self, project_dir: Path, state: dict, config):
+        self.dir, self.config = project_dir, config
+        self.url = f"http://127.0.0.1:{state['port']}/_eventmart/api/call"
+        self.token = state["token"]
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        import httpx
+
+        kwargs.pop("progress", None)  # progress bars stay local
+        try:
+            r = httpx.post(self.url, json={"method": method, "args": encode(list(args)), "kwargs": encode(kwargs)},
+                           headers={TOKEN_HEADER: self.token}, timeout=None)
+        except httpx.HTTPError as e:
+            raise UserError(f"eventmart serve holds this project but does not answer ({e}); stop it or retry") from None
+        body = r.json()
+        if not body.get("ok"):
+            raise UserError(body.get("error", "the server refused the call"), )
+        return decode(body["result"])
+
+    def __getattr__(self, name: str) -> Any:
+        if name in METHODS:
+            return lambda *a, **k: self._call(name, *a, **k)
+        raise AttributeError(name)
+
+    def restore(self, path: Any) -> str:
+        raise UserError("eventmart serve is running on this project: stop it before `eventmart restore`")
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> RemoteProject:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass

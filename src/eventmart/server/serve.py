@@ -1,0 +1,73 @@
+"""One process: dashboards + Runs page (Dash), the scheduler thread, and the local API for other commands."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ..dashboards.app import AUTH_PASSWORD, AUTH_USER, auth_configured, create_server, is_loopback
+from . import api
+from .scheduler import Clock, Scheduler
+
+if TYPE_CHECKING:
+    from ..project import Project
+
+
+class Server:
+    """Start with :meth:`start`, stop with :meth:`stop`; :func:`serve` runs one until Ctrl-C."""
+
+    def __init__(self, project: Project, host: str = "127.0.0.1", port: int = 8050,
+                 say: Callable[[str], None] = print, clock: Clock | None = None, scheduler: bool = True):
+        from werkzeug.serving import make_server
+
+        self.project, self.say = project, say
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
+        self.flask = create_server(project)
+        if not is_loopback(host) and not auth_configured():
+            say(f"warning: serving on {host} without authentication: anyone who can reach this machine sees the "
+                f"dashboards; set {AUTH_USER} and {AUTH_PASSWORD}")
+        self.httpd = make_server(host, port, self.flask, threaded=True)
+        self.port = self.httpd.server_port
+        self.host = host
+        token, self.state_file = api.write_state(project.dir, self.port)
+        api.register(self.flask, project, token)
+        self.scheduler = Scheduler(project, clock, say) if scheduler and project.config.schedules else None
+        self._thread = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/"
+
+    def start(self) -> None:
+        import threading
+
+        if self.scheduler:
+            self.scheduler.start()
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True, name="eventmart-http")
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self.scheduler:
+            self.scheduler.stop()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.state_file.unlink(missing_ok=True)
+
+
+def serve(project: Project, host: str = "127.0.0.1", port: int = 8050, say: Callable[[str], None] = print) -> None:
+    srv = Server(project, host, port, say)
+    what = [f"dashboards {', '.join(project.config.dashboards)}" if project.config.dashboards else "",
+            f"{len(project.config.schedules)} scheduled job(s)" if project.config.schedules else ""]
+    say(f"serving {'; '.join(w for w in what if w) or 'the local API'} at {srv.url}  (runs: {srv.url}runs/; "
+        "Ctrl-C stops)")
+    srv.start()
+    t0 = time.time()
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        say(f"stopping after {time.time() - t0:.0f}s")
+    finally:
+        srv.stop()
