@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+# Apache Airflow lives in its own venv: its pins are not ours (tests/test_airflow.py drives it)
+AIRFLOW_VENV ?= .venv-airflow
 DEMO   ?= demo/zen
 
 .PHONY: demo test venv system-deps bench clean
@@ -14,6 +16,12 @@ $(BIN)/eventmart: pyproject.toml
 
 venv: $(BIN)/eventmart
 
+$(AIRFLOW_VENV)/bin/airflow: pyproject.toml
+	$(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/pip install -q --upgrade pip
+	$(AIRFLOW_VENV)/bin/pip install -q -e ".[airflow]"
+	@touch $@
+
 demo: venv
 	rm -rf $(DEMO)
 	$(BIN)/eventmart demo zen $(DEMO)
@@ -21,7 +29,7 @@ demo: venv
 system-deps:
 	bash scripts/system-deps.sh
 
-test: system-deps venv
+test: system-deps venv $(AIRFLOW_VENV)/bin/airflow
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
 
@@ -30,4 +38,4 @@ bench: venv system-deps
 	$(BIN)/python benchmarks/zen_marts.py
 
 clean:
-	rm -rf $(VENV) demo build *.egg-info
+	rm -rf $(VENV) $(AIRFLOW_VENV) demo build *.egg-info

@@ -64,13 +64,22 @@ def test_catch_up_after_downtime_runs_exactly_the_missing_windows(tmp_path):
     assert s.tick(T0 + 4 * DAY + timedelta(hours=3)) == []  # not yet
     res = s.tick(T0 + 4 * DAY + timedelta(hours=3, minutes=15))
     assert [(r.start, r.end) for r in res] == [(T0 + 3 * DAY, T0 + 4 * DAY)]
-    # the server stops for a while; a new one starts on day 7 (data ends on day 5): days 4, 5, 6 are owed
+    # the server stops for a while; a new one starts on day 7. The data ends with day 4: day 4 is owed,
+    # days 5 and 6 have no events yet and are not run empty
     s2 = Scheduler(p, say=quiet)
     res = s2.start_up(T0 + 7 * DAY + timedelta(minutes=1))
-    assert [(r.start, r.end) for r in res] == [(T0 + i * DAY, T0 + (i + 1) * DAY) for i in (4, 5, 6)]
+    assert [(r.start, r.end) for r in res] == [(T0 + 4 * DAY, T0 + 5 * DAY)]
+    # events for days 5 and 6 arrive (an upstream backlog): the next fire takes both, in order
+    more = random_events(300, seed=10, start=T0 + 5 * DAY, hours=48)
+    for e in more:
+        e["id"] += 50_000
+    write_events_csv(tmp_path / "data" / "more.csv", more)
+    p.ingest("events")
+    res = s2.tick(T0 + 7 * DAY + timedelta(hours=3, minutes=15))
+    assert [(r.start, r.end) for r in res] == [(T0 + i * DAY, T0 + (i + 1) * DAY) for i in (5, 6)]
     assert all(r.status == "ok" for r in res)
     # nothing twice, nothing missing: the mart equals a plain computation over everything
-    assert_frames_equal(mart_frame(p), reference_by_topic(events, T0, T0 + 7 * DAY))
+    assert_frames_equal(mart_frame(p), reference_by_topic(events + more, T0, T0 + 7 * DAY))
     assert [g for s in p.status() for g in s.gaps] == []
     p.close()
 

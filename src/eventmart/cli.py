@@ -201,6 +201,22 @@ def restore(
         out.print(p.restore(path), soft_wrap=True, markup=False)
 
 
+airflow_app = typer.Typer(help="Airflow interop: export the scheduled jobs as DAGs.", no_args_is_help=True)
+app.add_typer(airflow_app, name="airflow")
+
+
+@airflow_app.command("dags")
+def airflow_dags(
+    out_dir: Annotated[Path, typer.Argument(help="Airflow's dags folder (or any folder).")],
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Write one DAG file per scheduled job; each task runs the job for its data interval."""
+    from .airflow import write_dags
+
+    for path in write_dags(Project.load(project).dir, out_dir):
+        out.print(f"wrote {path}", markup=False, soft_wrap=True)
+
+
 def _jsonable(v: Any) -> Any:
     if isinstance(v, (datetime, date)):
         return v.isoformat(sep=" ") if isinstance(v, datetime) else v.isoformat()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,6 +32,14 @@ def _at(sub: str, msg: str) -> ValueError:
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _dates_as_text(cls, v: Any) -> Any:
+        # YAML reads an unquoted 2019-09-24 as a date; the models take times as ISO text
+        if isinstance(v, datetime | date):
+            return v.isoformat()
+        return v
 
 
 _TZ_RE = re.compile(r"^[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*$")
@@ -305,6 +314,7 @@ class Schedule(Strict):
     catchup: Literal["all", "latest", "coalesce"] = "all"
     retries: int = Field(default=2, ge=0)
     retry_delay: str = "1 minute"
+    start: str | None = None  # first data interval when exported to Airflow (default: the marts' start or yesterday)
     keep: int = Field(default=4, ge=1)  # run: backup; copies kept
     dir: str = "backups"  # run: backup; folder (relative to the project)
 
@@ -316,6 +326,13 @@ class Schedule(Strict):
             raise _at("cron", f"'{self.cron}' is not a five-field cron expression (e.g. '15 3 * * *')")
         check_timezone(self.timezone)
         parse_duration(self.retry_delay)
+        if self.start is not None:
+            from .timeutil import parse_time
+
+            try:
+                parse_time(self.start, "start")
+            except Exception:
+                raise _at("start", f"'{self.start}' is not an ISO date or time") from None
         return self
 
     @property

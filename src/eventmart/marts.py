@@ -295,6 +295,15 @@ class MartRunner:
         mart = self.marts[name]
         return floor_time(t, max(mart.chunk_seconds, mart.grain_seconds))
 
+    def ceil_chunk(self, name: str, t: datetime) -> datetime:
+        f = self.floor_chunk(name, t)
+        if f == t:
+            return f
+        if self.zone(name) is not None:
+            return self.next_boundary(name, f)
+        mart = self.marts[name]
+        return f + timedelta(seconds=max(mart.chunk_seconds, mart.grain_seconds))
+
     def last_windows(self, name: str, end: datetime, n: int) -> list[tuple[datetime, datetime]]:
         """The ``n`` chunk windows just before ``end``, oldest first."""
         out: list[tuple[datetime, datetime]] = []

@@ -79,6 +79,8 @@ def plan_marts(project: Project, name: str, job: Schedule, now: datetime) -> lis
     for mart in job.marts or list(project.config.marts):
         end = runner.floor_chunk(mart, now)
         span = runner.data_span(mart)
+        if span is not None:  # windows after the last event would only record emptiness: stop at the data
+            end = min(end, runner.ceil_chunk(mart, span[1]))
         cfg = project.config.marts[mart]
         lo = runner.floor(mart, runner.from_user(mart, _start(cfg.start))) if cfg.start else (span[0] if span else None)
         covered = runner.covered(mart)
