@@ -266,3 +266,35 @@ def test_clicking_a_heatmap_cell_filters_by_both_dimensions(zen, page):
     (src,), (item,) = qs["source_topic"], qs["item_topic"]
     wait_kpi(page, visits(source_topic=src, item_topic=item))
     assert {t["name"] for t in traces(page, HISTORY)} == {item}
+
+
+def test_runs_page_previews_then_runs_a_backfill(tmp_path, page):
+    cfg = events_config()
+    cfg["dashboards"] = {"d": {"title": "T", "charts": {"k": {"type": "kpi", "mart": "by_topic",
+                                                              "measure": "sum(events)"}}}}
+    cfg["marts"]["by_topic"]["chunk"] = "1 day"
+    events = random_events(400, seed=6, hours=48)
+    write_events_csv(tmp_path / "data" / "e.csv", events)
+    write_project(tmp_path, cfg)
+    p = Project.load(tmp_path)
+    p.ingest("events")
+    p.run(start=T0, end=T0 + timedelta(days=1))
+    s = Served(p)
+    try:
+        page.goto(s.url + "/runs/")
+        page.wait_for_selector("tr.run-ok")
+        assert page.locator("tr.run-ok").count() == 1
+        page.click("#bf-preview")
+        page.wait_for_function("() => document.querySelector('#bf-plan').innerText.includes('will run')")
+        plan = page.inner_text("#bf-plan")
+        assert plan.startswith("1 window(s) will run") and "by_topic [2024-03-11 00:00" in plan
+        assert page.locator("tr.run-ok").count() == 1  # a preview runs nothing
+        page.click("#bf-run")
+        page.wait_for_function("() => document.querySelectorAll('tr.run-ok').length == 2", timeout=30_000)
+        assert p.status()[0].gaps == []
+        # the coverage calendar shows both days done
+        done = page.evaluate("() => document.querySelector('#calendar .js-plotly-plot').data"
+                             ".find(t => t.name == 'done').x.length")
+        assert done == 2
+    finally:
+        s.stop()

@@ -25,7 +25,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(highlight=False)
+# piped output (scripts, logs) gets wide lines instead of tables squeezed to 80 columns
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False)
 
 ProjectOpt = Annotated[Path, typer.Option("--project", "-p", help="Project folder (default: current folder).")]

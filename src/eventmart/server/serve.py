@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -64,10 +66,14 @@ def serve(project: Project, host: str = "127.0.0.1", port: int = 8050, say: Call
         "Ctrl-C stops)")
     srv.start()
     t0 = time.time()
+    stop = threading.Event()
+    # Ctrl-C, or a service manager's SIGTERM: stop the scheduler between windows and remove server.json
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        while True:
-            time.sleep(3600)
+        while not stop.wait(3600):
+            pass
     except KeyboardInterrupt:
-        say(f"stopping after {time.time() - t0:.0f}s")
+        pass
     finally:
+        say(f"stopping after {time.time() - t0:.0f}s")
         srv.stop()
