@@ -30,7 +30,7 @@ system-deps:
 	bash scripts/system-deps.sh
 
 test: system-deps venv $(AIRFLOW_VENV)/bin/airflow
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/python -m pytest -q
 
 bench: venv system-deps

@@ -1,6 +1,7 @@
-"""Render docs/zen-dashboard.png: the Zen demo dashboard in Debian's headless Chromium.
+"""Render the README's pictures in Debian's headless Chromium.
 
-    .venv/bin/python scripts/screenshot.py [OUT.png]
+    .venv/bin/python scripts/screenshot.py            # docs/zen-dashboard.png: the Zen demo dashboard
+    .venv/bin/python scripts/screenshot.py digest     # docs/feed-digest.png: the feed example's daily digest
 """
 
 from __future__ import annotations
@@ -22,8 +23,35 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"
         "--disable-component-update", "--no-first-run", "--disable-sync"]
 
 
+DOCS = Path(__file__).parent.parent / "docs"
+
+
+def digest() -> None:
+    from eventmart.examples import generate_feed, init_example
+
+    out = DOCS / "feed-digest.png"
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        init_example("feed", d)
+        generate_feed(d, scale=1.0, days=30)
+        with Project.load(d) as p:
+            for s in p.config.sources:
+                p.ingest(s)
+            p.backfill(["daily_metrics"])
+            res = p.report("daily", dry_run=True)
+        with sync_playwright() as pw:
+            b = pw.chromium.launch(executable_path=shutil.which("chromium"), args=ARGS)
+            page = b.new_page(viewport={"width": 900, "height": 800})
+            page.goto(Path(res.folder, "index.html").as_uri())
+            page.screenshot(path=str(out), full_page=True)
+            b.close()
+    print(f"wrote {out}")
+
+
 def main() -> None:
-    out = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent.parent / "docs" / "zen-dashboard.png")
+    if sys.argv[1:] == ["digest"]:
+        return digest()
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else DOCS / "zen-dashboard.png")
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         init_example("zen", d)

@@ -202,6 +202,24 @@ def restore(
         out.print(p.restore(path), soft_wrap=True, markup=False)
 
 
+@app.command()
+def report(
+    name: Annotated[str, typer.Argument(help="Report name from eventmart.yml.")],
+    date_: Annotated[str | None, typer.Option("--date", help="The day to report (default: the mart's newest).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Write it to a folder instead of sending.")] = False,
+    out_dir: Annotated[str | None, typer.Option("--out", help="Folder for --dry-run (default: reports/dry-run).")] = None,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Build a report now and send it to its channels (exit 2 if a channel failed)."""
+    with _load(project) as p:
+        res = p.report(name, date_, dry_run=dry_run, out=out_dir)
+    for ln in res.lines():
+        out.print(ln, markup=False, soft_wrap=True)
+    failed = [d for d in res.deliveries if d.status != "ok"]
+    if failed:
+        raise UserError(f"{len(failed)} of {len(res.deliveries)} channel(s) failed; see above and `eventmart runs --failed`")
+
+
 airflow_app = typer.Typer(help="Airflow interop: export the scheduled jobs as DAGs.", no_args_is_help=True)
 app.add_typer(airflow_app, name="airflow")
 
@@ -259,7 +277,7 @@ def reset(mart: str, project: ProjectOpt = Path(".")) -> None:
 @app.command()
 def init(
     directory: Annotated[Path, typer.Argument(help="Folder to create the project in.")],
-    example: Annotated[str, typer.Option(help="Bundled example: zen.")] = "zen",
+    example: Annotated[str, typer.Option(help="Bundled example: zen or feed.")] = "zen",
 ) -> None:
     """Write an example project (project file and empty data folder) into DIRECTORY."""
     from .examples import init_example
@@ -270,7 +288,7 @@ def init(
 
 @app.command()
 def demo(
-    example: Annotated[str, typer.Argument(help="Bundled example: zen.")],
+    example: Annotated[str, typer.Argument(help="Bundled example: zen or feed.")],
     directory: Annotated[Path, typer.Argument(help="Folder for the demo project.")],
     scale: Annotated[float, typer.Option(help="Data size multiplier (1 = the real Zen hour).")] = 1.0,
     days: Annotated[int, typer.Option(help="Days of data (beyond the calibrated real hour).")] = 0,

@@ -303,13 +303,84 @@ class Warehouse(Strict):
     schema_: str | None = Field(default=None, alias="schema")  # postgres schema (default: public)
 
 
+class Channel(Strict):
+    """Where reports (and alerts) go. Secrets come from ${VAR}; they are never printed."""
+
+    type: Literal["telegram", "slack", "email", "webhook", "file"]
+    # telegram
+    token: str | None = None
+    chat_id: str | None = None
+    api_base: str = "https://api.telegram.org"
+    # slack
+    webhook: str | None = None
+    image_base_url: str | None = None  # slack: public URL where the report images are served
+    # email
+    host: str | None = None
+    port: int | None = None
+    security: Literal["starttls", "ssl", "none"] = "starttls"
+    user: str | None = None
+    password: str | None = None
+    sender: str | None = Field(default=None, alias="from")
+    to: list[str] = []
+    # webhook
+    url: str | None = None
+    secret: str | None = None  # HMAC-SHA256 of the body in X-Eventmart-Signature
+    # file
+    path: str = "reports"
+    # delivery
+    retries: int = Field(default=3, ge=0)
+    backoff: float = Field(default=2.0, ge=0)  # seconds before the first retry; doubles
+    timeout: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> Channel:
+        need = {"slack": ["webhook"], "email": ["host", "to"], "webhook": ["url"]}.get(self.type, [])
+        for k in need:
+            if not getattr(self, k):
+                raise _at(k, f"a {self.type} channel needs `{k}`")
+        return self
+
+
+class Metric(Strict):
+    value: str  # an aggregate over the report's mart rows of one day, e.g. sum(views)
+    label: str | None = None
+    format: Literal["int", "float", "percent"] = "int"
+
+
+class ReportChart(Strict):
+    metrics: list[str]
+    title: str | None = None
+    days: int = Field(default=7, ge=2, le=366)
+
+
+class Report(Strict):
+    title: str
+    mart: str
+    metrics: dict[str, Metric]
+    compare: list[Literal["previous_day", "same_day_last_week"]] = ["previous_day", "same_day_last_week"]
+    charts: list[ReportChart] = []
+    dashboard: str | None = None  # a link to it, filtered to the charts' days
+    base_url: str = "http://127.0.0.1:8050"  # where `eventmart serve` is reachable for readers
+    channels: list[str] = ["files"]
+
+    @model_validator(mode="after")
+    def _check(self) -> Report:
+        for i, c in enumerate(self.charts):
+            for m in c.metrics:
+                if m not in self.metrics:
+                    raise _at(f"charts.{i}.metrics", f"'{m}' is not one of this report's metrics")
+        return self
+
+
 class Schedule(Strict):
     """A job run on a cron schedule by `eventmart serve` (or exported to Airflow)."""
 
     cron: str  # five-field cron expression, e.g. "15 3 * * *"
     timezone: str = "UTC"  # the zone the cron expression is read in
-    run: Literal["marts", "backup"] = "marts"
+    run: Literal["marts", "backup", "report"] = "marts"
     marts: list[str] | None = None  # run: marts; default all marts
+    window: str | None = None  # run: marts; window size per run (default: each mart's chunk)
+    report: str | None = None  # run: report
     lookback: int = Field(default=0, ge=0)  # also re-run the last N windows (late events)
     catchup: Literal["all", "latest", "coalesce"] = "all"
     retries: int = Field(default=2, ge=0)
@@ -326,6 +397,10 @@ class Schedule(Strict):
             raise _at("cron", f"'{self.cron}' is not a five-field cron expression (e.g. '15 3 * * *')")
         check_timezone(self.timezone)
         parse_duration(self.retry_delay)
+        if self.window is not None:
+            parse_grain(self.window)
+        if self.run == "report" and not self.report:
+            raise _at("report", "a report job names the report to send: report: <name>")
         if self.start is not None:
             from .timeutil import parse_time
 
@@ -339,6 +414,10 @@ class Schedule(Strict):
     def retry_seconds(self) -> int:
         return parse_duration(self.retry_delay)
 
+    @property
+    def window_seconds(self) -> int | None:
+        return parse_grain(self.window) if self.window else None
+
 
 class ProjectConfig(Strict):
     name: str = "eventmart"
@@ -347,6 +426,8 @@ class ProjectConfig(Strict):
     marts: dict[str, Mart] = {}
     dashboards: dict[str, Dashboard] = {}
     schedules: dict[str, Schedule] = {}
+    channels: dict[str, Channel] = {}
+    reports: dict[str, Report] = {}
 
     @model_validator(mode="after")
     def _refs(self) -> ProjectConfig:
@@ -358,8 +439,19 @@ class ProjectConfig(Strict):
         for n, m in self.marts.items():
             if m.from_ and m.from_ not in self.sources:
                 raise _at(f"marts.{n}.from", f"'{m.from_}' is not a declared source")
+        for r, rep in self.reports.items():
+            _check_name(r)
+            if rep.mart not in self.marts:
+                raise _at(f"reports.{r}.mart", f"'{rep.mart}' is not a declared mart")
+            for c in rep.channels:
+                if c not in self.channels:
+                    raise _at(f"reports.{r}.channels", f"'{c}' is not a declared channel")
+            if rep.dashboard and rep.dashboard not in self.dashboards:
+                raise _at(f"reports.{r}.dashboard", f"'{rep.dashboard}' is not a declared dashboard")
         for j, job in self.schedules.items():
             _check_name(j)
+            if job.report and job.report not in self.reports:
+                raise _at(f"schedules.{j}.report", f"'{job.report}' is not a declared report")
             for m in job.marts or []:
                 if m not in self.marts:
                     raise _at(f"schedules.{j}.marts", f"'{m}' is not a declared mart")
@@ -380,8 +472,7 @@ def _node_line(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
         if isinstance(node, yaml.MappingNode):
             for k, v in node.value:
                 if k.value == str(part) or (part == "from_" and k.value == "from") or (
-                    part == "schema_" and k.value == "schema"
-                ):
+                    part == "schema_" and k.value == "schema") or (part == "sender" and k.value == "from"):
                     node, line = v, k.start_mark.line + 1
                     break
             else:
@@ -418,7 +509,7 @@ def _substitute_env(value: Any, path: tuple[Any, ...], root: yaml.Node, file: st
 
 
 def _loc_str(loc: tuple[Any, ...]) -> str:
-    return ".".join({"from_": "from", "schema_": "schema"}.get(str(p), str(p)) for p in loc)
+    return ".".join({"from_": "from", "schema_": "schema", "sender": "from"}.get(str(p), str(p)) for p in loc)
 
 
 def load_config(directory: Path) -> ProjectConfig:

@@ -288,28 +288,29 @@ class MartRunner:
             return t + timedelta(seconds=self.marts[name].grain_seconds)
         return local_day_start(_to_local(t, tz).date() + timedelta(days=1), tz)
 
-    def floor_chunk(self, name: str, t: datetime) -> datetime:
+    def _size(self, name: str, size: int | None) -> int:
+        mart = self.marts[name]
+        return max(size or mart.chunk_seconds, mart.grain_seconds)
+
+    def floor_chunk(self, name: str, t: datetime, size: int | None = None) -> datetime:
         """The end of the last chunk-sized window closed at ``t`` (a local midnight with a time zone)."""
         if self.zone(name) is not None:
             return self.floor(name, t)
-        mart = self.marts[name]
-        return floor_time(t, max(mart.chunk_seconds, mart.grain_seconds))
+        return floor_time(t, self._size(name, size))
 
-    def ceil_chunk(self, name: str, t: datetime) -> datetime:
-        f = self.floor_chunk(name, t)
+    def ceil_chunk(self, name: str, t: datetime, size: int | None = None) -> datetime:
+        f = self.floor_chunk(name, t, size)
         if f == t:
             return f
         if self.zone(name) is not None:
             return self.next_boundary(name, f)
-        mart = self.marts[name]
-        return f + timedelta(seconds=max(mart.chunk_seconds, mart.grain_seconds))
+        return f + timedelta(seconds=self._size(name, size))
 
-    def last_windows(self, name: str, end: datetime, n: int) -> list[tuple[datetime, datetime]]:
+    def last_windows(self, name: str, end: datetime, n: int, size: int | None = None) -> list[tuple[datetime, datetime]]:
         """The ``n`` chunk windows just before ``end``, oldest first."""
         out: list[tuple[datetime, datetime]] = []
         tz = self.zone(name)
-        mart = self.marts[name]
-        size = max(mart.chunk_seconds, mart.grain_seconds)
+        size = self._size(name, size)
         e = end
         for _ in range(n):
             s = self.floor(name, e - timedelta(seconds=1)) if tz else e - timedelta(seconds=size)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -274,3 +274,32 @@ class Project:
         with self.lock:
             postgres_restore(self.warehouse, src)
         return f"restored {src.name} into the PostgreSQL warehouse"
+
+    # --- reports --------------------------------------------------------------------------------
+    @_locked
+    def report(self, name: str, day: date | str | None = None, dry_run: bool = False,
+               out: str | Path | None = None, trigger: str = "report"):
+        """Build report ``name`` for ``day`` (default: the newest day of its mart) and send it."""
+        from .reports import send_report
+
+        if name not in self.config.reports:
+            known = ", ".join(self.config.reports) or "none declared"
+            raise UserError(f"unknown report '{name}' (reports: {known}); check eventmart.yml")
+        if isinstance(day, str):
+            day = parse_time(day, "--date").date()
+        if out is not None:
+            out = Path(out) if Path(out).is_absolute() else Path.cwd() / out
+        return send_report(self, name, day, dry_run, out, trigger)
+
+    def report_job(self, job: str, now: datetime, attempt: int = 1) -> RunResult:
+        """A scheduled report: yesterday's digest (relative to the fire time), as one ledger summary."""
+        spec = self.config.schedules[job]
+        day = (now - timedelta(days=1)).date()
+        try:
+            res = self.report(spec.report, day, trigger=f"schedule:{job}")
+        except UserError as e:
+            return RunResult(f"_report:{spec.report}", now, now, "failed", 0, 0.0, str(e)[:500], attempt)
+        failed = [d for d in res.deliveries if d.status != "ok"]
+        return RunResult(f"_report:{spec.report}", now, now, "failed" if failed else "ok",
+                         len(res.deliveries) - len(failed), 0.0,
+                         "; ".join(d.detail for d in failed) or None, attempt)

@@ -254,6 +254,14 @@ def create_server(project: Project) -> flask.Flask:
     def index():
         return flask.redirect(first + (("?" + flask.request.query_string.decode()) if flask.request.query_string else ""))
 
+    # report folders (HTML + PNG) of the file channels: what a Slack image block links to
+    folders = [c.path for c in project.config.channels.values() if c.type == "file"] or ["reports"]
+    report_root = (project.dir / folders[0]).resolve()
+
+    @server.route("/reports/<path:sub>")
+    def reports(sub: str):
+        return flask.send_from_directory(report_root, sub)
+
     @server.route("/healthz")
     def healthz():
         return {"ok": True, "dashboards": list(apps)}

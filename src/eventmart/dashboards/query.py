@@ -91,6 +91,11 @@ def measure_sql(chart: Chart, mart: Mart, columns: list[str], dialect: str, wher
     if text in columns:
         agg = chart.agg or default_agg(mart, text)
         return f'{agg.upper()}("{text}")'
+    return aggregate_sql(text, chart.mart, columns, dialect, where)
+
+
+def aggregate_sql(text: str, mart: str, columns: list[str], dialect: str, where: str) -> str:
+    """An aggregate expression over a mart's columns (checked, rendered for the engine)."""
     try:
         node = sqlglot.parse_one(text, read="duckdb")
     except sqlglot.errors.ParseError:
@@ -99,7 +104,7 @@ def measure_sql(chart: Chart, mart: Mart, columns: list[str], dialect: str, wher
         raise ProjectError(f"{where}: '{text}' must be an expression over the mart's columns, not a query")
     unknown = sorted({c.name for c in node.find_all(exp.Column)} - set(columns))
     if unknown:
-        raise ProjectError(f"{where}: unknown column(s) {', '.join(unknown)}; mart {chart.mart} has {', '.join(columns)}")
+        raise ProjectError(f"{where}: unknown column(s) {', '.join(unknown)}; mart {mart} has {', '.join(columns)}")
     if not any(isinstance(n, exp.AggFunc) for n in node.walk()):
         raise ProjectError(f"{where}: '{text}' is not an aggregate; wrap it, e.g. sum({text})")
     return node.sql(dialect=dialect)

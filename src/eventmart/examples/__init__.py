@@ -12,7 +12,7 @@ import pyarrow as pa
 from ..errors import UserError
 
 HERE = Path(__file__).parent
-EXAMPLES = ("zen",)
+EXAMPLES = ("zen", "feed")
 
 
 def init_example(example: str, directory: Path) -> Path:
@@ -50,18 +50,40 @@ def generate_zen(directory: Path, scale: float = 1.0, days: int = 0) -> Path:
     return path
 
 
+def generate_feed(directory: Path, scale: float = 1.0, days: int = 30) -> list[Path]:
+    import pyarrow.parquet as pq
+
+    from .feed import generate
+
+    data = directory / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    feed, msgs = generate(days=days or 30, scale=scale)
+    out = [data / "feed_actions.parquet", data / "message_actions.parquet"]
+    pq.write_table(feed, out[0])
+    pq.write_table(msgs, out[1])
+    return out
+
+
 def run_demo(example: str, directory: Path, scale: float = 1.0, days: int = 0,
              say: Callable[[str], None] = print) -> None:
     from ..project import Project
 
+    if example not in EXAMPLES:
+        raise UserError(f"unknown example '{example}'; available: {', '.join(EXAMPLES)}")
     if not (directory / "eventmart.yml").exists():
         init_example(example, directory)
-    path = generate_zen(directory, scale, days)
-    say(f"generated {path}")
+    paths = [generate_zen(directory, scale, days)] if example == "zen" else generate_feed(directory, scale, days)
+    for path in paths:
+        say(f"generated {path}")
     with Project.load(directory) as p:
-        res = p.ingest("log_raw")
-        say(res.summary())
+        for source in p.config.sources:
+            say(p.ingest(source).summary())
         results = p.backfill()
         ok = [r for r in results if r.status == "ok"]
         say(f"built marts: {len(ok)} window(s), {sum(r.rows for r in ok):,} rows")
-    say(f"try: cd {directory} && eventmart query \"select * from dash_visits order by dt, visits desc limit 5\"")
+        if example == "feed":
+            res = p.report("daily", dry_run=True)
+            say(f"daily digest for {res.day}: {res.folder}/index.html")
+    hint = {"zen": "select * from dash_visits order by dt, visits desc limit 5",
+            "feed": "select * from daily_metrics order by dt desc limit 7"}[example]
+    say(f"try: cd {directory} && eventmart query \"{hint}\"")

@@ -30,16 +30,18 @@ STATE_FILE = "server.json"
 TOKEN_HEADER = "X-Eventmart-Token"
 # what another process may ask the server to do: the commands, nothing else
 METHODS = ("ingest", "rejects", "replay_rejects", "run", "backfill", "plan_backfill", "status", "query", "reset",
-           "runs", "backup")
+           "runs", "backup", "report")
 
 
 def _types() -> dict[str, type]:
     from ..backup import BackupResult
     from ..marts import MartStatus, RunResult
+    from ..reports import Delivery, ReportResult
     from ..sources.ingest import IngestResult
     from ..warehouse import QueryResult
 
-    return {t.__name__: t for t in (RunResult, MartStatus, IngestResult, QueryResult, BackupResult)}
+    return {t.__name__: t for t in (RunResult, MartStatus, IngestResult, QueryResult, BackupResult,
+                                             ReportResult, Delivery)}
 
 
 def encode(v: Any) -> Any:

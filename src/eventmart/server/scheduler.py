@@ -76,11 +76,12 @@ def plan_marts(project: Project, name: str, job: Schedule, now: datetime) -> lis
     """The windows a mart job runs at ``now``: closed since the last covered window, plus lookback."""
     runner = project.runner
     out: list[Planned] = []
+    size = job.window_seconds
     for mart in job.marts or list(project.config.marts):
-        end = runner.floor_chunk(mart, now)
+        end = runner.floor_chunk(mart, now, size)
         span = runner.data_span(mart)
         if span is not None:  # windows after the last event would only record emptiness: stop at the data
-            end = min(end, runner.ceil_chunk(mart, span[1]))
+            end = min(end, runner.ceil_chunk(mart, span[1], size))
         cfg = project.config.marts[mart]
         lo = runner.floor(mart, runner.from_user(mart, _start(cfg.start))) if cfg.start else (span[0] if span else None)
         covered = runner.covered(mart)
@@ -88,13 +89,13 @@ def plan_marts(project: Project, name: str, job: Schedule, now: datetime) -> lis
             lo = covered[0][0]
         if lo is None:
             continue
-        lo = runner.floor_chunk(mart, lo)  # whole windows, as the scheduler runs them
+        lo = runner.floor_chunk(mart, lo, size)  # whole windows, as the scheduler runs them
         if lo >= end:
             continue
-        missing = [w for gs, ge in subtract_intervals((lo, end), covered) for w in runner.windows(mart, gs, ge)]
+        missing = [w for gs, ge in subtract_intervals((lo, end), covered) for w in runner.windows(mart, gs, ge, size)]
         # lookback: the N windows before the newest closed one, run again for events that came late
-        newest = runner.last_windows(mart, end, 1)[0]
-        back = runner.last_windows(mart, newest[0], job.lookback) if job.lookback else []
+        newest = runner.last_windows(mart, end, 1, size)[0]
+        back = runner.last_windows(mart, newest[0], job.lookback, size) if job.lookback else []
         back = [w for w in back if w[0] >= lo and w not in missing]
         if job.catchup == "latest" and missing:
             missing = missing[-1:]
@@ -158,8 +159,8 @@ class Scheduler:
 
     def run_job(self, name: str, now: datetime, catching_up: bool = False) -> list[RunResult]:
         job = self.jobs[name]
-        if job.run == "backup":
-            if catching_up:  # a backup is not owed for the time the server was down
+        if job.run in ("backup", "report"):
+            if catching_up:  # a backup or a digest is not owed for the time the server was down
                 return []
             return self._attempt(name, None, now, 1)
         try:
@@ -182,7 +183,9 @@ class Scheduler:
         job = self.jobs[name]
         trigger = f"schedule:{name}" + (":lookback" if p and p.lookback else "")
         with self.project.lock:
-            if p is None:
+            if p is None and job.run == "report":
+                res = self.project.report_job(name, now, attempt)
+            elif p is None:
                 res = self.project.backup_job(name, now, attempt)
             else:
                 res = self.project.runner.run_window(p.mart, p.start, p.end, trigger=trigger, attempt=attempt)

@@ -1,0 +1,69 @@
+"""Reports: build a digest (build.py), render it (render.py), send it to channels (channels.py)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..marts import RunResult, _begin, _finish
+from ..timeutil import utcnow
+from .build import Digest, build
+from .channels import ChannelError, deliver, write_files
+
+if TYPE_CHECKING:
+    from ..project import Project
+
+
+@dataclass
+class Delivery:
+    channel: str
+    status: str  # ok | failed
+    detail: str  # where it went, or why it failed (never a secret)
+
+
+@dataclass
+class ReportResult:
+    report: str
+    day: date
+    values: dict[str, float | None]
+    deliveries: list[Delivery] = field(default_factory=list)
+    folder: str | None = None  # --dry-run: where it was written
+
+    def lines(self) -> list[str]:
+        out = [f"report {self.report} for {self.day}"]
+        if self.folder:
+            out.append(f"  written to {self.folder} (dry run: nothing sent)")
+        out += [f"  {d.channel}: {d.status}: {d.detail}" for d in self.deliveries]
+        return out
+
+
+def send_report(project: Project, name: str, day: date | None = None, dry_run: bool = False,
+                out: Path | None = None, trigger: str = "report", sleep=time.sleep) -> ReportResult:
+    """Build the digest, then send it to every channel (or, dry run, write it to a folder)."""
+    digest: Digest = build(project, name, day)
+    res = ReportResult(name, digest.day, digest.values())
+    if dry_run:
+        res.folder = str(write_files(digest, out or project.dir / "reports" / "dry-run"))
+        return res
+    spec = project.config.reports[name]
+    wh = project.warehouse
+    window = (datetime.combine(digest.day, datetime.min.time()),
+              datetime.combine(digest.day + timedelta(days=1), datetime.min.time()))
+    for ch_name in spec.channels:
+        run_id, t0 = uuid.uuid4().hex, time.perf_counter()
+        run = RunResult(f"_report:{name}:{ch_name}", *window, "running")
+        _begin(wh, run_id, run, utcnow(), trigger)
+        try:  # one channel failing never stops the others
+            where = deliver(project.config.channels[ch_name], ch_name, digest, project.dir, sleep)
+            res.deliveries.append(Delivery(ch_name, "ok", where))
+            run = RunResult(run.mart, *window, "ok", len(digest.metrics), time.perf_counter() - t0)
+        except ChannelError as e:
+            res.deliveries.append(Delivery(ch_name, "failed", str(e)))
+            run = RunResult(run.mart, *window, "failed", 0, time.perf_counter() - t0, str(e)[:500])
+        with wh.transaction():
+            _finish(wh, run_id, run)
+    return res

@@ -1,0 +1,160 @@
+"""Building a digest: a report's metrics for one day, its comparisons and its charts (matplotlib, server-side)."""
+
+from __future__ import annotations
+
+import io
+import urllib.parse
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from ..config import Report
+from ..dashboards.query import aggregate_sql, mart_columns
+from ..errors import UserError
+
+if TYPE_CHECKING:
+    from ..project import Project
+
+COMPARE_DAYS = {"previous_day": 1, "same_day_last_week": 7}
+COMPARE_LABEL = {"previous_day": "vs day before", "same_day_last_week": "vs week before"}
+
+
+@dataclass
+class MetricValue:
+    name: str
+    label: str
+    format: str
+    value: float | None
+    compare: dict[str, float | None] = field(default_factory=dict)  # compare key -> that day's value
+    series: list[tuple[date, float | None]] = field(default_factory=list)
+
+    def change(self, key: str) -> float | None:
+        """Relative change vs a comparison day (None when either side is missing or zero)."""
+        other = self.compare.get(key)
+        if self.value is None or other in (None, 0):
+            return None
+        return (self.value - other) / abs(other)
+
+
+@dataclass
+class Chart:
+    title: str
+    filename: str
+    png: bytes
+
+
+@dataclass
+class Digest:
+    report: str
+    title: str
+    day: date
+    metrics: list[MetricValue]
+    charts: list[Chart]
+    dashboard_url: str | None
+    compare: list[str]
+
+    def values(self) -> dict[str, Any]:
+        return {m.name: m.value for m in self.metrics}
+
+
+def _num(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+def latest_day(project: Project, report: Report) -> date:
+    """The newest day the report's mart has rows for."""
+    m = project.config.marts[report.mart]
+    wh = project.warehouse
+    if wh.table_columns(report.mart) is None:
+        raise UserError(f"mart {report.mart} has no table yet; build it with `eventmart backfill {report.mart}`")
+    last = wh.fetch(f"SELECT max({wh.q(m.time_column)}) FROM {wh.q(report.mart)}").rows[0][0]
+    if last is None:
+        raise UserError(f"mart {report.mart} is empty; run `eventmart backfill {report.mart}` first")
+    return last.date() if isinstance(last, datetime) else last
+
+
+def build(project: Project, name: str, day: date | None = None) -> Digest:
+    report = project.config.reports[name]
+    wh = project.warehouse
+    mart = project.config.marts[report.mart]
+    day = day or latest_day(project, report)
+    cols = mart_columns(project.config, wh, report.mart)
+    exprs = {k: aggregate_sql(m.value, report.mart, cols, wh.dialect, f"reports.{name}.metrics.{k}.value")
+             for k, m in report.metrics.items()}
+    back = max([7] + [c.days for c in report.charts] + [COMPARE_DAYS[c] for c in report.compare])
+    lo, hi = datetime.combine(day - timedelta(days=back), datetime.min.time()), \
+        datetime.combine(day + timedelta(days=1), datetime.min.time())
+    tc = wh.q(mart.time_column)
+    bucket = wh.bucket_sql(tc, 86400)
+    select = ", ".join(f"{e} AS {wh.q(k)}" for k, e in exprs.items())
+    res = wh.fetch(f"SELECT {bucket} AS d, {select} FROM {wh.q(report.mart)} "
+                   f"WHERE {tc} >= {{{{ lo }}}} AND {tc} < {{{{ hi }}}} GROUP BY 1 ORDER BY 1", {"lo": lo, "hi": hi})
+    by_day: dict[date, dict[str, Any]] = {}
+    for r in res.rows:
+        d = r[0].date() if isinstance(r[0], datetime) else r[0]
+        by_day[d] = dict(zip(exprs, r[1:], strict=True))
+    if day not in by_day:
+        raise UserError(f"report {name}: mart {report.mart} has no rows for {day}; run the mart for that day "
+                        f"(eventmart run {report.mart} --start {day} --end {day + timedelta(days=1)})")
+    metrics = []
+    for k, m in report.metrics.items():
+        mv = MetricValue(k, m.label or k, m.format, _num(by_day[day][k]))
+        for c in report.compare:
+            other = by_day.get(day - timedelta(days=COMPARE_DAYS[c]))
+            mv.compare[c] = _num(other[k]) if other else None
+        days = max([c.days for c in report.charts if k in c.metrics] or [0])
+        mv.series = [(d, _num(by_day[d][k]) if d in by_day else None)
+                     for d in (day - timedelta(days=i) for i in range(days - 1, -1, -1))]
+        metrics.append(mv)
+    charts = [render_chart(c.title or ", ".join(report.metrics[m].label or m for m in c.metrics),
+                           [mv for mv in metrics if mv.name in c.metrics], day, f"chart-{i + 1}.png")
+              for i, c in enumerate(report.charts)]
+    return Digest(name, report.title, day, metrics, charts, dashboard_link(report, day), list(report.compare))
+
+
+def dashboard_link(report: Report, day: date) -> str | None:
+    if not report.dashboard:
+        return None
+    days = max([c.days for c in report.charts] or [7])
+    q = urllib.parse.urlencode({"from": f"{day - timedelta(days=days - 1)}T00:00", "to": f"{day + timedelta(days=1)}T00:00"})
+    return f"{report.base_url.rstrip('/')}/d/{report.dashboard}/?{q}"
+
+
+def render_chart(title: str, metrics: list[MetricValue], day: date, filename: str) -> Chart:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: charts are files
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    fig, ax = plt.subplots(figsize=(8, 3.4), dpi=110)
+    percent = all(m.format == "percent" for m in metrics)
+    for m in metrics:
+        xs = [d for d, v in m.series if v is not None]
+        ys = [v * (100 if percent else 1) for d, v in m.series if v is not None]
+        ax.plot(xs, ys, marker="o", linewidth=2, label=m.label)
+        if xs and xs[-1] == day:
+            ax.annotate(_fmt_value(m.value, m.format), (xs[-1], ys[-1]), textcoords="offset points",
+                        xytext=(0, 8), ha="center", fontsize=9)
+    ax.set_title(title, loc="left", fontsize=12)
+    ax.grid(alpha=0.3)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2f}%" if percent else f"{v:,.0f}"))
+    ax.xaxis.set_major_formatter(matplotlib.dates.DateFormatter("%a %d.%m"))
+    ax.spines[["top", "right"]].set_visible(False)
+    if len(metrics) > 1:
+        ax.legend(frameon=False, fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return Chart(title, filename, buf.getvalue())
+
+
+def _fmt_value(v: float | None, fmt: str) -> str:
+    if v is None:
+        return "—"
+    if fmt == "percent":
+        return f"{v * 100:.2f}%"
+    if fmt == "float":
+        return f"{v:,.2f}"
+    return f"{v:,.0f}"
