@@ -263,3 +263,86 @@ def test_serve_publishes_the_report_files(feed, tmp_path):
         r = client.get(f"/reports/daily/{DAY}/chart-2.png")
         assert r.status_code == 200 and r.data[:4] == b"\x89PNG"
         assert client.get("/reports/../eventmart.yml").status_code == 404
+
+
+@pytest.fixture(scope="module")
+def tls_cert(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1 (openssl), trusted through the channel's ca_file."""
+    d = tmp_path_factory.mktemp("tls")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(d / "key.pem"),
+                    "-out", str(d / "cert.pem"), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    return d / "cert.pem", d / "key.pem"
+
+
+@pytest.mark.parametrize("security", ["starttls", "ssl"])
+def test_email_over_tls_with_login(feed, tmp_path, tls_cert, security):
+    import ssl
+
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult
+
+    d, _, _ = feed
+    cert, key = tls_cert
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    got: list = []
+
+    class Handler:
+        async def handle_DATA(self, server, session, envelope):
+            got.append((session.authenticated, envelope))
+            return "250 OK"
+
+    def auth(server, session, envelope, mechanism, data):
+        return AuthResult(success=(data.login, data.password) == (b"digest", b"pa55-w0rd"))
+
+    port = free_port()
+    # aiosmtpd's auth_require_tls only knows STARTTLS; with implicit TLS the whole session is encrypted anyway
+    kw = ({"tls_context": ctx, "require_starttls": True, "auth_require_tls": True} if security == "starttls"
+          else {"ssl_context": ctx, "auth_require_tls": False})
+    smtp = Controller(Handler(), hostname="127.0.0.1", port=port, authenticator=auth, **kw)
+    smtp.start()
+    try:
+        for password, want in (("pa55-w0rd", "ok"), ("wrong-pa55", "failed")):
+            proj = with_channels(d, {"mail": {
+                "type": "email", "host": "127.0.0.1", "port": port, "security": security, "user": "digest",
+                "password": password, "from": "digest@example.invalid", "to": ["a@example.invalid"],
+                "ca_file": str(cert), "backoff": 0, "timeout": 5}}, tmp_path / f"p-{want}")
+            with Project.load(proj) as p:
+                res = p.report("daily", DAY)
+            assert res.deliveries[0].status == want, res.deliveries[0].detail
+            if want == "failed":
+                assert "refused the login" in res.deliveries[0].detail and password not in res.deliveries[0].detail
+        assert len(got) == 1 and got[0][0] is True
+    finally:
+        smtp.stop()
+
+
+def test_feed_marts_run_the_same_in_postgres(feed, tmp_path, pg_url):
+    d, _, _ = feed
+    cfg = yaml.safe_load((d / "eventmart.yml").read_text())
+    cfg["warehouse"] = {"type": "postgres", "url": pg_url}
+    for s in cfg["sources"].values():
+        s["path"] = str(d / s["path"])
+    (tmp_path / "eventmart.yml").write_text(yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False))
+    marts = ["feed_slices", "daily_metrics", "feed_15min", "feed_daily_by"]
+    queries = {
+        "feed_slices": "SELECT event_date, dimension, dimension_value, views, likes, messages_received, messages_sent, "
+                       "users_received, users_sent FROM feed_slices ORDER BY 1, 2, 3",
+        "daily_metrics": "SELECT dt, dau, dau_feed, dau_messenger, dau_both, views, likes, round(ctr * 1e6), messages, "
+                         "senders, receivers FROM daily_metrics ORDER BY 1",
+        "feed_15min": "SELECT dt, users, active_posts, views, likes FROM feed_15min ORDER BY 1",
+        "feed_daily_by": "SELECT dt, os, gender, age_group, users, views, likes FROM feed_daily_by ORDER BY 1, 2, 3, 4",
+    }
+    with Project.load(tmp_path) as pg, Project.load(d) as duck:
+        for s in pg.config.sources:
+            pg.ingest(s)
+        pg.backfill(marts, start="2024-03-08", end="2024-03-11")
+        duck.backfill(["feed_15min"])
+        for m in marts:
+            sql = queries[m].replace("ORDER BY", "WHERE {t} >= '2024-03-08' AND {t} < '2024-03-11' ORDER BY").format(
+                t="event_date" if m == "feed_slices" else "dt")
+            want = [tuple(float(v) if isinstance(v, (int, float)) else v for v in r) for r in duck.query(sql).rows]
+            got = [tuple(float(v) if isinstance(v, (int, float)) or type(v).__name__ == "Decimal" else v for v in r)
+                   for r in pg.query(sql).rows]
+            assert got == want and len(got) > 0, m

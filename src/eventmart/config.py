@@ -321,6 +321,7 @@ class Channel(Strict):
     user: str | None = None
     password: str | None = None
     sender: str | None = Field(default=None, alias="from")
+    ca_file: str | None = None  # email: CA certificates to trust (a private CA); default: the system's
     to: list[str] = []
     # webhook
     url: str | None = None

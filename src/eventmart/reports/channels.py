@@ -178,18 +178,20 @@ def send_email(ch: Channel, name: str, d: Digest, sleep=time.sleep) -> None:
 
     def deliver() -> None:
         try:
+            tls = ssl.create_default_context(cafile=ch.ca_file)  # certificates are always verified
             if ch.security == "ssl":
-                smtp = smtplib.SMTP_SSL(ch.host, port, timeout=ch.timeout, context=ssl.create_default_context())
+                smtp = smtplib.SMTP_SSL(ch.host, port, timeout=ch.timeout, context=tls)
             else:
                 smtp = smtplib.SMTP(ch.host, port, timeout=ch.timeout)
             with smtp:
                 if ch.security == "starttls":
-                    smtp.starttls(context=ssl.create_default_context())
+                    smtp.starttls(context=tls)
                 if ch.user:
-                    smtp.login(ch.user, ch.password or "")
+                    try:
+                        smtp.login(ch.user, ch.password or "")
+                    except (smtplib.SMTPException, OSError):  # a wrong password does not get better by retrying
+                        raise _Fail(f"{ch.host}:{port} refused the login for {ch.user}") from None
                 smtp.send_message(msg)
-        except smtplib.SMTPAuthenticationError:
-            raise _Fail(f"{ch.host}:{port} refused the login for {ch.user}") from None
         except (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused) as e:
             raise _Fail(f"{ch.host}:{port} refused the message ({type(e).__name__})") from None
         except (OSError, smtplib.SMTPException) as e:
