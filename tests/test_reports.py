@@ -57,6 +57,7 @@ def with_channels(d: Path, channels: dict, tmp: Path) -> Path:
         s["path"] = str(d / s["path"])
     cfg["channels"] = channels
     cfg["reports"]["daily"]["channels"] = list(channels)
+    cfg["alerts"] = {}  # they name channels this copy does not have
     tmp.mkdir(exist_ok=True)
     (tmp / "eventmart.yml").write_text(yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False))
     return tmp

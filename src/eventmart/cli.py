@@ -220,6 +220,116 @@ def report(
         raise UserError(f"{len(failed)} of {len(res.deliveries)} channel(s) failed; see above and `eventmart runs --failed`")
 
 
+alerts_app = typer.Typer(help="Anomaly alerts: check, backtest, silence, history.", no_args_is_help=True)
+app.add_typer(alerts_app, name="alerts")
+
+
+@alerts_app.command("check")
+def alerts_check(
+    rules: Annotated[list[str] | None, typer.Argument(help="Rules (default: all).")] = None,
+    now: Annotated[str | None, typer.Option("--now", help="Evaluate as of this UTC time (default: now).")] = None,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Judge the buckets completed since the last check; fire, remind or resolve; notify."""
+    with _load(project) as p:
+        results = p.alerts_check(rules, now)
+    for r in results:
+        out.print(f"{r.rule}: {r.judged} bucket(s) judged, {len(r.events)} event(s)", markup=False)
+        for e in r.events:
+            out.print(f"  {e.event} {e.series} {fmt(e.bucket) if e.bucket else ''} value {e.value}", markup=False)
+        for ch, st, d in r.deliveries:
+            out.print(f"  → {ch or '(history)'}: {st} {d}", markup=False, soft_wrap=True)
+
+
+@alerts_app.command("backtest")
+def alerts_backtest(
+    rule: Annotated[str, typer.Argument(help="Rule name from eventmart.yml.")],
+    start: Annotated[str, typer.Option(help="From (UTC).")] = ...,
+    end: Annotated[str, typer.Option(help="Until, exclusive (UTC).")] = ...,
+    format: Annotated[str, typer.Option("--format", "-f", help="table, csv or json.")] = "table",
+    png: Annotated[Path | None, typer.Option(help="Write the series, bounds and incidents as a PNG.")] = None,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Replay a rule over history, each bucket judged as of its own time: how many incidents, when, how long."""
+    if format not in ("table", "csv", "json"):
+        raise UserError(f"--format {format}: use table, csv or json")
+    with _load(project) as p:
+        v, incs = p.alerts_backtest(rule, start, end)
+    times, keys = v.series.times, v.series.keys
+    if format == "json":
+        rows = [{"series": k, "time": _jsonable(t), "value": _num(v.series.values[i, j]),
+                 "lower": _num(v.lower[i, j]), "upper": _num(v.upper[i, j]), "anomalous": bool(v.anomalous[i, j])}
+                for j, k in enumerate(keys) for i, t in enumerate(times)]
+        inc = [{"series": x.series, "start": _jsonable(x.start), "end": _jsonable(x.end) if x.end else None}
+               for x in incs]
+        sys.stdout.write(json.dumps({"buckets": rows, "incidents": inc}) + "\n")
+    elif format == "csv":
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(["kind", "series", "time", "value", "lower", "upper", "anomalous", "end"])
+        for j, k in enumerate(keys):
+            for i, t in enumerate(times):
+                w.writerow(["bucket", k, _jsonable(t), _csvnum(v.series.values[i, j]), _csvnum(v.lower[i, j]),
+                            _csvnum(v.upper[i, j]), int(bool(v.anomalous[i, j])), ""])
+        for x in incs:
+            w.writerow(["incident", x.series, _jsonable(x.start), "", "", "", "", _jsonable(x.end) if x.end else ""])
+    else:
+        judged = len(times) * len(keys)
+        flagged = int(v.anomalous.sum())
+        out.print(f"{rule}: {judged:,} bucket(s) judged over {len(keys)} series, {flagged:,} anomalous, "
+                  f"{len(incs)} incident(s)", markup=False)
+        t = Table("series", "start", "end", "minutes")
+        for x in incs:
+            t.add_row(x.series, fmt(x.start), fmt(x.end) if x.end else "(open)", f"{x.minutes(times[-1]):.0f}")
+        out.print(t)
+    if png:
+        from .alerts.engine import render
+
+        j = max(range(len(keys)), key=lambda j: int(v.anomalous[:, j].sum())) if keys else 0
+        spans = [(x.start, x.end or times[-1]) for x in incs if x.series == keys[j]]
+        chart = render(f"{rule} ({keys[j]})", times, v.series.values[:, j], v.lower[:, j], v.upper[:, j],
+                       v.anomalous[:, j], png.name, spans)
+        png.write_bytes(chart.png)
+        err.print(f"wrote {png} (series {keys[j]})")
+
+
+def _num(x: Any) -> float | None:
+    return None if x is None or x != x else float(x)
+
+
+def _csvnum(x: Any) -> str:
+    return "" if x is None or x != x else repr(float(x))
+
+
+@alerts_app.command("silence")
+def alerts_silence(
+    rule: Annotated[str, typer.Argument(help="Rule name.")],
+    for_: Annotated[str, typer.Option("--for", help="How long, e.g. 2h, 30m, '1 day'.")] = "1 hour",
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Send nothing for a rule for a while (its state and history still move)."""
+    with _load(project) as p:
+        until = p.alerts_silence(rule, for_)
+    out.print(f"{rule}: silenced until {fmt(until)} UTC", markup=False)
+
+
+@alerts_app.command("history")
+def alerts_history(
+    rule: Annotated[str | None, typer.Option("--rule", help="Only this rule.")] = None,
+    limit: Annotated[int, typer.Option(help="Rows.")] = 50,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Alert events: fired, reminder, resolved, late, digest; per channel sent/failed/held/silenced."""
+    with _load(project) as p:
+        _show(p.alerts_history(rule, limit))
+
+
+@alerts_app.command("status")
+def alerts_status(project: ProjectOpt = Path(".")) -> None:
+    """Each rule and series: OK or FIRING, since when, the last judged bucket."""
+    with _load(project) as p:
+        _show(p.alerts_state())
+
+
 airflow_app = typer.Typer(help="Airflow interop: export the scheduled jobs as DAGs.", no_args_is_help=True)
 app.add_typer(airflow_app, name="airflow")
 

@@ -373,15 +373,60 @@ class Report(Strict):
         return self
 
 
+class AlertRule(Strict):
+    """An anomaly rule on a metric: a mart measure (or SQL), per series of `by`, judged by a detector."""
+
+    mart: str | None = None
+    measure: str | None = None  # an aggregate over the mart's columns per bucket, e.g. sum(views)
+    sql: str | None = None  # or: SQL reading {{ start }}/{{ end }}, returning bucket [, by columns], value
+    grain: str | None = None  # default: the mart's grain
+    by: list[str] = []  # one series per value (e.g. os)
+    detector: Literal["iqr", "zscore", "mad", "pct_change", "seasonal", "threshold"] = "iqr"
+    params: dict[str, Any] = {}  # the detector's: a, n, k, period, lag, threshold, lower, upper, min_spread
+    direction: Literal["up", "down", "both"] = "both"
+    min_history: int = Field(default=5, ge=0)  # buckets of history before a series is judged
+    for_: int = Field(default=1, ge=1, alias="for")  # anomalous buckets in a row before it fires
+    remind: str | None = None  # while firing, repeat every ... (e.g. "1 hour")
+    cap: int = Field(default=10, ge=1)  # messages per channel per hour; the rest go out as one digest
+    history: str = "2 days"  # how far back the detector may look (seasonal: at least k periods)
+    fill: Literal["zero", "none"] = "zero"  # a bucket without rows: 0 (counts) or missing (ratios)
+    channels: list[str] = []
+    dashboard: str | None = None
+    base_url: str = "http://127.0.0.1:8050"
+    title: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> AlertRule:
+        if (self.mart is None) == (self.sql is None):
+            raise ValueError("an alert rule takes `mart` + `measure`, or `sql`")
+        if self.mart is not None and not self.measure:
+            raise _at("measure", "an alert on a mart needs `measure` (e.g. sum(views))")
+        if self.sql is not None and not self.grain:
+            raise _at("grain", "an alert with `sql` needs its `grain`")
+        for key in ("grain",):
+            if getattr(self, key):
+                parse_grain(getattr(self, key))
+        for key in ("remind", "history"):
+            if getattr(self, key):
+                try:
+                    parse_duration(getattr(self, key))
+                except ValueError as e:
+                    raise _at(key, str(e)) from None
+        if self.detector == "threshold" and not ({"lower", "upper"} & set(self.params)):
+            raise _at("params", "a threshold detector needs params lower and/or upper")
+        return self
+
+
 class Schedule(Strict):
     """A job run on a cron schedule by `eventmart serve` (or exported to Airflow)."""
 
     cron: str  # five-field cron expression, e.g. "15 3 * * *"
     timezone: str = "UTC"  # the zone the cron expression is read in
-    run: Literal["marts", "backup", "report"] = "marts"
+    run: Literal["marts", "backup", "report", "alerts"] = "marts"
     marts: list[str] | None = None  # run: marts; default all marts
     window: str | None = None  # run: marts; window size per run (default: each mart's chunk)
     report: str | None = None  # run: report
+    alerts: list[str] | None = None  # run: alerts; default all rules
     lookback: int = Field(default=0, ge=0)  # also re-run the last N windows (late events)
     catchup: Literal["all", "latest", "coalesce"] = "all"
     retries: int = Field(default=2, ge=0)
@@ -429,6 +474,7 @@ class ProjectConfig(Strict):
     schedules: dict[str, Schedule] = {}
     channels: dict[str, Channel] = {}
     reports: dict[str, Report] = {}
+    alerts: dict[str, AlertRule] = {}
 
     @model_validator(mode="after")
     def _refs(self) -> ProjectConfig:
@@ -449,8 +495,20 @@ class ProjectConfig(Strict):
                     raise _at(f"reports.{r}.channels", f"'{c}' is not a declared channel")
             if rep.dashboard and rep.dashboard not in self.dashboards:
                 raise _at(f"reports.{r}.dashboard", f"'{rep.dashboard}' is not a declared dashboard")
+        for a, rule in self.alerts.items():
+            _check_name(a)
+            if rule.mart and rule.mart not in self.marts:
+                raise _at(f"alerts.{a}.mart", f"'{rule.mart}' is not a declared mart")
+            for c in rule.channels:
+                if c not in self.channels:
+                    raise _at(f"alerts.{a}.channels", f"'{c}' is not a declared channel")
+            if rule.dashboard and rule.dashboard not in self.dashboards:
+                raise _at(f"alerts.{a}.dashboard", f"'{rule.dashboard}' is not a declared dashboard")
         for j, job in self.schedules.items():
             _check_name(j)
+            for r in job.alerts or []:
+                if r not in self.alerts:
+                    raise _at(f"schedules.{j}.alerts", f"'{r}' is not a declared alert rule")
             if job.report and job.report not in self.reports:
                 raise _at(f"schedules.{j}.report", f"'{job.report}' is not a declared report")
             for m in job.marts or []:
@@ -473,7 +531,8 @@ def _node_line(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
         if isinstance(node, yaml.MappingNode):
             for k, v in node.value:
                 if k.value == str(part) or (part == "from_" and k.value == "from") or (
-                    part == "schema_" and k.value == "schema") or (part == "sender" and k.value == "from"):
+                    part == "schema_" and k.value == "schema") or (part == "sender" and k.value == "from") or (
+                    part == "for_" and k.value == "for"):
                     node, line = v, k.start_mark.line + 1
                     break
             else:
@@ -510,7 +569,7 @@ def _substitute_env(value: Any, path: tuple[Any, ...], root: yaml.Node, file: st
 
 
 def _loc_str(loc: tuple[Any, ...]) -> str:
-    return ".".join({"from_": "from", "schema_": "schema", "sender": "from"}.get(str(p), str(p)) for p in loc)
+    return ".".join({"from_": "from", "schema_": "schema", "sender": "from", "for_": "for"}.get(str(p), str(p)) for p in loc)
 
 
 def load_config(directory: Path) -> ProjectConfig:

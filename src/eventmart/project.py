@@ -303,3 +303,71 @@ class Project:
         return RunResult(f"_report:{spec.report}", now, now, "failed" if failed else "ok",
                          len(res.deliveries) - len(failed), 0.0,
                          "; ".join(d.detail for d in failed) or None, attempt)
+
+    # --- alerts ---------------------------------------------------------------------------------
+    def _rule(self, name: str):
+        if name not in self.config.alerts:
+            known = ", ".join(self.config.alerts) or "none declared"
+            raise UserError(f"unknown alert rule '{name}' (alerts: {known}); check eventmart.yml")
+        return self.config.alerts[name]
+
+    @_locked
+    def alerts_check(self, names: list[str] | None = None, now: datetime | str | None = None) -> list:
+        """Evaluate rules now (or as of ``now``): judge new complete buckets, move state, notify."""
+        from .alerts.engine import evaluate
+
+        names = names or list(self.config.alerts)
+        for n in names:
+            self._rule(n)
+        return [evaluate(self, n, _time(now, "--now")) for n in names]
+
+    @_locked
+    def alerts_backtest(self, name: str, start: datetime | str, end: datetime | str):
+        """Replay a rule over history: (verdicts per bucket, incidents). Same detectors as live."""
+        from .alerts.engine import backtest
+
+        self._rule(name)
+        s, e = _time(start, "--start"), _time(end, "--end")
+        if e <= s:
+            raise UserError(f"--end {e} must be after --start {s}")
+        return backtest(self, name, s, e)
+
+    @_locked
+    def alerts_silence(self, name: str, duration: str) -> datetime:
+        from .alerts.engine import silence
+        from .timeutil import parse_duration
+
+        self._rule(name)
+        try:
+            seconds = parse_duration(duration.replace("h", " hours").replace("m", " minutes")
+                                     if duration[:-1].isdigit() else duration)
+        except ValueError as e:
+            raise UserError(f"--for {duration}: {e}") from None
+        return silence(self, name, seconds)
+
+    @_locked
+    def alerts_history(self, name: str | None = None, limit: int = 50) -> QueryResult:
+        from .alerts.engine import EVENTS, ensure_tables
+
+        wh = self.warehouse
+        with wh.transaction():
+            ensure_tables(wh)
+        where, params = ("WHERE rule = {{ r }}", {"r": name}) if name else ("", {})
+        return wh.fetch(f"SELECT sent_at, rule, series, event, bucket, value, lower, upper, channel, status, detail "
+                        f"FROM {EVENTS} {where} ORDER BY sent_at DESC, rule, series LIMIT {int(limit)}", params)
+
+    @_locked
+    def alerts_state(self) -> QueryResult:
+        from .alerts.engine import STATE, ensure_tables
+
+        wh = self.warehouse
+        with wh.transaction():
+            ensure_tables(wh)
+        return wh.fetch(f"SELECT rule, series, state, since, consecutive, last_bucket, value, lower, upper "
+                        f"FROM {STATE} ORDER BY rule, series")
+
+    def alerts_job(self, job: str, now: datetime, attempt: int = 1) -> RunResult:
+        from .alerts.engine import evaluate_job
+
+        with self.lock:
+            return evaluate_job(self, job, now, attempt)

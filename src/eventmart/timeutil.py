@@ -40,7 +40,7 @@ def parse_last(text: str) -> int:
     return int(m.group(1) or 1) * {**_UNITS, "week": 7 * _DAY}[m.group(2)]
 
 
-_DURATION_RE = re.compile(r"^\s*(\d+)?\s*(second|minute|hour|day)s?\s*$")
+_DURATION_RE = re.compile(r"^\s*(\d+)?\s*(second|minute|hour|day|week)s?\s*$")
 
 
 def parse_duration(text: str) -> int:
@@ -48,7 +48,7 @@ def parse_duration(text: str) -> int:
     m = _DURATION_RE.match(str(text).lower())
     if not m:
         raise ValueError(f"'{text}' is not a duration; use e.g. '30 seconds', '1 minute', '2 hours'")
-    return int(m.group(1) or 1) * _UNITS[m.group(2)]
+    return int(m.group(1) or 1) * {**_UNITS, "week": 7 * _DAY}[m.group(2)]
 
 
 def grain_label(seconds: int) -> str:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from ..marts import RunResult, _begin, _finish
 from ..timeutil import utcnow
 from .build import Digest, build
-from .channels import ChannelError, deliver, write_files
+from .channels import ChannelError, deliver, digest_message, write_files
 
 if TYPE_CHECKING:
     from ..project import Project
@@ -47,18 +47,19 @@ def send_report(project: Project, name: str, day: date | None = None, dry_run: b
     digest: Digest = build(project, name, day)
     res = ReportResult(name, digest.day, digest.values())
     if dry_run:
-        res.folder = str(write_files(digest, out or project.dir / "reports" / "dry-run"))
+        res.folder = str(write_files(digest_message(digest), out or project.dir / "reports" / "dry-run"))
         return res
     spec = project.config.reports[name]
     wh = project.warehouse
     window = (datetime.combine(digest.day, datetime.min.time()),
               datetime.combine(digest.day + timedelta(days=1), datetime.min.time()))
+    message = digest_message(digest)
     for ch_name in spec.channels:
         run_id, t0 = uuid.uuid4().hex, time.perf_counter()
         run = RunResult(f"_report:{name}:{ch_name}", *window, "running")
         _begin(wh, run_id, run, utcnow(), trigger)
         try:  # one channel failing never stops the others
-            where = deliver(project.config.channels[ch_name], ch_name, digest, project.dir, sleep)
+            where = deliver(project.config.channels[ch_name], ch_name, message, project.dir, sleep)
             res.deliveries.append(Delivery(ch_name, "ok", where))
             run = RunResult(run.mart, *window, "ok", len(digest.metrics), time.perf_counter() - t0)
         except ChannelError as e:

@@ -15,6 +15,7 @@ import ssl
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
@@ -22,12 +23,31 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..config import Channel
-from .build import Digest
+from .build import Chart, Digest
 from .render import html_page, payload, plain_text, slack_blocks, telegram_html
 
 TELEGRAM_TEXT_LIMIT = 4096
 TELEGRAM_CAPTION_LIMIT = 1024
 MAX_RETRY_AFTER = 120.0
+
+
+@dataclass
+class Message:
+    """What every channel can send: reports and alerts both become one."""
+
+    key: str  # where it lives under a file channel's folder, e.g. "daily/2024-03-30"
+    subject: str
+    telegram: str  # Telegram HTML parse mode
+    text: str  # plain text
+    html: Callable[[dict[str, str]], str]  # an HTML page, given each image's src
+    slack: Callable[[str | None], dict]  # Slack webhook body, given where images are served
+    payload: dict
+    images: list[Chart] = field(default_factory=list)
+
+
+def digest_message(d: Digest) -> Message:
+    return Message(f"{d.report}/{d.day.isoformat()}", f"{d.title} — {d.day}", telegram_html(d), plain_text(d),
+                   lambda src: html_page(d, src), lambda base: slack_blocks(d, base), payload(d), list(d.charts))
 
 
 class ChannelError(Exception):
@@ -98,19 +118,19 @@ def _http(client, method: str, url: str, **kw: Any):
 # --- the channels --------------------------------------------------------------------------------
 
 
-def send_telegram(ch: Channel, name: str, d: Digest, sleep=time.sleep) -> None:
+def send_telegram(ch: Channel, name: str, d: Message, sleep=time.sleep) -> None:
     import httpx
 
     if not ch.token or not ch.chat_id:
         raise ChannelError(f"channel {name}: token and chat_id are empty; set them (e.g. token: ${{TELEGRAM_BOT_TOKEN}})")
     base = f"{ch.api_base.rstrip('/')}/bot{ch.token}"
     with httpx.Client(timeout=ch.timeout) as client:
-        for chunk in split_message(telegram_html(d), TELEGRAM_TEXT_LIMIT):
+        for chunk in split_message(d.telegram, TELEGRAM_TEXT_LIMIT):
             with_retries(ch, name, "sendMessage", lambda c=chunk: _telegram_ok(_http(
                 client, "POST", f"{base}/sendMessage",
                 data={"chat_id": ch.chat_id, "text": c, "parse_mode": "HTML", "disable_web_page_preview": "true"})),
                 sleep)
-        charts = d.charts
+        charts = d.images
         if len(charts) == 1:
             c = charts[0]
             with_retries(ch, name, "sendPhoto", lambda: _telegram_ok(_http(
@@ -150,29 +170,29 @@ def split_message(text: str, limit: int) -> list[str]:
     return out
 
 
-def send_slack(ch: Channel, name: str, d: Digest, sleep=time.sleep) -> None:
+def send_slack(ch: Channel, name: str, d: Message, sleep=time.sleep) -> None:
     import httpx
 
-    body = slack_blocks(d, ch.image_base_url)
+    body = d.slack(f"{ch.image_base_url.rstrip('/')}/{d.key}" if ch.image_base_url else None)
     with httpx.Client(timeout=ch.timeout) as client:
         with_retries(ch, name, "webhook", lambda: _http(client, "POST", ch.webhook, json=body), sleep)
 
 
-def build_email(ch: Channel, d: Digest) -> EmailMessage:
+def build_email(ch: Channel, d: Message) -> EmailMessage:
     msg = EmailMessage()
-    msg["Subject"] = f"{d.title} — {d.day}"
+    msg["Subject"] = d.subject
     msg["From"] = ch.sender or (ch.user or "eventmart@localhost")
     msg["To"] = ", ".join(ch.to)
-    msg.set_content(plain_text(d))
-    cids = {c.filename: make_msgid(domain="eventmart.local") for c in d.charts}
-    msg.add_alternative(html_page(d, {f: "cid:" + cid[1:-1] for f, cid in cids.items()}), subtype="html")
+    msg.set_content(d.text)
+    cids = {c.filename: make_msgid(domain="eventmart.local") for c in d.images}
+    msg.add_alternative(d.html({f: "cid:" + cid[1:-1] for f, cid in cids.items()}), subtype="html")
     html_part = msg.get_payload()[1]
-    for c in d.charts:
+    for c in d.images:
         html_part.add_related(c.png, maintype="image", subtype="png", cid=cids[c.filename], filename=c.filename)
     return msg
 
 
-def send_email(ch: Channel, name: str, d: Digest, sleep=time.sleep) -> None:
+def send_email(ch: Channel, name: str, d: Message, sleep=time.sleep) -> None:
     msg = build_email(ch, d)
     port = ch.port or {"ssl": 465, "starttls": 587, "none": 25}[ch.security]
 
@@ -204,10 +224,10 @@ def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def send_webhook(ch: Channel, name: str, d: Digest, sleep=time.sleep) -> None:
+def send_webhook(ch: Channel, name: str, d: Message, sleep=time.sleep) -> None:
     import httpx
 
-    body = json.dumps(payload(d), ensure_ascii=False).encode()
+    body = json.dumps(d.payload, ensure_ascii=False, default=str).encode()
     headers = {"Content-Type": "application/json"}
     if ch.secret:
         headers["X-Eventmart-Signature"] = sign(ch.secret, body)
@@ -215,15 +235,16 @@ def send_webhook(ch: Channel, name: str, d: Digest, sleep=time.sleep) -> None:
         with_retries(ch, name, "POST", lambda: _http(client, "POST", ch.url, content=body, headers=headers), sleep)
 
 
-def write_files(d: Digest, folder: Path) -> Path:
-    """index.html + the charts + digest.json into ``folder/<report>/<day>/``, replaced whole."""
-    target = folder / d.report / d.day.isoformat()
+def write_files(d: Message, folder: Path) -> Path:
+    """index.html + the images + digest.json into ``folder/<key>/``, replaced whole."""
+    target = folder / d.key
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
-    for c in d.charts:
+    for c in d.images:
         (tmp / c.filename).write_bytes(c.png)
-    (tmp / "index.html").write_text(html_page(d, {c.filename: c.filename for c in d.charts}), encoding="utf-8")
-    (tmp / "digest.json").write_text(json.dumps(payload(d), ensure_ascii=False, indent=1), encoding="utf-8")
+    (tmp / "index.html").write_text(d.html({c.filename: c.filename for c in d.images}), encoding="utf-8")
+    (tmp / "digest.json").write_text(json.dumps(d.payload, ensure_ascii=False, indent=1, default=str),
+                                     encoding="utf-8")
     if target.exists():
         shutil.rmtree(target)
     tmp.rename(target)
@@ -233,7 +254,7 @@ def write_files(d: Digest, folder: Path) -> Path:
 SENDERS = {"telegram": send_telegram, "slack": send_slack, "email": send_email, "webhook": send_webhook}
 
 
-def deliver(ch: Channel, name: str, d: Digest, project_dir: Path, sleep=time.sleep) -> str:
+def deliver(ch: Channel, name: str, d: Message, project_dir: Path, sleep=time.sleep) -> str:
     """Send to one channel; returns where it went (no secrets); raises ChannelError."""
     if ch.type == "file":
         folder = Path(ch.path) if Path(ch.path).is_absolute() else project_dir / ch.path

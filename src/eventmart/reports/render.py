@@ -88,8 +88,8 @@ def slack_blocks(d: Digest, image_base: str | None) -> dict[str, Any]:
     for i in range(0, len(fields), 10):  # Slack takes at most 10 fields per section
         blocks.append({"type": "section", "fields": fields[i:i + 10]})
     for c in d.charts:
-        if image_base:
-            blocks.append({"type": "image", "image_url": f"{image_base.rstrip('/')}/{d.report}/{d.day}/{c.filename}",
+        if image_base:  # the folder where this digest's images are served
+            blocks.append({"type": "image", "image_url": f"{image_base.rstrip('/')}/{c.filename}",
                            "alt_text": c.title})
     if d.dashboard_url:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"<{d.dashboard_url}|Open the dashboard>"}})

@@ -30,21 +30,35 @@ STATE_FILE = "server.json"
 TOKEN_HEADER = "X-Eventmart-Token"
 # what another process may ask the server to do: the commands, nothing else
 METHODS = ("ingest", "rejects", "replay_rejects", "run", "backfill", "plan_backfill", "status", "query", "reset",
-           "runs", "backup", "report")
+           "runs", "backup", "report", "alerts_check", "alerts_silence", "alerts_history", "alerts_state",
+           "alerts_backtest")
 
 
 def _types() -> dict[str, type]:
+    from ..alerts.engine import EvalResult, Event, Incident, Series, Verdicts
     from ..backup import BackupResult
     from ..marts import MartStatus, RunResult
     from ..reports import Delivery, ReportResult
+    from ..reports.build import Chart
     from ..sources.ingest import IngestResult
     from ..warehouse import QueryResult
 
     return {t.__name__: t for t in (RunResult, MartStatus, IngestResult, QueryResult, BackupResult,
-                                             ReportResult, Delivery)}
+                                             ReportResult, Delivery, EvalResult, Event, Incident, Series,
+                                             Verdicts, Chart)}
 
 
 def encode(v: Any) -> Any:
+    import numpy as np
+
+    if isinstance(v, np.ndarray):
+        return {"__nd__": [encode(x) for x in v.tolist()], "dtype": str(v.dtype)}
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, bytes):
+        import base64
+
+        return {"__b64__": base64.b64encode(v).decode()}
     if dataclasses.is_dataclass(v) and not isinstance(v, type):
         return {"__dc__": type(v).__name__, "f": {f.name: encode(getattr(v, f.name)) for f in dataclasses.fields(v)}}
     if isinstance(v, datetime):
@@ -70,6 +84,14 @@ def decode(v: Any, types: dict[str, type] | None = None) -> Any:
         return [decode(x, types) for x in v]
     if not isinstance(v, dict):
         return v
+    if "__nd__" in v:
+        import numpy as np
+
+        return np.array(decode(v["__nd__"], types), dtype=v["dtype"])
+    if "__b64__" in v:
+        import base64
+
+        return base64.b64decode(v["__b64__"])
     if "__dc__" in v:
         cls = types[v["__dc__"]]  # only the known result types: KeyError otherwise
         return cls(**{k: decode(x, types) for k, x in v["f"].items()})

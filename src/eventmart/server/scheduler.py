@@ -159,6 +159,8 @@ class Scheduler:
 
     def run_job(self, name: str, now: datetime, catching_up: bool = False) -> list[RunResult]:
         job = self.jobs[name]
+        if job.run == "alerts":  # catching up too: evaluation judges whatever completed meanwhile
+            return self._attempt(name, None, now, 1)
         if job.run in ("backup", "report"):
             if catching_up:  # a backup or a digest is not owed for the time the server was down
                 return []
@@ -183,7 +185,9 @@ class Scheduler:
         job = self.jobs[name]
         trigger = f"schedule:{name}" + (":lookback" if p and p.lookback else "")
         with self.project.lock:
-            if p is None and job.run == "report":
+            if p is None and job.run == "alerts":
+                res = self.project.alerts_job(name, now, attempt)
+            elif p is None and job.run == "report":
                 res = self.project.report_job(name, now, attempt)
             elif p is None:
                 res = self.project.backup_job(name, now, attempt)

@@ -32,7 +32,7 @@ def _users(rng: np.random.Generator, n: int, days: int) -> dict[str, np.ndarray]
         country, rng.integers(0, 100, n) % np.array([len(COUNTRIES[c][1]) for c in country]), strict=True)],
         dtype=object)
     # most of the base exists before day 0; the rest arrives over the period
-    join = np.where(rng.random(n) < 0.6, -rng.integers(1, 60, n), rng.integers(0, max(days, 1), n))
+    join = np.where(rng.random(n) < 0.8, -rng.integers(1, 60, n), rng.integers(0, max(days, 1), n))
     return {
         "user_id": np.arange(1, n + 1, dtype=np.int64) * 7 + 1000,
         "gender": rng.choice([0, 1], n, p=[0.45, 0.55]).astype(np.int64),
@@ -51,11 +51,24 @@ def _users(rng: np.random.Generator, n: int, days: int) -> dict[str, np.ndarray]
     }
 
 
+def incidents(days: int = 30, start: datetime = datetime(2024, 3, 1)) -> list[dict]:
+    """The labelled incidents :func:`generate` injects (when the period is long enough to hold them)."""
+    if days < 9:
+        return []
+    d1, d2 = start + timedelta(days=days - 2), start + timedelta(days=days - 3)
+    return [
+        {"what": "views drop on iOS", "metric": "views", "series": "os=iOS",
+         "start": d1 + timedelta(hours=14), "end": d1 + timedelta(hours=14, minutes=45), "factor": 0.25},
+        {"what": "like spike", "metric": "likes", "series": "all",
+         "start": d2 + timedelta(hours=20), "end": d2 + timedelta(hours=20, minutes=30), "factor": 3.0},
+    ]
+
+
 def generate(days: int = 30, scale: float = 1.0, start: datetime = datetime(2024, 3, 1),
-             seed: int = 3) -> tuple[pa.Table, pa.Table]:
-    """(feed_actions, message_actions) for ``days`` days from ``start`` (naive UTC)."""
+             seed: int = 3, inject: bool = True) -> tuple[pa.Table, pa.Table]:
+    """(feed_actions, message_actions) for ``days`` days from ``start`` (naive UTC), with :func:`incidents`."""
     rng = np.random.default_rng(seed)
-    n = max(200, int(52_000 * scale))
+    n = max(200, int(56_000 * scale))
     u = _users(rng, n, days)
     feed_parts, msg_parts = [], []
     posts_per_day = max(50, int(600 * scale))
@@ -99,14 +112,44 @@ def generate(days: int = 30, scale: float = 1.0, start: datetime = datetime(2024
             "source": u["source"][sidx], "exp_group": u["exp_group"][sidx], "gender": u["gender"][sidx],
             "age": u["age"][sidx], "country": u["country"][sidx], "city": u["city"][sidx], "os": u["os"][sidx],
         }))
-    feed = pa.concat_tables(feed_parts).sort_by("time")
+    feed = pa.concat_tables(feed_parts)
+    if inject:
+        feed = _inject(feed, incidents(days, start), rng)
+    feed = feed.sort_by("time")
     msgs = pa.concat_tables(msg_parts).sort_by("time")
     return feed, msgs
 
 
+def _inject(feed: pa.Table, labelled: list[dict], rng: np.random.Generator) -> pa.Table:
+    import pyarrow.compute as pc
+
+    for inc in labelled:
+        t = feed["time"]
+        inside = pc.and_(pc.greater_equal(t, pa.scalar(inc["start"], pa.timestamp("ms"))),
+                         pc.less(t, pa.scalar(inc["end"], pa.timestamp("ms"))))
+        if inc["metric"] == "views":  # an iOS release breaks the feed: most views (and their likes) vanish
+            hit = pc.and_(inside, pc.equal(feed["os"], "iOS")).to_numpy(zero_copy_only=False)
+            drop = hit & (rng.random(len(hit)) > inc["factor"])
+            feed = feed.filter(pa.array(~drop))
+        else:  # a like bot: every like in the window is repeated on other posts
+            hit = pc.and_(inside, pc.equal(feed["action"], "like")).to_numpy(zero_copy_only=False)
+            extra = feed.filter(pa.array(hit))
+            copies = []
+            for k in range(int(inc["factor"]) - 1):
+                c = extra.set_column(extra.schema.get_field_index("post_id"), "post_id",
+                                     pc.add(extra["post_id"], 7_000_000 * (k + 1)))
+                copies.append(c)
+            feed = pa.concat_tables([feed, *copies])
+    return feed
+
+
+# activity per minute of the day: the hourly profile, interpolated, so the day has no steps at whole hours
+_MINUTE_W = np.interp(np.arange(1440) / 60, np.arange(-0.5, 25.5), np.concatenate([HOURS[-1:], HOURS, HOURS[:1]]))
+
+
 def _seconds(rng: np.random.Generator, k: int) -> np.ndarray:
-    hour = rng.choice(24, k, p=HOURS / HOURS.sum())
-    return (hour * 3_600_000 + rng.integers(0, 3_600_000, k)).astype("timedelta64[ms]")
+    minute = rng.choice(1440, k, p=_MINUTE_W / _MINUTE_W.sum())
+    return (minute * 60_000 + rng.integers(0, 60_000, k)).astype("timedelta64[ms]")
 
 
 def _feed(u: dict, idx: np.ndarray, post: np.ndarray, t: np.ndarray, action: np.ndarray) -> pa.Table:
