@@ -55,6 +55,33 @@ def _lagged(x: np.ndarray, lag: int) -> np.ndarray:
     return out
 
 
+def _sorted_quantiles(w: np.ndarray, qs: tuple[float, ...]) -> list[np.ndarray]:
+    """Linear-interpolated quantiles over the last axis, NaN unless the whole window is present
+    (pandas' rolling(n).quantile); one sort serves every q, much faster than np.quantile on views."""
+    n = w.shape[-1]
+    srt = np.sort(w, axis=-1)
+    full = ~np.isnan(srt[..., -1])  # NaN sorts last: the window is full iff the last is a number
+    out = []
+    for q in qs:
+        pos = q * (n - 1)
+        lo = int(np.floor(pos))
+        hi = min(lo + 1, n - 1)
+        val = srt[..., lo] + (pos - lo) * (srt[..., hi] - srt[..., lo])
+        out.append(np.where(full, val, np.nan))
+    return out
+
+
+def _nanmedian(a: np.ndarray, axis: int) -> np.ndarray:
+    """Median ignoring NaN along ``axis`` (NaN where all are), via one sort."""
+    a = np.moveaxis(a, axis, -1)
+    srt = np.sort(a, axis=-1)
+    cnt = np.sum(~np.isnan(srt), axis=-1)
+    lo = np.clip((cnt - 1) // 2, 0, None)[..., None]
+    hi = np.clip(cnt // 2, 0, None)[..., None]
+    med = (np.take_along_axis(srt, lo, -1) + np.take_along_axis(srt, hi, -1))[..., 0] / 2
+    return np.where(cnt > 0, med, np.nan)
+
+
 def _quiet(fn, *a, **k):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows are expected at the start
@@ -67,8 +94,7 @@ def bounds(x: np.ndarray, detector: str, grain_seconds: int, params: dict) -> tu
     if detector == "iqr":
         a, n = float(p.get("a", 4)), int(p.get("n", 5))
         w = _prev_windows(x, n)
-        q25 = _quiet(np.quantile, w, 0.25, axis=2)  # NaN unless all n are present, like pandas rolling(n)
-        q75 = _quiet(np.quantile, w, 0.75, axis=2)
+        q25, q75 = _sorted_quantiles(w, (0.25, 0.75))  # NaN unless all n are present, like rolling(n)
         iqr = q75 - q25
         up, low = q75 + a * iqr, q25 - a * iqr
         m = n // 2 + 1  # the centred mean of n, seen from the newest bucket
@@ -81,8 +107,9 @@ def bounds(x: np.ndarray, detector: str, grain_seconds: int, params: dict) -> tu
         if detector == "zscore":
             center, spread = _quiet(np.mean, w, axis=2), _quiet(np.std, w, axis=2, ddof=1)
         else:
-            center = _quiet(np.median, w, axis=2)
-            spread = _MAD * _quiet(np.median, np.abs(w - center[..., None]), axis=2)
+            (center,) = _sorted_quantiles(w, (0.5,))
+            (mad,) = _sorted_quantiles(np.abs(w - center[..., None]), (0.5,))
+            spread = _MAD * mad
         return center - a * spread, center + a * spread, spread > 0
     if detector == "pct_change":
         thr = float(p.get("threshold", 0.3))
@@ -95,8 +122,8 @@ def bounds(x: np.ndarray, detector: str, grain_seconds: int, params: dict) -> tu
         period = _lag_buckets(p.get("period", "1 day"), grain_seconds)
         refs = np.stack([_lagged(x, i * period) for i in range(1, k + 1)])  # (k, T, S)
         enough = np.sum(~np.isnan(refs), axis=0) >= int(p.get("min_periods", 3))
-        center = _quiet(np.nanmedian, refs, axis=0)
-        spread = _MAD * _quiet(np.nanmedian, np.abs(refs - center[None]), axis=0)
+        center = _nanmedian(refs, axis=0)
+        spread = _MAD * _nanmedian(np.abs(refs - center[None]), axis=0)
         # a floor on the spread: a perfectly regular history must not make every wiggle an anomaly;
         # for counts, at least Poisson noise (sqrt of the expected count) — small night-time counts wobble
         spread = np.maximum(spread, float(p.get("min_spread", 0.05)) * np.abs(center))
@@ -163,17 +190,9 @@ def detect(series: pd.Series, detector: str = "iqr", direction: str = "both", mi
 
 def incidents(anomalous: np.ndarray, times: list, for_buckets: int = 1) -> list[tuple[int, int]]:
     """(first, last+1) bucket indexes of each incident: ``for_buckets`` anomalous in a row start one,
-    the first normal bucket ends it. The same state machine the live engine runs."""
-    out, run, start = [], 0, None
-    for i, a in enumerate(anomalous):
-        if a:
-            run += 1
-            if start is None and run >= for_buckets:
-                start = i - run + 1
-        else:
-            if start is not None:
-                out.append((start, i))
-            run, start = 0, None
-    if start is not None:
-        out.append((start, len(anomalous)))
-    return out
+    the first normal bucket ends it — the live engine's state machine, over runs of anomalous buckets."""
+    a = np.concatenate([[False], np.asarray(anomalous, dtype=bool), [False]])
+    edges = np.flatnonzero(a[1:] != a[:-1])
+    starts, ends = edges[0::2], edges[1::2]
+    keep = (ends - starts) >= for_buckets
+    return list(zip(starts[keep].tolist(), ends[keep].tolist(), strict=True))
