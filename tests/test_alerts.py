@@ -349,3 +349,34 @@ def test_feed_live_scheduler_raises_and_resolves_each_incident_once(feed_demo, t
         f = [x for x in fired if x[0] == rule and x[1] == inc["series"] and inc["start"] <= x[2] < inc["end"] + Q]
         r = [x for x in resolved if x[0] == rule and x[1] == inc["series"] and inc["start"] < x[2] <= inc["end"] + 2 * Q]
         assert len(f) == 1 and len(r) == 1, (inc["what"], fired, resolved)
+
+
+def test_alerts_page_shows_state_history_and_a_replay(tmp_path):
+    from eventmart.dashboards.app import create_server
+
+    p = counts_project(tmp_path, {"all": steady(40, spikes={30: 600})}, {"r": RULE})
+    for b in range(12, 33):
+        run_until(p, "r", b)
+    server = create_server(p)
+    assert server.test_client().get("/alerts/").status_code == 200
+    app = server.config["eventmart_alerts"]
+    assert [r[3] for r in app.history_rows()] == ["resolved", "fired"]
+    assert app.state_rows()[0][2] == "OK"
+    import eventmart.dashboards.alerts_page as page
+
+    real = page.datetime
+
+    class Frozen(real):  # the page replays "the last days" of data: pin now to the data's end
+        @classmethod
+        def utcnow(cls):
+            return T0 + 33 * Q
+
+    page.datetime = Frozen
+    try:
+        fig, summary = app.replay("r", 1)
+    finally:
+        page.datetime = real
+    end = p.runner.covered("m15")[-1][1]  # the replay stops where the mart does
+    _, incs = p.alerts_backtest("r", end - timedelta(days=1), end)
+    assert summary.startswith(f"{len(incs)} incident(s)") and "2024-05-01 07:30" in fig["data"][3]["x"]
+    p.close()

@@ -139,7 +139,12 @@ def _load_series(project: Project, name: str, rule: AlertRule, start: datetime, 
     values = np.full((n, len(keys)), 0.0 if rule.fill == "zero" else np.nan)
     v = table.column(table.num_columns - 1).cast(pa.float64()).to_numpy(zero_copy_only=False)
     ok = (pos >= 0) & (pos < n)
-    values[pos[ok], np.asarray(codes)[ok]] = v[ok]
+    codes = np.asarray(codes)
+    values[pos[ok], codes[ok]] = v[ok]
+    if rule.fill == "zero":  # before a series' first row there is no data, not zero events
+        first = np.full(len(keys), n)
+        np.minimum.at(first, codes[ok], pos[ok])
+        values[np.arange(n)[:, None] < first[None, :]] = np.nan
     return Series(g, times, keys, values)
 
 

@@ -248,6 +248,10 @@ def create_server(project: Project) -> flask.Flask:
     apps = {n: DashboardApp(n, d, project, server, pool) for n, d in project.config.dashboards.items()}
     server.config["eventmart_apps"] = apps
     server.config["eventmart_runs"] = RunsApp(project, server)
+    if project.config.alerts:
+        from .alerts_page import AlertsApp
+
+        server.config["eventmart_alerts"] = AlertsApp(project, server)
     first = next(iter(apps.values())).base if apps else "/runs/"
 
     @server.route("/")
