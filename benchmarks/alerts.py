@@ -21,23 +21,12 @@ import pandas as pd
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from seedcode import check_anomaly  # noqa: E402  (the seed's detector, shared with the tests)
+
 DETECTORS = [("iqr", {"a": 4, "n": 5}), ("zscore", {"a": 4, "n": 16}), ("mad", {"a": 5, "n": 16}),
              ("pct_change", {"threshold": 0.5, "lag": "1 day"}),
              ("seasonal", {"a": 4, "k": 7, "period": "1 day", "counts": True})]
-
-
-def check_anomaly(df_by_metric, metric, a=4, n=5):
-    """Seed 002's detector, as written."""
-    df_by_metric["q25"] = df_by_metric[metric].shift(1).rolling(n).quantile(0.25)
-    df_by_metric["q75"] = df_by_metric[metric].shift(1).rolling(n).quantile(0.75)
-    df_by_metric["iqr"] = df_by_metric["q75"] - df_by_metric["q25"]
-    df_by_metric["up"] = df_by_metric["q75"] + a * df_by_metric["iqr"]
-    df_by_metric["low"] = df_by_metric["q25"] - a * df_by_metric["iqr"]
-    df_by_metric["up"] = df_by_metric["up"].rolling(n, center=True, min_periods=1).mean()
-    df_by_metric["low"] = df_by_metric["low"].rolling(n, center=True, min_periods=1).mean()
-    last = df_by_metric[metric].iloc[-1]
-    return int((last < df_by_metric["low"].iloc[-1] or last > df_by_metric["up"].iloc[-1])
-               and df_by_metric["iqr"].iloc[-1] != 0)
 
 
 def build(d: Path) -> None:

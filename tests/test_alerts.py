@@ -18,27 +18,11 @@ from eventmart.alerts import detect
 from eventmart.alerts.engine import evaluate
 from fakes import Recorder, TelegramHandler
 from helpers import ms
+from seedcode import check_anomaly
 
 Q = timedelta(minutes=15)
 T0 = datetime(2024, 5, 1)
 TOKEN = "123456789:AAbbCCddEEffGGhhIIjjKKllMMnnOOppQQr"
-
-
-def check_anomaly(df_by_metric, metric, a=4, n=5):
-    """Seed 002's function, verbatim but for the line breaks."""
-    df_by_metric['q25'] = df_by_metric[metric].shift(1).rolling(n).quantile(0.25)
-    df_by_metric['q75'] = df_by_metric[metric].shift(1).rolling(n).quantile(0.75)
-    df_by_metric['iqr'] = df_by_metric['q75'] - df_by_metric['q25']
-    df_by_metric['up'] = df_by_metric['q75'] + a * df_by_metric['iqr']
-    df_by_metric['low'] = df_by_metric['q25'] - a * df_by_metric['iqr']
-    df_by_metric['up'] = df_by_metric['up'].rolling(n, center=True, min_periods=1).mean()
-    df_by_metric['low'] = df_by_metric['low'].rolling(n, center=True, min_periods=1).mean()
-    if (df_by_metric[metric].iloc[-1] < df_by_metric['low'].iloc[-1]
-            or df_by_metric[metric].iloc[-1] > df_by_metric['up'].iloc[-1]) and (df_by_metric['iqr'].iloc[-1] != 0):
-        is_alert = 1
-    else:
-        is_alert = 0
-    return is_alert, df_by_metric
 
 
 @pytest.mark.parametrize("seed, a, n", [(1, 4, 5), (2, 3, 5), (3, 4, 4), (4, 2, 7)])
@@ -237,14 +221,16 @@ def test_a_silenced_rule_keeps_state_but_sends_nothing(tmp_path):
     p.close()
 
 
-def test_reminder_while_firing(tmp_path):
-    counts = steady(40, spikes={i: 600 for i in range(20, 30)})
-    p = counts_project(tmp_path, {"all": counts}, {"r": {**RULE, "remind": "1 hour", "params": {"a": 3, "n": 5}}})
+def test_reminders_while_firing(tmp_path):
+    counts = steady(40, spikes={i: 600 for i in range(20, 30)})  # 150 minutes above a static bound
+    rule = {"mart": "m15", "measure": "sum(n)", "detector": "threshold", "params": {"upper": 300},
+            "remind": "1 hour", "channels": ["files"]}
+    p = counts_project(tmp_path, {"all": counts}, {"r": rule})
     events = []
-    for b in range(12, 27):
-        events += [e.event for e in run_until(p, "r", b).events]
-    # the iqr window fills with the plateau after n buckets and stops calling it anomalous: one fire, one resolve
-    assert events.count("fired") == 1
+    for b in range(12, 33):
+        events += [(e.event, e.bucket) for e in run_until(p, "r", b).events]
+    assert [e for e, _ in events] == ["fired", "reminder", "reminder", "resolved"]
+    assert events[0][1] == T0 + 20 * Q and events[-1][1] == T0 + 30 * Q
     p.close()
 
 

@@ -486,24 +486,17 @@ class ProjectConfig(Strict):
         for n, m in self.marts.items():
             if m.from_ and m.from_ not in self.sources:
                 raise _at(f"marts.{n}.from", f"'{m.from_}' is not a declared source")
-        for r, rep in self.reports.items():
-            _check_name(r)
-            if rep.mart not in self.marts:
-                raise _at(f"reports.{r}.mart", f"'{rep.mart}' is not a declared mart")
-            for c in rep.channels:
-                if c not in self.channels:
-                    raise _at(f"reports.{r}.channels", f"'{c}' is not a declared channel")
-            if rep.dashboard and rep.dashboard not in self.dashboards:
-                raise _at(f"reports.{r}.dashboard", f"'{rep.dashboard}' is not a declared dashboard")
-        for a, rule in self.alerts.items():
-            _check_name(a)
-            if rule.mart and rule.mart not in self.marts:
-                raise _at(f"alerts.{a}.mart", f"'{rule.mart}' is not a declared mart")
-            for c in rule.channels:
-                if c not in self.channels:
-                    raise _at(f"alerts.{a}.channels", f"'{c}' is not a declared channel")
-            if rule.dashboard and rule.dashboard not in self.dashboards:
-                raise _at(f"alerts.{a}.dashboard", f"'{rule.dashboard}' is not a declared dashboard")
+        # reports and alert rules point at a mart, channels and a dashboard the same way
+        for section, items in (("reports", self.reports), ("alerts", self.alerts)):
+            for n, item in items.items():
+                _check_name(n)
+                if item.mart and item.mart not in self.marts:
+                    raise _at(f"{section}.{n}.mart", f"'{item.mart}' is not a declared mart")
+                for c in item.channels:
+                    if c not in self.channels:
+                        raise _at(f"{section}.{n}.channels", f"'{c}' is not a declared channel")
+                if item.dashboard and item.dashboard not in self.dashboards:
+                    raise _at(f"{section}.{n}.dashboard", f"'{item.dashboard}' is not a declared dashboard")
         for j, job in self.schedules.items():
             _check_name(j)
             for r in job.alerts or []:
