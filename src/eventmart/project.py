@@ -339,8 +339,7 @@ class Project:
 
         self._rule(name)
         try:
-            seconds = parse_duration(duration.replace("h", " hours").replace("m", " minutes")
-                                     if duration[:-1].isdigit() else duration)
+            seconds = parse_duration(duration)
         except ValueError as e:
             raise UserError(f"--for {duration}: {e}") from None
         return silence(self, name, seconds)

@@ -43,11 +43,18 @@ def parse_last(text: str) -> int:
 _DURATION_RE = re.compile(r"^\s*(\d+)?\s*(second|minute|hour|day|week)s?\s*$")
 
 
+_SHORT_RE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_SHORT = {"s": 1, "m": 60, "h": 3600, "d": _DAY, "w": 7 * _DAY}
+
+
 def parse_duration(text: str) -> int:
-    """'30 seconds', '1 minute', '2 hours' -> seconds."""
+    """'30 seconds', '1 minute', '2 hours', '1 week', or short: '30s', '15m', '2h', '1d', '1w' -> seconds."""
+    short = _SHORT_RE.match(str(text).lower())
+    if short:
+        return int(short.group(1)) * _SHORT[short.group(2)]
     m = _DURATION_RE.match(str(text).lower())
     if not m:
-        raise ValueError(f"'{text}' is not a duration; use e.g. '30 seconds', '1 minute', '2 hours'")
+        raise ValueError(f"'{text}' is not a duration; use e.g. '30 seconds', '1 minute', '2 hours' or 2h")
     return int(m.group(1) or 1) * {**_UNITS, "week": 7 * _DAY}[m.group(2)]
 
 
