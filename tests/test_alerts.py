@@ -350,18 +350,12 @@ def test_alerts_page_shows_state_history_and_a_replay(tmp_path):
     assert app.state_rows()[0][2] == "OK"
     import eventmart.dashboards.alerts_page as page
 
-    real = page.datetime
-
-    class Frozen(real):  # the page replays "the last days" of data: pin now to the data's end
-        @classmethod
-        def utcnow(cls):
-            return T0 + 33 * Q
-
-    page.datetime = Frozen
+    real = page._now
+    page._now = lambda: T0 + 33 * Q  # the page replays "the last days" of data: pin now to the data's end
     try:
         fig, summary = app.replay("r", 1)
     finally:
-        page.datetime = real
+        page._now = real
     end = p.runner.covered("m15")[-1][1]  # the replay stops where the mart does
     _, incs = p.alerts_backtest("r", end - timedelta(days=1), end)
     assert summary.startswith(f"{len(incs)} incident(s)") and "2024-05-01 07:30" in fig["data"][3]["x"]

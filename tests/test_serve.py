@@ -107,9 +107,11 @@ def test_runs_page_coverage_states(recent):
         p.run(["by_topic"], start=start, end=start + DAY)
         p.runner.run_window("by_topic", start + DAY, start + 2 * DAY, trigger="schedule:nightly:lookback")
         p.run(["gated"], start=start, end=start + DAY)  # fails: no table gate
+        import flask
+
         from eventmart.dashboards.runs import RunsApp
 
-        app = RunsApp(p, __import__("flask").Flask("t"))
+        app = RunsApp(p, flask.Flask("t"))
         cov = app.coverage()
         assert [c[2] for c in cov["by_topic"]] == ["done", "re-opened by lookback", "missing"]
         assert [c[2] for c in cov["gated"]] == ["failed", "missing", "missing"]

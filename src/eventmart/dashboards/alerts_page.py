@@ -16,6 +16,12 @@ from ..timeutil import fmt
 if TYPE_CHECKING:
     from ..project import Project
 
+def _now() -> datetime:
+    from ..timeutil import utcnow
+
+    return utcnow()
+
+
 CELL = {"padding": "3px 8px", "borderBottom": "1px solid #eee", "fontSize": "13px", "textAlign": "left"}
 
 
@@ -81,7 +87,7 @@ class AlertsApp:
         spec = self.project.config.alerts[rule]
         with self.project.lock:
             g = rule_grain(self.project, spec)
-            end = freshness_end(self.project, spec, floor_time(datetime.utcnow(), g))
+            end = freshness_end(self.project, spec, floor_time(_now(), g))
             if end <= datetime.min:
                 return {"data": [], "layout": {"height": 120}}, "the rule's mart has not been run yet"
             v, incs = backtest(self.project, rule, end - timedelta(days=days), end)
