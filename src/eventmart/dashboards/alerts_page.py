@@ -44,11 +44,6 @@ class AlertsApp:
         self.app.layout = self.layout
         self._callbacks()
 
-    def _exists(self, table: str) -> bool:
-        return bool(self.wh.concurrent_fetch(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = {{ t }} "
-            "AND table_schema = current_schema()", {"t": table}).rows[0][0])
-
     def layout(self) -> html.Div:
         rules = list(self.project.config.alerts)
         return html.Div([
@@ -68,13 +63,13 @@ class AlertsApp:
         ], style={"fontFamily": "system-ui, sans-serif"})
 
     def state_rows(self) -> list[tuple]:
-        if not self._exists(STATE):
+        if not self.wh.concurrent_table_exists(STATE):
             return []
         return self.wh.concurrent_fetch(f"SELECT rule, series, state, since, consecutive, last_bucket, value, lower, "
                                         f"upper FROM {STATE} ORDER BY state DESC, rule, series").rows
 
     def history_rows(self) -> list[tuple]:
-        if not self._exists(EVENTS):
+        if not self.wh.concurrent_table_exists(EVENTS):
             return []
         return self.wh.concurrent_fetch(f"SELECT sent_at, rule, series, event, bucket, value, lower, upper, channel, "
                                         f"status, detail FROM {EVENTS} ORDER BY sent_at DESC LIMIT 200").rows

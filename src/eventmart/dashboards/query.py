@@ -23,6 +23,7 @@ from ..errors import ProjectError
 from ..marts import RUNS
 from ..timeutil import floor_time, parse_time
 from ..warehouse import QueryResult, Warehouse
+from ..warehouse.base import TABLE_EXISTS_SQL
 
 MAX_POINTS = 2000
 # grains a chart may be drawn at, coarsest last; a mart's own grain is always a candidate
@@ -150,11 +151,9 @@ class DashboardQueries:
 
     def exists(self, table: str, version: tuple | None = None) -> bool:
         """Thread-safe: dashboards query from a pool, never on the warehouse's own connection."""
-        sql = ("SELECT count(*) FROM information_schema.tables WHERE table_name = {{ t }} "
-               "AND table_schema = current_schema()")
         if version is None:
-            return bool(self.wh.concurrent_fetch(sql, {"t": table}).rows[0][0])
-        return bool(self._fetch(sql, {"t": table}, version).rows[0][0])
+            return self.wh.concurrent_table_exists(table)
+        return bool(self._fetch(TABLE_EXISTS_SQL, {"t": table}, version).rows[0][0])
 
     # data version: any ledger change (a mart run) makes every cached result stale
     def version(self) -> tuple:

@@ -64,13 +64,8 @@ class RunsApp:
         ], style={"fontFamily": "system-ui, sans-serif"})
 
     # --- data -----------------------------------------------------------------------------------
-    def _ledger_exists(self) -> bool:
-        return bool(self.wh.concurrent_fetch(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = {{ t }} "
-            "AND table_schema = current_schema()", {"t": RUNS}).rows[0][0])
-
     def runs(self, job: str | None, failed: bool) -> list[dict[str, Any]]:
-        if not self._ledger_exists():
+        if not self.wh.concurrent_table_exists(RUNS):
             return []
         where, params = ["1 = 1"], {}
         if job:
@@ -110,7 +105,7 @@ class RunsApp:
         out: dict[str, list[tuple[datetime, datetime, str]]] = {}
         rows = self.wh.concurrent_fetch(
             f"SELECT mart, window_start, window_end, status, trigger, started_at FROM {self.wh.q(RUNS)} "
-            "ORDER BY started_at").rows if self._ledger_exists() else []
+            "ORDER BY started_at").rows if self.wh.concurrent_table_exists(RUNS) else []
         for mart, cfg in self.project.config.marts.items():
             mine = [r for r in rows if r[0] == mart]
             ok = merge_intervals([(r[1], r[2]) for r in mine if r[3] == "ok"])
@@ -118,7 +113,7 @@ class RunsApp:
             hi = max([r[2] for r in mine], default=None)
             if cfg.from_:
                 span = self.wh.concurrent_fetch(f"SELECT min(_time), max(_time) FROM {self.wh.q(cfg.from_)}").rows \
-                    if self._table(cfg.from_) else [(None, None)]
+                    if self.wh.concurrent_table_exists(cfg.from_) else [(None, None)]
                 a, b = span[0]
                 if a is not None:
                     a, b = runner.floor(mart, a), runner.next_boundary(mart, runner.floor(mart, b))
@@ -144,11 +139,6 @@ class RunsApp:
                 cells.append((s, e, state))
             out[mart] = cells
         return out
-
-    def _table(self, name: str) -> bool:
-        return bool(self.wh.concurrent_fetch(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = {{ t }} "
-            "AND table_schema = current_schema()", {"t": name}).rows[0][0])
 
     def calendar_figure(self) -> dict:
         cov = self.coverage()

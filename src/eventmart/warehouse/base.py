@@ -18,6 +18,9 @@ if TYPE_CHECKING:  # imported lazily: every command pays for what it imports
     import pyarrow as pa
 
 PARAM_RE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+# both engines have information_schema and current_schema()
+TABLE_EXISTS_SQL = ("SELECT count(*) FROM information_schema.tables WHERE table_name = {{ t }} "
+                    "AND table_schema = current_schema()")
 
 
 @dataclass
@@ -112,6 +115,10 @@ class Warehouse(ABC):
     @abstractmethod
     def concurrent_fetch(self, sql: str, params: dict[str, Any] | None = None) -> QueryResult:
         """Like fetch, callable from any thread; sees committed data only."""
+
+    def concurrent_table_exists(self, name: str) -> bool:
+        """Whether table ``name`` exists in the current schema; callable from any thread, like concurrent_fetch."""
+        return bool(self.concurrent_fetch(TABLE_EXISTS_SQL, {"t": name}).rows[0][0])
 
     @abstractmethod
     def in_list_sql(self, expr: str, param: str) -> str:
