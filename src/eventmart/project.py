@@ -205,8 +205,7 @@ class Project:
         if wh.table_columns(RUNS) is None:
             return QueryResult(["started_at", "mart", "window_start", "window_end", "status", "rows", "seconds",
                                 "attempt", "trigger", "error"], [])
-        with self.lock:
-            mark_interrupted(wh)
+        mark_interrupted(wh)  # @_locked: the lock is held already
         where, params = ["1 = 1"], {}
         if job:
             if job not in self.config.schedules:

@@ -23,7 +23,7 @@ from croniter import croniter
 
 from ..config import Schedule
 from ..marts import RunResult, mark_interrupted
-from ..timeutil import fmt, subtract_intervals
+from ..timeutil import fmt, parse_time, subtract_intervals
 
 if TYPE_CHECKING:
     from ..project import Project
@@ -82,8 +82,10 @@ def plan_marts(project: Project, name: str, job: Schedule, now: datetime) -> lis
         span = runner.data_span(mart)
         if span is not None:  # windows after the last event would only record emptiness: stop at the data
             end = min(end, runner.ceil_chunk(mart, span[1], size))
-        cfg = project.config.marts[mart]
-        lo = runner.floor(mart, runner.from_user(mart, _start(cfg.start))) if cfg.start else (span[0] if span else None)
+        # data_span already starts at the mart's `start`; without a source table only `start` is known
+        start = project.config.marts[mart].start
+        lo = span[0] if span else (runner.floor(mart, runner.from_user(mart, parse_time(start, "start")))
+                                   if start else None)
         covered = runner.covered(mart)
         if lo is None and covered:
             lo = covered[0][0]
@@ -94,8 +96,10 @@ def plan_marts(project: Project, name: str, job: Schedule, now: datetime) -> lis
             continue
         missing = [w for gs, ge in subtract_intervals((lo, end), covered) for w in runner.windows(mart, gs, ge, size)]
         # lookback: the N windows before the newest closed one, run again for events that came late
-        newest = runner.last_windows(mart, end, 1, size)[0]
-        back = runner.last_windows(mart, newest[0], job.lookback, size) if job.lookback else []
+        back = []
+        if job.lookback:
+            newest = runner.last_windows(mart, end, 1, size)[0]
+            back = runner.last_windows(mart, newest[0], job.lookback, size)
         back = [w for w in back if w[0] >= lo and w not in missing]
         if job.catchup == "latest" and missing:
             missing = missing[-1:]
@@ -106,12 +110,6 @@ def plan_marts(project: Project, name: str, job: Schedule, now: datetime) -> lis
         windows = sorted([(w, False) for w in missing] + [(w, True) for w in back])
         out.extend(Planned(mart, s, e, lb) for (s, e), lb in windows)
     return out
-
-
-def _start(text: str) -> datetime:
-    from ..timeutil import parse_time
-
-    return parse_time(text, "start")
 
 
 class Scheduler:
