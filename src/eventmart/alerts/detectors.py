@@ -113,13 +113,13 @@ def bounds(x: np.ndarray, detector: str, grain_seconds: int, params: dict) -> tu
         return center - a * spread, center + a * spread, spread > 0
     if detector == "pct_change":
         thr = float(p.get("threshold", 0.3))
-        lag = _lag_buckets(p.get("lag", "1 bucket"), grain_seconds)
+        lag = lag_buckets(p.get("lag", "1 bucket"), grain_seconds)
         ref = _lagged(x, lag)
         lo, hi = ref * (1 - thr), ref * (1 + thr)
         return np.minimum(lo, hi), np.maximum(lo, hi), ~np.isnan(ref)
     if detector == "seasonal":
         a, k = float(p.get("a", 3)), int(p.get("k", 7))
-        period = _lag_buckets(p.get("period", "1 day"), grain_seconds)
+        period = lag_buckets(p.get("period", "1 day"), grain_seconds)
         refs = np.stack([_lagged(x, i * period) for i in range(1, k + 1)])  # (k, T, S)
         enough = np.sum(~np.isnan(refs), axis=0) >= int(p.get("min_periods", 3))
         center = _nanmedian(refs, axis=0)
@@ -140,7 +140,7 @@ def bounds(x: np.ndarray, detector: str, grain_seconds: int, params: dict) -> tu
 _LAG_UNITS = {"minute": 60, "hour": 3600, "day": 86400, "week": 7 * 86400}
 
 
-def _lag_buckets(lag: str | int, grain_seconds: int) -> int:
+def lag_buckets(lag: str | int, grain_seconds: int) -> int:
     """'1 bucket', '1 day', '2 weeks' -> a number of buckets at this grain."""
     if isinstance(lag, int):
         return lag

@@ -30,7 +30,7 @@ from ..marts import RunResult
 from ..reports.build import Chart
 from ..reports.channels import ChannelError, Message, deliver
 from ..timeutil import floor_time, fmt, parse_duration, parse_grain, utcnow
-from .detectors import detect_matrix, incidents
+from .detectors import detect_matrix, incidents, lag_buckets
 
 if TYPE_CHECKING:
     from ..project import Project
@@ -158,9 +158,12 @@ def history_seconds(rule: AlertRule, grain: int) -> int:
     p = rule.params
     if rule.detector in ("iqr", "zscore", "mad"):
         need = max(need, (int(p.get("n", 20)) + rule.min_history + 2) * grain)
+    # the detector's own parser for its period / lag, so "2 days" or "1 week" need what they say
     if rule.detector == "seasonal":
-        period = {"1 day": 86400, "1 week": 7 * 86400}.get(str(p.get("period", "1 day")), 86400)
+        period = lag_buckets(p.get("period", "1 day"), grain) * grain
         need = max(need, (int(p.get("k", 7)) + 1) * period)
+    if rule.detector == "pct_change":
+        need = max(need, (lag_buckets(p.get("lag", "1 bucket"), grain) + 1) * grain)
     return need
 
 
