@@ -93,3 +93,88 @@ def test_dags_import_and_a_dag_test_fills_one_window(tmp_path, pg_url):
             assert total == pc.sum(read_real()["visits"]).as_py() == 310_207
     finally:
         os.environ.pop("ZEN_PG_URL", None)
+
+
+AIRFLOW_EACH = r"""
+import json, sys
+from datetime import datetime, timezone
+try:
+    from airflow.dag_processing.dagbag import DagBag  # Airflow 3
+except ImportError:
+    from airflow.models.dagbag import DagBag
+import airflow
+
+bag = DagBag(dag_folder=sys.argv[1])
+out = {"errors": {k: str(v)[:300] for k, v in bag.import_errors.items()}, "states": {}}
+v3 = int(airflow.__version__.split(".")[0]) >= 3
+for dag_id in sorted(bag.dag_ids, key=lambda d: (not d.endswith("_marts"), d)):  # marts first
+    dag = bag.get_dag(dag_id)
+    # the interval that ends on 2024-05-03 at the job's fire time (Airflow 2 names a run by its start)
+    end = datetime(2024, 5, 3, 11, 0, tzinfo=timezone.utc)
+    when = end if v3 else dag.timetable.infer_manual_data_interval(run_after=end).start
+    run = dag.test(logical_date=when)
+    out["states"][dag_id] = str(run.state)
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_every_job_kind_runs_under_airflow_as_under_serve(tmp_path):
+    """marts, report, alerts and backup jobs each do their work when Airflow runs them (one job runner)."""
+    from datetime import datetime
+
+    from conftest import events_config, write_project
+    from helpers import random_events, write_events_csv
+
+    assert AIRFLOW_PY.exists(), "Airflow is not installed: `make test` creates .venv-airflow"
+    proj = tmp_path / "p"
+    cfg = events_config(grain="1 hour")
+    cfg["marts"]["daily"] = {"from": "events", "grain": "1 day", "dimensions": ["dt"],
+                             "measures": {"events": "count()"}}
+    cfg["channels"] = {"files": {"type": "file", "path": "out"}}
+    cfg["reports"] = {"digest": {"title": "Digest", "mart": "daily", "metrics": {"events": {"value": "sum(events)"}},
+                                 "compare": [], "channels": ["files"]}}
+    cfg["alerts"] = {"spike": {"mart": "by_topic", "measure": "sum(events)", "detector": "threshold",
+                               "params": {"upper": 0}, "min_history": 0, "channels": ["files"]}}
+    cfg["schedules"] = {"marts": {"cron": "0 11 * * *", "marts": ["by_topic", "daily"]},
+                        "digest": {"cron": "0 11 * * *", "run": "report", "report": "digest"},
+                        "check": {"cron": "0 11 * * *", "run": "alerts"},
+                        "backup": {"cron": "0 11 * * *", "run": "backup", "dir": "bk"}}
+    for job in cfg["schedules"].values():
+        job["start"] = "2024-05-01"
+    write_project(proj, cfg)
+    t0 = datetime(2024, 5, 1)
+    write_events_csv(proj / "data" / "e.csv", random_events(500, seed=4, start=t0, hours=48))
+    with Project.load(proj) as p:
+        p.ingest("events")
+    dags = tmp_path / "dags"
+    r = subprocess.run([sys.executable, "-m", "eventmart", "airflow", "dags", str(dags), "-p", str(proj)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    home = tmp_path / "airflow-home"
+    home.mkdir()
+    af_env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+              "AIRFLOW__CORE__DAGS_FOLDER": str(dags), "NO_PROXY": "*"}
+    m = subprocess.run([str(AIRFLOW_PY.parent / "airflow"), "db", "migrate"], env=af_env, capture_output=True,
+                       text=True, timeout=300)
+    assert m.returncode == 0, m.stderr[-2000:]
+    r = subprocess.run([str(AIRFLOW_PY), "-c", AIRFLOW_EACH, str(dags)], env=af_env, capture_output=True,
+                       text=True, timeout=600)
+    line = next((x for x in r.stdout.splitlines() if x.startswith("RESULT ")), None)
+    assert line, (r.stdout[-3000:], r.stderr[-3000:])
+    out = json.loads(line[len("RESULT "):])
+    assert out["errors"] == {}
+    assert all(s.endswith("success") for s in out["states"].values()), out
+    with Project.load(proj) as p:
+        runs = p.runs(limit=100).rows
+        trig = {(r[1], r[8]) for r in runs}
+        # marts: both days of data closed by the interval's end, each mart, by the Airflow trigger
+        assert ("by_topic", "airflow:marts") in trig and ("daily", "airflow:marts") in trig
+        assert p.query("SELECT sum(events) FROM daily").rows[0][0] == 500
+        # the report: yesterday's digest (2024-05-02) written by its file channel, with a ledger row
+        assert ("_report:digest:files", "airflow:digest") in trig
+        assert (proj / "out" / "digest" / "2024-05-02" / "index.html").exists()
+        # the alert check judged the hourly buckets and fired (upper bound 0)
+        assert p.alerts_history("spike").rows, "the alert job did not evaluate the rule"
+        # the backup: a verified copy in bk/
+        assert ("_backup", "airflow:backup") in trig
+        assert list((proj / "bk").glob("warehouse-*.duckdb"))

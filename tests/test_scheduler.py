@@ -255,3 +255,37 @@ def test_schedule_errors_name_the_key(tmp_path):
         with pytest.raises(ProjectError, match=r"eventmart.yml:\d+: ") as e:
             Project.load(tmp_path)
         assert needle in str(e.value)
+
+
+def test_start_up_never_runs_windows_outside_the_data(tmp_path):
+    """An hour of data (like the Zen demo), backfilled: start-up long after runs nothing — no empty window before
+    the first event or after the last. Without any coverage it runs the one day that holds the data."""
+    cfg = events_config()
+    cfg["schedules"] = {"nightly": {"cron": "15 3 * * *"}}
+    events = random_events(300, seed=5, start=T0 + timedelta(hours=18, minutes=28), hours=1)
+    events = [e for e in events if e["ts"] < ms(T0 + timedelta(hours=19))]
+    write_events_csv(tmp_path / "data" / "e.csv", events)
+    write_project(tmp_path, cfg)
+    with Project.load(tmp_path) as p:
+        p.ingest("events")
+        fresh = Scheduler(p, say=quiet).start_up(T0 + 400 * DAY)
+        assert [(r.start, r.end, r.rows > 0) for r in fresh] == [(T0, T0 + DAY, True)]
+        p.reset("by_topic")
+        p.backfill()  # the gap-sized windows [18:28, 19:00)
+        assert Scheduler(p, say=quiet).start_up(T0 + 400 * DAY) == []
+        assert p.runner.plan_backfill("by_topic", None, None) == []
+
+
+def test_run_history_order_is_exact_within_a_second(tmp_path):
+    p, _ = project(tmp_path, {}, days=1)
+    with p:
+        order = []
+        for i in (5, 1, 3, 0, 4, 2):  # out of time order, all within a second or two
+            s = T0 + timedelta(hours=i)
+            p.run(start=s, end=s + timedelta(hours=1))
+            order.append(s)
+        got = [r[2] for r in p.runs(limit=6).rows]
+        assert got == order[::-1]
+        assert p.status()[0].last_run[2] == order[-1]
+        started = [r[0] for r in p.runs(limit=6).rows]
+        assert started == sorted(started, reverse=True) and len(set(started)) == 6  # microseconds kept

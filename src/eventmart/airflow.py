@@ -48,19 +48,14 @@ def write_dags(project_dir: Path, out_dir: Path) -> list[Path]:
 
 
 def run_interval(project_dir: str | Path, job: str, interval_end: datetime) -> list[str]:
-    """What a DAG task does: run the job as the scheduler would at ``interval_end``; raise if a run failed."""
+    """What a DAG task does: run the job as `eventmart serve` would at ``interval_end``; raise if a run failed."""
+    from .jobs import run_job
     from .project import Project
-    from .server.scheduler import plan_marts
 
     if interval_end.tzinfo is not None:
         interval_end = interval_end.astimezone(UTC).replace(tzinfo=None)
     with Project.load(project_dir) as p:
-        spec = p.config.schedules[job]
-        if spec.run == "backup":
-            res = [p.backup_job(job, interval_end)]
-        else:
-            res = [p.runner.run_window(w.mart, w.start, w.end, trigger=f"airflow:{job}")
-                   for w in plan_marts(p, job, spec, interval_end)]
+        res = run_job(p, job, interval_end, trigger=f"airflow:{job}")
     failed = [r for r in res if r.status != "ok"]
     if failed:  # Airflow retries the task
         raise RuntimeError("; ".join(r.line() for r in failed))

@@ -6,10 +6,7 @@ aggregate, write the ledger row. A reader sees the old window or the new one, ne
 
 from __future__ import annotations
 
-import os
-import socket
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -20,6 +17,8 @@ from sqlglot import exp
 
 from .config import Mart, Source
 from .errors import ProjectError, UserError
+from .ledger import RUNS, RunResult, begin, finish, first_line, last_run
+from .ledger import covered as ledger_covered
 from .timeutil import (
     ceil_time,
     chunks,
@@ -30,32 +29,13 @@ from .timeutil import (
     merge_intervals,
     parse_time,
     subtract_intervals,
-    utcnow,
+    utcnow_precise,
 )
 from .warehouse import Warehouse
 
-RUNS = "_eventmart_runs"
-# this process, as written in the ledger's `owner`: a `running` row whose owner is gone was interrupted
-OWNER = f"{socket.gethostname()}:{os.getpid()}"
+__all__ = ["RUNS", "MartRunner", "MartStatus", "RunResult", "compile_mart"]
+
 _AGGS = {"count", "count_distinct", "sum", "min", "max", "avg", "count_if"}
-
-
-@dataclass
-class RunResult:
-    mart: str
-    start: datetime
-    end: datetime
-    status: str
-    rows: int = 0
-    seconds: float = 0.0
-    error: str | None = None
-    attempt: int = 1
-
-    def line(self) -> str:
-        w = f"[{fmt(self.start)}, {fmt(self.end)})"
-        if self.status == "ok":
-            return f"{self.mart} {w}: {self.rows:,} rows in {self.seconds:.2f}s"
-        return f"{self.mart} {w}: failed: {self.error}"
 
 
 @dataclass
@@ -166,71 +146,6 @@ def compile_mart(wh: Warehouse, name: str, mart: Mart, sources: dict[str, Source
         f"GROUP BY {', '.join(group)}"
     )
     return sql, order
-
-
-# --- the ledger --------------------------------------------------------------------------------
-
-
-LEDGER = [("run_id", "string"), ("mart", "string"), ("window_start", "timestamp"), ("window_end", "timestamp"),
-          ("status", "string"), ("rows", "int"), ("started_at", "timestamp"), ("seconds", "float"),
-          ("error", "string"), ("trigger", "string"), ("attempt", "int"), ("owner", "string")]
-
-
-def ensure_ledger(wh: Warehouse) -> None:
-    have = wh.table_columns(RUNS)
-    if have is None:
-        wh.create_table(RUNS, [(c, wh.type_name(t)) for c, t in LEDGER])
-        return
-    for c, t in LEDGER:  # a ledger from an earlier version: add what it lacks
-        if c not in have:
-            wh.execute(f"ALTER TABLE {wh.q(RUNS)} ADD COLUMN {wh.q(c)} {wh.type_name(t)}")
-
-
-def _begin(wh: Warehouse, run_id: str, r: RunResult, started: datetime, trigger: str) -> None:
-    """A `running` row, committed before the work starts, so a crash leaves a trace."""
-    with wh.transaction():
-        ensure_ledger(wh)
-        wh.execute(
-            f"INSERT INTO {wh.q(RUNS)} (run_id, mart, window_start, window_end, status, rows, started_at, seconds, "
-            "error, trigger, attempt, owner) VALUES ({{ id }}, {{ m }}, {{ s }}, {{ e }}, 'running', 0, {{ t }}, 0, "
-            "NULL, {{ trig }}, {{ a }}, {{ o }})",
-            {"id": run_id, "m": r.mart, "s": r.start, "e": r.end, "t": started, "trig": trigger, "a": r.attempt,
-             "o": OWNER},
-        )
-
-
-def _finish(wh: Warehouse, run_id: str, r: RunResult) -> None:
-    wh.execute(
-        f"UPDATE {wh.q(RUNS)} SET status = {{{{ st }}}}, rows = {{{{ n }}}}, seconds = {{{{ sec }}}}, "
-        "error = {{ err }} WHERE run_id = {{ id }}",
-        {"st": r.status, "n": r.rows, "sec": r.seconds, "err": r.error, "id": run_id},
-    )
-
-
-def _alive(owner: str | None) -> bool:
-    host, _, pid = (owner or "").rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return host != socket.gethostname() and bool(host)  # another machine's run: not ours to judge
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def mark_interrupted(wh: Warehouse) -> int:
-    """`running` rows whose process is gone become `failed` (their transaction never committed)."""
-    if wh.table_columns(RUNS) is None:
-        return 0
-    ensure_ledger(wh)
-    rows = wh.fetch(f"SELECT run_id, owner FROM {wh.q(RUNS)} WHERE status = 'running'").rows
-    dead = [rid for rid, owner in rows if not _alive(owner)]
-    for rid in dead:
-        wh.execute(f"UPDATE {wh.q(RUNS)} SET status = 'failed', error = {{{{ e }}}} WHERE run_id = {{{{ id }}}}",
-                   {"e": "interrupted: the process running it ended before it finished", "id": rid})
-    return len(dead)
 
 
 # --- windows in UTC and in a business time zone ----------------------------------------------------
@@ -375,14 +290,13 @@ class MartRunner:
         sql, cols = self.compiled(name)
         q = wh.q
         tc = q(mart.time_column)
-        started, t0 = utcnow(), time.perf_counter()
+        started, t0 = utcnow_precise(), time.perf_counter()
         params: dict = {"start": start, "end": end}
         # the mart's own time column: UTC buckets, or local dates for a mart with a time zone
         tz = self.zone(name)
         params["kstart"], params["kend"] = (start, end) if tz is None else (
             _to_local(start, tz).date(), _to_local(end, tz).date())
-        run_id = uuid.uuid4().hex
-        _begin(wh, run_id, RunResult(name, start, end, "running", attempt=attempt), started, trigger)
+        run_id = begin(wh, RunResult(name, start, end, "running", attempt=attempt), trigger, started)
         try:
             with wh.transaction():
                 self._ensure_table(name, sql, cols)
@@ -403,26 +317,19 @@ class MartRunner:
                             f"[{fmt(start)}, {fmt(end)}); filter the input with {{{{ start }}}} and {{{{ end }}}}"
                         )
                 res = RunResult(name, start, end, "ok", rows, time.perf_counter() - t0, attempt=attempt)
-                _finish(wh, run_id, res)
+                finish(wh, run_id, res)
             return res
         except BaseException as e:  # the engine's error is the user's SQL or data: keep it in the ledger
-            msg = str(e).strip().splitlines()[0][:500] if str(e).strip() else type(e).__name__
-            res = RunResult(name, start, end, "failed", 0, time.perf_counter() - t0, msg, attempt)
+            res = RunResult(name, start, end, "failed", 0, time.perf_counter() - t0, first_line(e), attempt)
             with wh.transaction():
-                _finish(wh, run_id, res)
+                finish(wh, run_id, res)
             if isinstance(e, (ProjectError, KeyboardInterrupt, SystemExit)):
                 raise
             return res
 
     # --- coverage --------------------------------------------------------------------------------
     def covered(self, name: str) -> list[tuple[datetime, datetime]]:
-        if self.wh.table_columns(RUNS) is None:
-            return []
-        rows = self.wh.fetch(
-            f"SELECT window_start, window_end FROM {self.wh.q(RUNS)} WHERE mart = {{{{ m }}}} AND status = 'ok'",
-            {"m": name},
-        ).rows
-        return merge_intervals([(s, e) for s, e in rows])
+        return merge_intervals(ledger_covered(self.wh, name))
 
     def data_span(self, name: str) -> tuple[datetime, datetime] | None:
         """The grain-aligned span the mart should cover: from its `start` (or first event) to the last event."""
@@ -446,15 +353,7 @@ class MartRunner:
         rows = 0
         if self.wh.table_columns(name) is not None:
             rows = self.wh.fetch(f"SELECT count(*) FROM {self.wh.q(name)}").rows[0][0]
-        last = None
-        if self.wh.table_columns(RUNS) is not None:
-            r = self.wh.fetch(
-                f"SELECT started_at, status, window_start, window_end, rows, error FROM {self.wh.q(RUNS)} "
-                "WHERE mart = {{ m }} ORDER BY started_at DESC LIMIT 1",
-                {"m": name},
-            ).rows
-            last = r[0] if r else None
-        return MartStatus(name, grain_label(mart.grain_seconds), rows, covered, gaps, span, last)
+        return MartStatus(name, grain_label(mart.grain_seconds), rows, covered, gaps, span, last_run(self.wh, name))
 
     def plan_backfill(
         self, name: str, start: datetime | None, end: datetime | None

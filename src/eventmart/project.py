@@ -12,13 +12,14 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import Mart, ProjectConfig, Source, load_config
 from .errors import UserError
-from .marts import MartRunner, MartStatus, RunResult
+from .ledger import RunResult
+from .marts import MartRunner, MartStatus
 from .timeutil import parse_time
 from .warehouse import QueryResult, Warehouse, open_warehouse
 
@@ -168,13 +169,12 @@ class Project:
     def reset(self, mart: str) -> None:
         """Drop a mart's table and its ledger rows, e.g. after its definition changed."""
         self.mart(mart)
-        from .marts import RUNS
+        from .ledger import forget
 
         wh = self.warehouse
         with wh.transaction():
             wh.drop_table(mart)
-            if wh.table_columns(RUNS) is not None:
-                wh.execute(f"DELETE FROM {wh.q(RUNS)} WHERE mart = {{{{ m }}}}", {"m": mart})
+            forget(wh, mart)
 
     @_locked
     def query(self, sql: str) -> QueryResult:
@@ -199,7 +199,7 @@ class Project:
     def runs(self, job: str | None = None, failed: bool = False, mart: str | None = None,
              limit: int = 50) -> QueryResult:
         """The run ledger, newest first (a `running` row whose process is gone shows as failed)."""
-        from .marts import RUNS, mark_interrupted
+        from .ledger import RUNS, mark_interrupted
 
         wh = self.warehouse
         if wh.table_columns(RUNS) is None:
@@ -221,7 +221,7 @@ class Project:
         res = wh.fetch(
             "SELECT started_at, mart, window_start, window_end, status, rows, seconds, "
             f"attempt, trigger, error FROM {wh.q(RUNS)} WHERE {' AND '.join(where)} "
-            f"ORDER BY started_at DESC, window_start DESC LIMIT {int(limit)}", params)
+            f"ORDER BY seq DESC LIMIT {int(limit)}", params)
         res.rows = [(*r[:6], round(float(r[6] or 0), 3), *r[7:]) for r in res.rows]
         return res
 
@@ -234,28 +234,6 @@ class Project:
             d = self.dir / d
         with self.lock:
             return backup(self.warehouse, d, keep)
-
-    def backup_job(self, job: str, now: datetime, attempt: int = 1) -> RunResult:
-        """A scheduled backup, recorded in the run ledger as mart `_backup`."""
-        import time as _time
-        import uuid
-
-        from .marts import _begin, _finish
-
-        spec = self.config.schedules[job]
-        wh = self.warehouse
-        run_id, started, t0 = uuid.uuid4().hex, now, _time.perf_counter()
-        res = RunResult("_backup", now, now, "running", attempt=attempt)
-        _begin(wh, run_id, res, started, f"schedule:{job}")
-        try:
-            b = self.backup(spec.dir, spec.keep)
-            res = RunResult("_backup", now, now, "ok", sum(b.tables.values()), _time.perf_counter() - t0,
-                            str(b.path.name), attempt)
-        except Exception as e:
-            res = RunResult("_backup", now, now, "failed", 0, _time.perf_counter() - t0, str(e)[:500], attempt)
-        with wh.transaction():
-            _finish(wh, run_id, res)
-        return res
 
     def restore(self, path: str | Path) -> str:
         """Bring a backup back as the warehouse; the current DuckDB file is kept beside it."""
@@ -289,19 +267,6 @@ class Project:
         if out is not None:
             out = Path(out) if Path(out).is_absolute() else Path.cwd() / out
         return send_report(self, name, day, dry_run, out, trigger)
-
-    def report_job(self, job: str, now: datetime, attempt: int = 1) -> RunResult:
-        """A scheduled report: yesterday's digest (relative to the fire time), as one ledger summary."""
-        spec = self.config.schedules[job]
-        day = (now - timedelta(days=1)).date()
-        try:
-            res = self.report(spec.report, day, trigger=f"schedule:{job}")
-        except UserError as e:
-            return RunResult(f"_report:{spec.report}", now, now, "failed", 0, 0.0, str(e)[:500], attempt)
-        failed = [d for d in res.deliveries if d.status != "ok"]
-        return RunResult(f"_report:{spec.report}", now, now, "failed" if failed else "ok",
-                         len(res.deliveries) - len(failed), 0.0,
-                         "; ".join(d.detail for d in failed) or None, attempt)
 
     # --- alerts ---------------------------------------------------------------------------------
     def _rule(self, name: str):
@@ -363,9 +328,3 @@ class Project:
             ensure_tables(wh)
         return wh.fetch(f"SELECT rule, series, state, since, consecutive, last_bucket, value, lower, upper "
                         f"FROM {STATE} ORDER BY rule, series")
-
-    def alerts_job(self, job: str, now: datetime, attempt: int = 1) -> RunResult:
-        from .alerts.engine import evaluate_job
-
-        with self.lock:
-            return evaluate_job(self, job, now, attempt)

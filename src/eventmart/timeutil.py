@@ -71,6 +71,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
 
 
+def utcnow_precise() -> datetime:
+    """Now as a naive UTC datetime with microseconds (the run ledger's order)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
 def parse_time(text: str, what: str = "time") -> datetime:
     """Parse an ISO time from the CLI as UTC; an offset, if given, is converted to UTC."""
     try:

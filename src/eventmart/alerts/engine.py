@@ -26,7 +26,7 @@ import numpy as np
 from ..config import AlertRule
 from ..dashboards.query import aggregate_sql, mart_columns
 from ..errors import UserError
-from ..marts import RunResult
+from ..ledger import RunResult
 from ..reports.build import Chart
 from ..reports.channels import ChannelError, Message, deliver
 from ..timeutil import floor_time, fmt, parse_duration, parse_grain, utcnow
@@ -71,7 +71,7 @@ def rule_grain(project: Project, rule: AlertRule) -> int:
 
 
 def _data_version(project: Project) -> tuple:
-    from ..marts import RUNS
+    from ..ledger import RUNS
 
     wh = project.warehouse
     if wh.table_columns(RUNS) is None:

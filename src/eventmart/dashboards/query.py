@@ -20,7 +20,7 @@ from sqlglot import exp
 
 from ..config import Chart, Dashboard, Mart, ProjectConfig
 from ..errors import ProjectError
-from ..marts import RUNS
+from ..ledger import RUNS
 from ..timeutil import floor_time, parse_time
 from ..warehouse import QueryResult, Warehouse
 from ..warehouse.base import TABLE_EXISTS_SQL

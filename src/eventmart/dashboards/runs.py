@@ -14,7 +14,7 @@ import dash
 import flask
 from dash import Input, Output, State, dcc, html
 
-from ..marts import RUNS
+from ..ledger import RUNS
 from ..timeutil import fmt, merge_intervals, parse_time
 
 if TYPE_CHECKING:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..marts import RunResult, _begin, _finish
-from ..timeutil import utcnow
+from ..ledger import recorded
 from .build import Digest, build
 from .channels import ChannelError, deliver, digest_message, write_files
 
@@ -54,17 +52,13 @@ def send_report(project: Project, name: str, day: date | None = None, dry_run: b
     window = (datetime.combine(digest.day, datetime.min.time()),
               datetime.combine(digest.day + timedelta(days=1), datetime.min.time()))
     message = digest_message(digest)
-    for ch_name in spec.channels:
-        run_id, t0 = uuid.uuid4().hex, time.perf_counter()
-        run = RunResult(f"_report:{name}:{ch_name}", *window, "running")
-        _begin(wh, run_id, run, utcnow(), trigger)
-        try:  # one channel failing never stops the others
-            where = deliver(project.config.channels[ch_name], ch_name, message, project.dir, sleep)
+    for ch_name in spec.channels:  # one channel failing never stops the others
+        with recorded(wh, f"_report:{name}:{ch_name}", *window, trigger, catch=(ChannelError,)) as rec:
+            try:
+                where = deliver(project.config.channels[ch_name], ch_name, message, project.dir, sleep)
+            except ChannelError as e:
+                res.deliveries.append(Delivery(ch_name, "failed", str(e)))
+                raise
             res.deliveries.append(Delivery(ch_name, "ok", where))
-            run = RunResult(run.mart, *window, "ok", len(digest.metrics), time.perf_counter() - t0)
-        except ChannelError as e:
-            res.deliveries.append(Delivery(ch_name, "failed", str(e)))
-            run = RunResult(run.mart, *window, "failed", 0, time.perf_counter() - t0, str(e)[:500])
-        with wh.transaction():
-            _finish(wh, run_id, run)
+            rec.rows = len(digest.metrics)
     return res

@@ -37,7 +37,8 @@ METHODS = ("ingest", "rejects", "replay_rejects", "run", "backfill", "plan_backf
 def _types() -> dict[str, type]:
     from ..alerts.engine import EvalResult, Event, Incident, Series, Verdicts
     from ..backup import BackupResult
-    from ..marts import MartStatus, RunResult
+    from ..ledger import RunResult
+    from ..marts import MartStatus
     from ..reports import Delivery, ReportResult
     from ..reports.build import Chart
     from ..sources.ingest import IngestResult

@@ -1,8 +1,8 @@
-"""The scheduler: cron jobs (croniter) that run mart windows and backups, with catch-up and retries.
+"""The scheduler: cron jobs (croniter) with catch-up and retries; what a job does is in `jobs.py`.
 
-A job does not remember fire times; it looks at the run ledger. At each fire (and once at start-up)
-a mart job runs the windows that closed since the mart's last covered window — so downtime, a failed
-night or a new mart are caught up the same way, oldest first, one bounded window at a time — plus
+A job does not remember fire times; it looks at the run ledger (`jobs.plan`). At each fire (and once at
+start-up) a mart job runs the windows that closed since the mart's last covered window — so downtime, a
+failed night or a new mart are caught up the same way, oldest first, one bounded window at a time — plus
 the last ``lookback`` windows again for late events. Missed fires while the process was down are not
 replayed one by one: the next fire sees every missing window at once (no storm).
 
@@ -22,8 +22,9 @@ from zoneinfo import ZoneInfo
 from croniter import croniter
 
 from ..config import Schedule
-from ..marts import RunResult, mark_interrupted
-from ..timeutil import fmt, parse_time, subtract_intervals
+from ..jobs import Planned, plan, run_task
+from ..ledger import RunResult, mark_interrupted
+from ..timeutil import fmt
 
 if TYPE_CHECKING:
     from ..project import Project
@@ -53,63 +54,12 @@ def previous_fire(job: Schedule, at: datetime) -> datetime:
     return croniter(job.cron, local).get_prev(datetime).astimezone(UTC).replace(tzinfo=None)
 
 
-@dataclass(frozen=True)
-class Planned:
-    mart: str
-    start: datetime
-    end: datetime
-    lookback: bool = False  # re-opening a covered window for late events
-
-    def line(self) -> str:
-        return f"{self.mart} [{fmt(self.start)}, {fmt(self.end)})" + (" (lookback)" if self.lookback else "")
-
-
 @dataclass
 class Retry:
     due: datetime
     job: str
     planned: Planned | None  # None: a backup
     attempt: int
-
-
-def plan_marts(project: Project, name: str, job: Schedule, now: datetime) -> list[Planned]:
-    """The windows a mart job runs at ``now``: closed since the last covered window, plus lookback."""
-    runner = project.runner
-    out: list[Planned] = []
-    size = job.window_seconds
-    for mart in job.marts or list(project.config.marts):
-        end = runner.floor_chunk(mart, now, size)
-        span = runner.data_span(mart)
-        if span is not None:  # windows after the last event would only record emptiness: stop at the data
-            end = min(end, runner.ceil_chunk(mart, span[1], size))
-        # data_span already starts at the mart's `start`; without a source table only `start` is known
-        start = project.config.marts[mart].start
-        lo = span[0] if span else (runner.floor(mart, runner.from_user(mart, parse_time(start, "start")))
-                                   if start else None)
-        covered = runner.covered(mart)
-        if lo is None and covered:
-            lo = covered[0][0]
-        if lo is None:
-            continue
-        lo = runner.floor_chunk(mart, lo, size)  # whole windows, as the scheduler runs them
-        if lo >= end:
-            continue
-        missing = [w for gs, ge in subtract_intervals((lo, end), covered) for w in runner.windows(mart, gs, ge, size)]
-        # lookback: the N windows before the newest closed one, run again for events that came late
-        back = []
-        if job.lookback:
-            newest = runner.last_windows(mart, end, 1, size)[0]
-            back = runner.last_windows(mart, newest[0], job.lookback, size)
-        back = [w for w in back if w[0] >= lo and w not in missing]
-        if job.catchup == "latest" and missing:
-            missing = missing[-1:]
-        if job.catchup == "coalesce" and (missing or back):
-            first = min([w[0] for w in missing + back])
-            out.append(Planned(mart, first, end, lookback=not missing))
-            continue
-        windows = sorted([(w, False) for w in missing] + [(w, True) for w in back])
-        out.extend(Planned(mart, s, e, lb) for (s, e), lb in windows)
-    return out
 
 
 class Scheduler:
@@ -156,41 +106,25 @@ class Scheduler:
         return min(times) if times else None
 
     def run_job(self, name: str, now: datetime, catching_up: bool = False) -> list[RunResult]:
-        job = self.jobs[name]
-        if job.run == "alerts":  # catching up too: evaluation judges whatever completed meanwhile
-            return self._attempt(name, None, now, 1)
-        if job.run in ("backup", "report"):
-            if catching_up:  # a backup or a digest is not owed for the time the server was down
-                return []
-            return self._attempt(name, None, now, 1)
         try:
             with self.project.lock:
-                plan = plan_marts(self.project, name, job, now)
+                tasks = plan(self.project, name, now, catching_up)
         except Exception as e:  # one broken job never stops the others
             self.last_error[name] = str(e)
             self.say(f"{name}: cannot plan: {e}")
             return []
-        if plan and catching_up:
-            self.say(f"{name}: catching up {len(plan)} window(s)")
+        if catching_up and any(t is not None for t in tasks):
+            self.say(f"{name}: catching up {len(tasks)} window(s)")
         results: list[RunResult] = []
-        for p in plan:
+        for t in tasks:
             if self.stop_event.is_set():
                 break
-            results += self._attempt(name, p, now, 1)
+            results += self._attempt(name, t, now, 1)
         return results
 
     def _attempt(self, name: str, p: Planned | None, now: datetime, attempt: int) -> list[RunResult]:
         job = self.jobs[name]
-        trigger = f"schedule:{name}" + (":lookback" if p and p.lookback else "")
-        with self.project.lock:
-            if p is None and job.run == "alerts":
-                res = self.project.alerts_job(name, now, attempt)
-            elif p is None and job.run == "report":
-                res = self.project.report_job(name, now, attempt)
-            elif p is None:
-                res = self.project.backup_job(name, now, attempt)
-            else:
-                res = self.project.runner.run_window(p.mart, p.start, p.end, trigger=trigger, attempt=attempt)
+        res = run_task(self.project, name, p, now, attempt)
         self.say(f"{name}: {res.line()}" + (f" (attempt {attempt})" if attempt > 1 else ""))
         if res.status != "ok" and attempt <= job.retries:
             due = now + timedelta(seconds=job.retry_seconds)

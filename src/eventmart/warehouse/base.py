@@ -95,6 +95,17 @@ class Warehouse(ABC):
     def drop_table(self, name: str) -> None:
         self.execute(f"DROP TABLE IF EXISTS {self.q(name)}")
 
+    # --- sequences (the run ledger's order) ------------------------------------------
+    def create_sequence(self, name: str, start: int = 1) -> None:
+        self.execute(f"CREATE SEQUENCE IF NOT EXISTS {self.q(name)} START WITH {int(start)}")
+
+    @abstractmethod
+    def sequence_exists(self, name: str) -> bool: ...
+
+    def next_value_sql(self, name: str) -> str:
+        """SQL for the sequence's next value (``name`` is eventmart's own, never user input)."""
+        return f"nextval('{name}')"
+
     # --- ingest ------------------------------------------------------------------
     @abstractmethod
     def staging(self) -> duckdb.DuckDBPyConnection:

@@ -130,6 +130,10 @@ class DuckDBWarehouse(Warehouse):
     def type_name(self, t: str) -> str:
         return _TYPES[t]
 
+    def sequence_exists(self, name: str) -> bool:
+        return bool(self.con.execute("SELECT count(*) FROM duckdb_sequences() WHERE sequence_name = $n "
+                                     "AND schema_name = current_schema()", {"n": name}).fetchone()[0])
+
     def bucket_sql(self, expr: str, grain_seconds: int) -> str:
         return f"time_bucket(INTERVAL '{grain_seconds} seconds', {expr}, TIMESTAMP '2000-01-01')"
 

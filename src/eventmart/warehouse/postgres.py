@@ -115,6 +115,10 @@ class PostgresWarehouse(Warehouse):
     def type_name(self, t: str) -> str:
         return _TYPES[t]
 
+    def sequence_exists(self, name: str) -> bool:
+        return bool(self.conn.execute("SELECT count(*) FROM information_schema.sequences WHERE sequence_name = %s "
+                                      "AND sequence_schema = %s", (name, self.schema)).fetchone()[0])
+
     def local_date_sql(self, expr: str, tz: str) -> str:
         return f"CAST(({expr} AT TIME ZONE 'UTC') AT TIME ZONE '{tz}' AS DATE)"
 
