@@ -119,7 +119,7 @@ def test_charts_match_pandas_on_a_filtered_half_open_range(proj):
     assert dict(steps.rows) == by_action.to_dict()
 
 
-def test_coarser_grain_sums_additive_and_averages_distinct(proj):
+def test_coarser_grain_sums_additive_counts(proj):
     p, df = proj
     q = queries(p)
     st = State()
@@ -128,10 +128,104 @@ def test_coarser_grain_sums_additive_and_averages_distinct(proj):
     assert cq.grain == 300  # a day of 6 topics: 8,640 points per minute, 1,728 per 5 minutes
     ref = df.assign(b=df.t.dt.floor("5min")).groupby(["b", "topic"]).size()
     assert {(b, s): v for b, s, v in trend.rows} == {(b.to_pydatetime(), s): v for (b, s), v in ref.items()}
-    # a count_distinct measure is not additive: the KPI shows the mean per-minute value
-    _, users = q.run("users", st, window)
-    per_minute = df.assign(b=df.t.dt.floor("min")).groupby(["b", "topic", "action"]).user_id.nunique()
-    assert float(users.rows[0][0]) == pytest.approx(per_minute.mean())
+
+
+DISTINCT = {
+    "users": {"type": "kpi", "mart": "by_topic", "measure": "users"},
+    "per_min": {"type": "kpi", "mart": "by_topic", "measure": "avg(users)"},
+    "likers_per_min": {"type": "kpi", "mart": "by_topic", "measure": "avg(users) filter (where action = 'like')"},
+    "like_rate": {"type": "kpi", "mart": "by_topic",
+                  "measure": "100.0 * avg(users) filter (where action = 'like') / avg(users)"},
+    "users_by_topic": {"type": "line", "mart": "by_topic", "measure": "users", "color": "topic"},
+    "user_steps": {"type": "funnel", "mart": "by_topic", "measure": "users", "dimension": "action",
+                   "stages": ["view", "like", "share"]},
+    "users_pie": {"type": "bar", "mart": "by_topic", "measure": "users", "dimension": "topic"},
+}
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "postgres"])
+def test_distinct_counts_are_never_rolled_up_wrongly(tmp_path, request, engine):
+    """Every distinct-count chart vs pandas on the raw events, for several filter states: a user counts once per
+    group however many topics/actions they touched (the mart keeps users per minute x topic x action)."""
+    wh = {"type": "postgres", "url": request.getfixturevalue("pg_url")} if engine == "postgres" else None
+    p, df = make(tmp_path, wh, **DISTINCT)
+    q = queries(p)
+    states = [State(), State(T0 + timedelta(hours=2), T0 + timedelta(hours=9, minutes=17)),
+              State(filters={"topic": TOPICS[:2]}),
+              State(T0 + timedelta(hours=1), T0 + timedelta(hours=3), {"action": ["like"], "topic": [TOPICS[0]]})]
+    for st in states:
+        window = q.window(st)
+        sel = df[(df.t >= window[0].replace(second=0)) & (df.t < window[1])]
+        for d, vals in st.filters.items():
+            sel = sel[sel[d].isin(vals)]
+        minute = sel.assign(b=sel.t.dt.floor("min"))
+        _, r = q.run("users", st, window)
+        assert r.rows[0][0] == sel.user_id.nunique()
+        per_min = minute.groupby("b").user_id.nunique()
+        _, r = q.run("per_min", st, window)
+        assert float(r.rows[0][0]) == pytest.approx(per_min.mean())
+        likers = minute[minute.action == "like"].groupby("b").user_id.nunique()
+        _, r = q.run("likers_per_min", st, window)
+        assert (r.rows[0][0] is None and likers.empty) or float(r.rows[0][0]) == pytest.approx(likers.mean())
+        _, r = q.run("like_rate", st, window)
+        if not likers.empty:
+            assert float(r.rows[0][0]) == pytest.approx(100 * likers.mean() / per_min.mean())
+        cq, r = q.run("users_by_topic", st, window)
+        g = f"{cq.grain}s"
+        ref = minute.assign(b=sel.t.dt.floor(g)).groupby(["b", "topic"]).user_id.nunique()
+        assert {(b, s): v for b, s, v in r.rows} == {(b.to_pydatetime(), s): v for (b, s), v in ref.items()}
+        _, r = q.run("user_steps", st, window)
+        unfiltered = df[(df.t >= window[0].replace(second=0)) & (df.t < window[1])]
+        if "topic" in st.filters:
+            unfiltered = unfiltered[unfiltered.topic.isin(st.filters["topic"])]
+        assert dict(r.rows) == unfiltered.groupby("action").user_id.nunique().to_dict()
+        _, r = q.run("users_pie", st, window)
+        assert dict(r.rows) == sel.groupby("topic").user_id.nunique().to_dict()
+    p.close()
+
+
+def test_pinned_filters_read_the_mart_and_sql_marts_refuse_what_they_cannot_answer(tmp_path):
+    from eventmart.measures import MeasureLayer, Query
+
+    p, df = make(tmp_path, hours=2)
+    layer = MeasureLayer(p.config, p.warehouse)
+    m = layer.metric("by_topic", "users", "x")
+    # every dimension pinned to one value at the mart's grain: one mart row per bucket, no raw scan
+    q = Query("by_topic", {"v": m}, T0, T0 + timedelta(hours=2), grain=60,
+              filters={"topic": [TOPICS[0]], "action": ["like"]})
+    assert layer.sql(q)[2] is False
+    q.filters = {"topic": [TOPICS[0]]}
+    assert layer.sql(q)[2] is True
+    p.close()
+    cfg = events_config()
+    cfg["marts"]["daily_sql"] = {"from": "events", "grain": "1 day", "sql": (
+        "select date_trunc('day', _time) as dt, topic, count(distinct user_id) as users, count(*) as n "
+        "from events where _time >= {{ start }} and _time < {{ end }} group by 1, 2"),
+        "rollup": {"users": "none"}}
+    cfg["dashboards"] = {"d": {"title": "T", "charts": {
+        "ok": {"type": "line", "mart": "daily_sql", "measure": "users", "color": "topic"},
+        "ok2": {"type": "bar", "mart": "daily_sql", "measure": "avg(users)", "dimension": "topic"},
+        "n": {"type": "kpi", "mart": "daily_sql", "measure": "n"},
+        "bad": {"type": "kpi", "mart": "daily_sql", "measure": "users"}}}}
+    write_project(tmp_path / "s", cfg)
+    write_events_csv(tmp_path / "s" / "data" / "e.csv", random_events(300, seed=2, hours=48))
+    with Project.load(tmp_path / "s") as p2:
+        p2.ingest("events")
+        p2.backfill()
+        with pytest.raises(ProjectError) as e:
+            create_server(p2)
+        msg = str(e.value)
+        assert "dashboards.d.charts.bad.measure" in msg and "cannot be answered correctly from SQL mart" in msg
+        assert "dimension(s) topic" in msg
+        del p2.config.dashboards["d"].charts["bad"]
+        q = DashboardQueries("d", p2.config.dashboards["d"], p2.config, p2.warehouse)
+        q.check()
+        # a SQL mart's distinct count is drawn at its own grain (never summed into weeks), averaged per day
+        st = State()
+        cq, r = q.run("ok", st, q.window(st))
+        assert cq.grain == 86400 and len(r.rows) == 2 * 6
+        _, r = q.run("ok2", st, q.window(st))
+        assert len(r.rows) == 6
 
 
 def test_kpi_previous_period_and_cache_follow_new_runs(tmp_path):
@@ -155,6 +249,9 @@ def test_kpi_previous_period_and_cache_follow_new_runs(tmp_path):
 
 @pytest.mark.parametrize("chart, key, needle", [
     ({"type": "pie", "mart": "by_topic", "measure": "nope", "dimension": "topic"}, "measure", "unknown column(s) nope"),
+    ({"type": "kpi", "mart": "by_topic", "measure": "sum(users) + users"}, "measure", "mixes measures by name"),
+    ({"type": "kpi", "mart": "by_topic", "measure": "avg(topic)"}, "measure", "one measure column"),
+    ({"type": "bar", "mart": "by_topic", "measure": "users", "dimension": "events"}, "dimension", "not a dimension"),
     ({"type": "pie", "mart": "by_topic", "measure": "events", "dimension": "colour"}, "dimension", "'colour' is not a column"),
     ({"type": "funnel", "mart": "by_topic", "measure": "events", "dimension": "action",
       "stages": ["view", "purchase"]}, "stages", "purchase never occur"),

@@ -151,6 +151,8 @@ class Mart(Strict):
     chunk: str | None = None  # backfill chunk size; default: 1 day
     # business time zone: day windows are local days (23 or 25 hours at DST changes), keyed by local date
     timezone: str | None = None
+    # SQL marts: how each measure column rolls up (default sum); `none` for distinct counts, averages, ratios
+    rollup: dict[str, Literal["sum", "min", "max", "none"]] | None = None
 
     @field_validator("dimensions", mode="before")
     @classmethod
@@ -196,8 +198,11 @@ class Mart(Strict):
             if self.time_column in self.measures:
                 raise _at("measures", f"measure name '{self.time_column}' clashes with time_column")
         else:
-            if self.measures or self.dimensions:
-                raise _at("sql", "a SQL mart takes `sql` only, not dimensions or measures")
+            if self.measures:
+                raise _at("sql", "a SQL mart takes `sql`, not measures (its columns are what the query returns; "
+                                 "say how they roll up with `rollup:`)")
+            if any(d.expr for d in self.dimensions):
+                raise _at("dimensions", "a SQL mart names its dimension columns; the query computes them")
             if "{{ start }}" not in self.sql.replace("{{start}}", "{{ start }}") or "end" not in self.sql:
                 raise _at("sql", "a SQL mart must filter its input with {{ start }} and {{ end }}")
         return self
@@ -205,6 +210,11 @@ class Mart(Strict):
     @property
     def grain_seconds(self) -> int:
         return parse_grain(self.grain)
+
+    @property
+    def dimensions_sql(self) -> list[str] | None:
+        """A SQL mart's declared dimension columns (None: not declared)."""
+        return [d.name for d in self.dimensions] if "dimensions" in self.model_fields_set else None
 
     @property
     def chunk_seconds(self) -> int:

@@ -12,13 +12,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-import sqlglot
-from sqlglot import exp
-
 from .config import Mart, Source
 from .errors import ProjectError, UserError
 from .ledger import RUNS, RunResult, begin, finish, first_line, last_run
 from .ledger import covered as ledger_covered
+from .measures import check_expression, measure_sql
 from .timeutil import (
     ceil_time,
     chunks,
@@ -35,7 +33,6 @@ from .warehouse import Warehouse
 
 __all__ = ["RUNS", "MartRunner", "MartStatus", "RunResult", "compile_mart"]
 
-_AGGS = {"count", "count_distinct", "sum", "min", "max", "avg", "count_if"}
 
 
 @dataclass
@@ -50,59 +47,6 @@ class MartStatus:
 
 
 # --- compiling declarative marts --------------------------------------------------------------
-
-
-def _columns_used(node: exp.Expression) -> set[str]:
-    return {c.name for c in node.find_all(exp.Column)}
-
-
-def _check_expr(text: str, allowed: set[str], where: str) -> exp.Expression:
-    try:
-        node = sqlglot.parse_one(text, read="duckdb")
-    except sqlglot.errors.ParseError as e:
-        raise ProjectError(f"{where}: cannot parse '{text}' ({str(e).splitlines()[0]}); fix the expression") from None
-    if any(isinstance(n, (exp.Select, exp.Subquery, exp.Command)) for n in node.walk()):
-        raise ProjectError(f"{where}: '{text}' must be an expression over the source's columns, not a query")
-    unknown = sorted(_columns_used(node) - allowed)
-    if unknown:
-        raise ProjectError(
-            f"{where}: unknown column(s) {', '.join(unknown)} in '{text}'; the source has {', '.join(sorted(allowed))}"
-        )
-    return node
-
-
-def measure_sql(text: str, allowed: set[str], dialect: str, where: str) -> str:
-    """Compile ``count()``, ``count_distinct(x)``, ``sum(x)``, ``min/max/avg(x)``, ``count_if(cond)``."""
-    node = _check_expr(text, allowed, where)
-    if isinstance(node, exp.Anonymous):
-        name, args = node.name.lower(), node.expressions
-    elif isinstance(node, exp.Count):
-        inner = node.this
-        if isinstance(inner, exp.Distinct):
-            name, args = "count_distinct", inner.expressions
-        else:
-            name, args = "count", ([] if inner is None or isinstance(inner, exp.Star) else [inner])
-    elif isinstance(node, exp.CountIf):
-        name, args = "count_if", [node.this]
-    elif isinstance(node, (exp.Sum, exp.Min, exp.Max, exp.Avg)):
-        name, args = node.key, [node.this]
-    else:
-        name, args = "", []
-    if name not in _AGGS:
-        raise ProjectError(
-            f"{where}: '{text}' is not a measure; use count(), count_distinct(col), sum(col), min(col), "
-            "max(col), avg(col) or count_if(condition)"
-        )
-    r = [a.sql(dialect=dialect) for a in args]
-    if name == "count":
-        return f"COUNT({r[0]})" if r else "COUNT(*)"
-    if len(r) != 1:
-        raise ProjectError(f"{where}: {name} takes exactly one argument, got '{text}'")
-    if name == "count_distinct":
-        return f"COUNT(DISTINCT {r[0]})"
-    if name == "count_if":
-        return f"COUNT(CASE WHEN {r[0]} THEN 1 END)"
-    return f"{name.upper()}({r[0]})"
 
 
 def compile_mart(wh: Warehouse, name: str, mart: Mart, sources: dict[str, Source]) -> tuple[str, list[str]]:
@@ -127,7 +71,7 @@ def compile_mart(wh: Warehouse, name: str, mart: Mart, sources: dict[str, Source
                 raise ProjectError(f"marts.{name}.dimensions.{d.name}: the time column takes no expression")
             continue
         if d.expr:
-            e = _check_expr(d.expr, allowed, f"marts.{name}.dimensions.{d.name}").sql(dialect=wh.dialect)
+            e = check_expression(d.expr, allowed, f"marts.{name}.dimensions.{d.name}").sql(dialect=wh.dialect)
         else:
             if d.name not in src.columns:
                 raise ProjectError(

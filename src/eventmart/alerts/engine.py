@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..config import AlertRule
-from ..dashboards.query import aggregate_sql, mart_columns
 from ..errors import UserError
 from ..ledger import RunResult
+from ..measures import MeasureLayer, Query
 from ..reports.build import Chart
 from ..reports.channels import ChannelError, Message, deliver
 from ..timeutil import floor_time, fmt, parse_duration, parse_grain, utcnow
@@ -99,24 +99,22 @@ def _load_series(project: Project, name: str, rule: AlertRule, start: datetime, 
         table = wh.fetch_arrow(rule.sql, params)
         by = table.column_names[1:-1]
     else:
-        mart = project.config.marts[rule.mart]
-        cols = mart_columns(project.config, wh, rule.mart)
+        layer = MeasureLayer(project.config, wh)
+        shape = layer.shape(rule.mart)
         for d in rule.by:
-            if d not in cols:
-                raise UserError(f"alerts.{name}.by: '{d}' is not a column of mart {rule.mart} ({', '.join(cols)})")
-        measure = aggregate_sql(rule.measure, rule.mart, cols, wh.dialect, f"alerts.{name}.measure")
-        tc = wh.q(mart.time_column)
-        bucket = tc if g == mart.grain_seconds else wh.bucket_sql(tc, g)
-        dims = "".join(f", {wh.q(d)}" for d in rule.by)
-        group = ", ".join(str(i + 1) for i in range(len(rule.by) + 1))
+            if d not in shape.dimensions:
+                raise UserError(f"alerts.{name}.by: '{d}' is not a dimension of mart {rule.mart} "
+                                f"({', '.join(shape.dimensions) or 'none'})")
+        metric = layer.metric(rule.mart, rule.measure, f"alerts.{name}.measure")
         by = list(rule.by)
         if wh.table_columns(rule.mart) is None:
             table = None
         else:
+            sql, q_params, *_ = layer.sql(Query(rule.mart, {"v": metric}, start, end, grain=g, group=by))
+            dims = "".join(f", {wh.q(d)}" for d in by)
             # a double: sums of counts come back as 128-bit integers otherwise, slow to convert
-            table = wh.fetch_arrow(f"SELECT {bucket} AS b{dims}, CAST({measure} AS DOUBLE PRECISION) AS v "
-                                   f"FROM {wh.q(rule.mart)} "
-                                   f"WHERE {tc} >= {{{{ start }}}} AND {tc} < {{{{ end }}}} GROUP BY {group}", params)
+            table = wh.fetch_arrow(f"SELECT bucket AS b{dims}, CAST(v AS DOUBLE PRECISION) AS v FROM ({sql}) a",
+                                   q_params)
     n = int((end - start).total_seconds() // g)
     times = [start + timedelta(seconds=g * i) for i in range(n)]
     if table is None or table.num_rows == 0:

@@ -210,18 +210,23 @@ class DashboardApp:
         chart = self.cfg.charts[name]
         cq, res = self.q.run(name, st, window, version)
         if chart.type in ("area", "line"):
-            return figures.time_series(chart, res, grain_label(cq.grain or 60))
-        if chart.type in ("pie", "donut"):
-            return figures.share(chart, res)
-        if chart.type == "bar":
-            return figures.bar(chart, res)
-        if chart.type == "funnel":
-            return figures.funnel(chart, res)
-        if chart.type == "heatmap":
-            return figures.heatmap(chart, res)
-        if chart.type == "kpi":
-            return figures.kpi(chart, res.rows[0][0] if res.rows else None, self.q.previous(name, st, window, version))
-        return figures.table(chart, res)
+            fig = figures.time_series(chart, res, grain_label(cq.grain or 60), cq.grain,
+                                      window, self.q.metrics[name].counts)
+        elif chart.type in ("pie", "donut"):
+            fig = figures.share(chart, res)
+        elif chart.type == "bar":
+            fig = figures.bar(chart, res)
+        elif chart.type == "funnel":
+            fig = figures.funnel(chart, res)
+        elif chart.type == "heatmap":
+            fig = figures.heatmap(chart, res)
+        elif chart.type == "kpi":
+            fig = figures.kpi(chart, res.rows[0][0] if res.rows else None, self.q.previous(name, st, window, version))
+        else:
+            fig = figures.table(chart, res)
+        if cq.ignored:  # a SQL mart without that dimension: say so rather than pretend
+            figures.note(fig, f"not filtered by {', '.join(cq.ignored)}")
+        return fig
 
     # --- CSV ------------------------------------------------------------------------------------
     def csv(self, chart: str) -> flask.Response:

@@ -6,7 +6,7 @@ than the queries behind them. Each result is small (at most ~2,000 points).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..config import Chart
@@ -42,33 +42,53 @@ def empty(chart: Chart, message: str) -> dict:
          "yref": "paper", "x": 0.5, "y": 0.5}])}
 
 
-def time_series(chart: Chart, res: QueryResult, grain_label: str) -> dict:
+def time_series(chart: Chart, res: QueryResult, grain_label: str, grain: int | None = None,
+                window: tuple[datetime, datetime] | None = None, counts: bool = False) -> dict:
+    """Lines or stacked areas. Counts fill every bucket of the range without rows with 0 (no events is zero, and
+    a line must not interpolate traffic across a gap); other measures leave a gap there."""
     if not res.rows:
         return empty(chart, "no data in this range")
     buckets = sorted({r[0] for r in res.rows})
+    if grain and window and isinstance(buckets[0], datetime):
+        from ..timeutil import floor_time
+
+        t, grid = floor_time(window[0], grain), []
+        while t < window[1] and len(grid) < 20_000:
+            grid.append(t)
+            t += timedelta(seconds=grain)
+        buckets = sorted(set(grid) | set(buckets))
+    missing = 0.0 if counts else None
     xs = [_x(b) for b in buckets]
     data = []
     if chart.color:
         by: dict[Any, dict[datetime, float]] = {}
         for b, s, v in res.rows:
             by.setdefault(s, {})[b] = _num(v)
-        # biggest series at the bottom of the stack; a missing bucket is a zero, not a gap
+        # biggest series at the bottom of the stack
         order = sorted(by, key=lambda s: -sum(by[s].values()))
         for i, s in enumerate(order):
-            t = {"type": "scatter", "x": xs, "y": [by[s].get(b, 0.0) for b in buckets], "name": str(s),
-                 "mode": "lines", "line": {"width": 0.5 if chart.type == "area" else 2,
-                                           "color": PALETTE[i % len(PALETTE)]}}
+            t = {"type": "scatter", "x": xs, "y": [by[s].get(b, missing) for b in buckets], "name": str(s),
+                 "mode": "lines", "connectgaps": False,
+                 "line": {"width": 0.5 if chart.type == "area" else 2, "color": PALETTE[i % len(PALETTE)]}}
             if chart.type == "area":
                 t["stackgroup"] = "one"
             data.append(t)
     else:
-        t = {"type": "scatter", "x": [_x(r[0]) for r in res.rows], "y": [_num(r[1]) for r in res.rows],
-             "mode": "lines", "name": chart.measure}
+        got = {r[0]: _num(r[1]) for r in res.rows}
+        t = {"type": "scatter", "x": xs, "y": [got.get(b, missing) for b in buckets], "mode": "lines",
+             "connectgaps": False, "name": chart.measure}
         if chart.type == "area":
             t["fill"] = "tozeroy"
         data.append(t)
     return {"data": data, "layout": _layout(chart, hovermode="x unified", legend={"font": {"size": 11}},
                                             xaxis={"title": {"text": f"UTC, per {grain_label}"}, "type": "date"})}
+
+
+def note(fig: dict, text: str) -> None:
+    """A small grey line in the chart's top right corner."""
+    fig["layout"].setdefault("annotations", []).append(
+        {"text": text, "showarrow": False, "xref": "paper", "yref": "paper", "x": 1, "y": 1.02, "xanchor": "right",
+         "yanchor": "bottom", "font": {"size": 11, "color": "#999"}})
 
 
 def share(chart: Chart, res: QueryResult) -> dict:

@@ -15,12 +15,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import sqlglot
-from sqlglot import exp
-
-from ..config import Chart, Dashboard, Mart, ProjectConfig
+from ..config import Chart, Dashboard, ProjectConfig
 from ..errors import ProjectError
 from ..ledger import RUNS
+from ..measures import MeasureLayer, Metric, Query
 from ..timeutil import floor_time, parse_time
 from ..warehouse import QueryResult, Warehouse
 from ..warehouse.base import TABLE_EXISTS_SQL
@@ -28,7 +26,6 @@ from ..warehouse.base import TABLE_EXISTS_SQL
 MAX_POINTS = 2000
 # grains a chart may be drawn at, coarsest last; a mart's own grain is always a candidate
 GRAINS = (60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400)
-_ADDITIVE = ("count", "sum", "count_if")
 
 
 # --- filter state (what the URL holds) ------------------------------------------------------
@@ -65,50 +62,19 @@ class State:
         return st
 
 
-# --- measures -------------------------------------------------------------------------------------
+# --- measures ------------------------------------------------------------------------------------------
 
 
 def mart_columns(cfg: ProjectConfig, wh: Warehouse, mart: str) -> list[str]:
-    m = cfg.marts[mart]
-    if m.sql is None:
-        cols = [d.name for d in m.dimensions] + list(m.measures)
-        return cols if m.time_column in cols else [m.time_column, *cols]
-    return wh.table_columns(mart) or []
+    return MeasureLayer(cfg, wh).shape(mart).columns
 
 
-def default_agg(m: Mart, column: str) -> str:
-    """How a mart measure re-aggregates over coarser buckets or other dimensions."""
-    text = m.measures.get(column, "").strip().lower()
-    fn = text.split("(", 1)[0]
-    if fn in _ADDITIVE or not text:
-        return "sum"
-    if fn in ("min", "max"):
-        return fn
-    return "avg"  # count_distinct and avg are not additive: show the mean per bucket
-
-
-def measure_sql(chart: Chart, mart: Mart, columns: list[str], dialect: str, where: str) -> str:
+def chart_measure(chart: Chart, shape_columns: list[str]) -> str:
+    """The chart's measure expression: a measure by name, `agg: avg` applied to it, or an expression."""
     text = chart.measure.strip()
-    if text in columns:
-        agg = chart.agg or default_agg(mart, text)
-        return f'{agg.upper()}("{text}")'
-    return aggregate_sql(text, chart.mart, columns, dialect, where)
-
-
-def aggregate_sql(text: str, mart: str, columns: list[str], dialect: str, where: str) -> str:
-    """An aggregate expression over a mart's columns (checked, rendered for the engine)."""
-    try:
-        node = sqlglot.parse_one(text, read="duckdb")
-    except sqlglot.errors.ParseError:
-        raise ProjectError(f"{where}: cannot parse '{text}'; give a mart column or an aggregate such as sum(col)") from None
-    if any(isinstance(n, (exp.Select, exp.Subquery, exp.Command)) for n in node.walk()):
-        raise ProjectError(f"{where}: '{text}' must be an expression over the mart's columns, not a query")
-    unknown = sorted({c.name for c in node.find_all(exp.Column)} - set(columns))
-    if unknown:
-        raise ProjectError(f"{where}: unknown column(s) {', '.join(unknown)}; mart {mart} has {', '.join(columns)}")
-    if not any(isinstance(n, exp.AggFunc) for n in node.walk()):
-        raise ProjectError(f"{where}: '{text}' is not an aggregate; wrap it, e.g. sum({text})")
-    return node.sql(dialect=dialect)
+    if chart.agg and text in shape_columns:
+        return f"{chart.agg}({text})"
+    return text
 
 
 # --- chart queries -----------------------------------------------------------------------------
@@ -119,12 +85,15 @@ class ChartQuery:
     sql: str
     params: dict[str, Any]
     grain: int | None = None  # seconds per time bucket, for time series
+    ignored: list[str] = field(default_factory=list)  # filters the chart's mart cannot apply
 
 
-def choose_grain(start: datetime, end: datetime, mart_grain: int, series: int) -> int:
-    """The finest grain (a multiple of the mart's) that keeps buckets × series under MAX_POINTS."""
+def choose_grain(start: datetime, end: datetime, mart_grain: int, series: int, max_grain: int | None = None) -> int:
+    """The finest grain (a multiple of the mart's, at most ``max_grain``) that keeps buckets × series under
+    MAX_POINTS."""
     span = max((end - start).total_seconds(), 1)
-    candidates = [mart_grain] + [g for g in GRAINS if g > mart_grain and g % mart_grain == 0]
+    candidates = [mart_grain] + [g for g in GRAINS if g > mart_grain and g % mart_grain == 0
+                                 and (max_grain is None or g <= max_grain)]
     for g in candidates:
         if span / g * max(series, 1) <= MAX_POINTS:
             return g
@@ -137,10 +106,11 @@ class DashboardQueries:
     def __init__(self, name: str, dash: Dashboard, cfg: ProjectConfig, wh: Warehouse,
                  locate: Callable[[str], str] = str):
         self.name, self.dash, self.cfg, self.wh, self.locate = name, dash, cfg, wh, locate
-        self.columns = {c.mart: mart_columns(cfg, wh, c.mart) for c in dash.charts.values()}
-        self.measures = {
-            n: measure_sql(c, cfg.marts[c.mart], self.columns[c.mart], wh.dialect,
-                           locate(f"dashboards.{name}.charts.{n}.measure"))
+        self.layer = MeasureLayer(cfg, wh)
+        self.columns = {c.mart: self.layer.shape(c.mart).columns for c in dash.charts.values()}
+        self.metrics: dict[str, Metric] = {
+            n: self.layer.metric(c.mart, chart_measure(c, self.columns[c.mart]),
+                                 locate(f"dashboards.{name}.charts.{n}.measure"))
             for n, c in dash.charts.items()
         }
         self.cache = Cache()
@@ -209,64 +179,56 @@ class DashboardQueries:
                 out.update(r[0] for r in rows if r[0] is not None)
         return sorted(out)
 
-    def where(self, chart: Chart, st: State, start: datetime, end: datetime,
-              params: dict[str, Any], skip: tuple[str, ...] = ()) -> str:
-        m = self.cfg.marts[chart.mart]
-        tc = self.wh.q(m.time_column)
-        params.update(start=start, end=end)
-        parts = [f"{tc} >= {{{{ start }}}}", f"{tc} < {{{{ end }}}}"]
-        for i, (dim, values) in enumerate(sorted(st.filters.items())):
-            if values and dim in self.columns[chart.mart] and dim not in skip:
-                params[f"f{i}"] = list(values)
-                parts.append(self.wh.in_list_sql(self.wh.q(dim), f"f{i}"))
-        return " AND ".join(parts)
+    def group(self, chart: Chart) -> list[str]:
+        """The dimensions a chart groups by."""
+        if chart.type in ("area", "line"):
+            return [chart.color] if chart.color else []
+        if chart.type in ("pie", "donut", "bar", "funnel"):
+            return [chart.dimension]
+        if chart.type == "heatmap":
+            return [chart.x, chart.y] if chart.x != chart.y else [chart.x]
+        if chart.type == "table":
+            return list(chart.columns or [])
+        return []
 
     def chart_query(self, name: str, st: State, window: tuple[datetime, datetime],
                     version: tuple | None = None) -> ChartQuery:
         chart = self.dash.charts[name]
         m = self.cfg.marts[chart.mart]
-        q, measure = self.wh.q, self.measures[name]
+        metric = self.metrics[name]
         start, end = window
-        params: dict[str, Any] = {}
-        table = q(chart.mart)
+        filters = {d: list(v) for d, v in st.filters.items() if v}
+        q = Query(chart.mart, {"value": metric}, start, end, group=self.group(chart), filters=filters)
         if chart.type in ("area", "line"):
             series = 1
             if chart.color:
                 series = len(st.filters.get(chart.color) or self.values(chart.color, version)) or 1
-            g = choose_grain(start, end, m.grain_seconds, series)
-            start, end = floor_time(start, g), end
-            bucket = self.wh.bucket_sql(q(m.time_column), g) if g != m.grain_seconds else q(m.time_column)
-            dims = [f"{bucket} AS bucket"] + ([f"{q(chart.color)} AS series"] if chart.color else [])
-            group = "1, 2" if chart.color else "1"
-            sql = (f"SELECT {', '.join(dims)}, {measure} AS value FROM {table} "
-                   f"WHERE {self.where(chart, st, start, end, params)} GROUP BY {group} ORDER BY {group}")
-            return ChartQuery(sql, params, g)
+            g = choose_grain(start, end, m.grain_seconds, series, self.layer.max_grain(chart.mart, [metric]))
+            q.grain, q.start = g, floor_time(start, g)
+            sql, params, _, ignored = self.layer.sql(q)
+            cols = "bucket" + (f", {self.wh.q(chart.color)} AS series" if chart.color else "")
+            order = "1, 2" if chart.color else "1"
+            return ChartQuery(f"SELECT {cols}, value FROM ({sql}) c ORDER BY {order}", params, g, ignored)
         if chart.type == "kpi":
-            return ChartQuery(f"SELECT {measure} AS value FROM {table} WHERE {self.where(chart, st, start, end, params)}",
-                              params)
-        if chart.type in ("pie", "donut", "bar"):
-            d = q(chart.dimension)
-            sql = (f"SELECT {d} AS category, {measure} AS value FROM {table} "
-                   f"WHERE {self.where(chart, st, start, end, params)} GROUP BY 1 ORDER BY 2 DESC NULLS LAST, 1")
-            return ChartQuery(sql, params)
+            sql, params, _, ignored = self.layer.sql(q)
+            return ChartQuery(sql, params, None, ignored)
         if chart.type == "funnel":
-            d = q(chart.dimension)
-            params["stages"] = list(chart.stages or [])
-            # the funnel's own dimension is not filtered: its stages are the point
-            w = self.where(chart, st, start, end, params, skip=(chart.dimension,))
-            sql = (f"SELECT {d} AS stage, {measure} AS value FROM {table} WHERE {w} AND "
-                   f"{self.wh.in_list_sql(d, 'stages')} GROUP BY 1")
-            return ChartQuery(sql, params)
+            # the funnel's own dimension is not filtered by the dashboard: its stages are the point
+            q.filters[chart.dimension] = list(chart.stages or [])
+        sql, params, _, ignored = self.layer.sql(q)
+        dq = self.wh.q
+        if chart.type in ("pie", "donut", "bar"):
+            return ChartQuery(f"SELECT {dq(chart.dimension)} AS category, value FROM ({sql}) c "
+                              "ORDER BY 2 DESC NULLS LAST, 1", params, None, ignored)
+        if chart.type == "funnel":
+            return ChartQuery(f"SELECT {dq(chart.dimension)} AS stage, value FROM ({sql}) c", params, None, ignored)
         if chart.type == "heatmap":
-            sql = (f"SELECT {q(chart.x)} AS x, {q(chart.y)} AS y, {measure} AS value FROM {table} "
-                   f"WHERE {self.where(chart, st, start, end, params)} GROUP BY 1, 2 ORDER BY 1, 2")
-            return ChartQuery(sql, params)
-        cols = ", ".join(q(c) for c in chart.columns or [])
-        sql = (f"SELECT {cols}, {measure} AS {q(chart.measure if chart.measure in self.columns[chart.mart] else 'value')} "
-               f"FROM {table} WHERE {self.where(chart, st, start, end, params)} "
-               f"GROUP BY {', '.join(str(i + 1) for i in range(len(chart.columns or [])))} "
-               f"ORDER BY {len(chart.columns or []) + 1} DESC NULLS LAST LIMIT {int(chart.limit)}")
-        return ChartQuery(sql, params)
+            return ChartQuery(f"SELECT {dq(chart.x)} AS x, {dq(chart.y)} AS y, value FROM ({sql}) c ORDER BY 1, 2",
+                              params, None, ignored)
+        cols = ", ".join(dq(c) for c in chart.columns or [])
+        label = dq(chart.measure if chart.measure in self.columns[chart.mart] else "value")
+        return ChartQuery(f"SELECT {cols}, value AS {label} FROM ({sql}) c ORDER BY {len(chart.columns or []) + 1} "
+                          f"DESC NULLS LAST LIMIT {int(chart.limit)}", params, None, ignored)
 
     def run(self, name: str, st: State, window: tuple[datetime, datetime],
             version: tuple | None = None) -> tuple[ChartQuery, QueryResult]:
@@ -300,6 +262,17 @@ class DashboardQueries:
                 if v not in cols:
                     raise ProjectError(f"{locate(f'dashboards.{self.name}.charts.{n}.columns')}: '{v}' is not a "
                                        f"column of mart {c.mart} ({', '.join(cols)})")
+            dims = self.layer.shape(c.mart).dimensions
+            for key in ("color", "dimension", "x", "y", "columns"):
+                v = getattr(c, key)
+                for d in ([v] if isinstance(v, str) else v or []):
+                    if d not in dims:
+                        raise ProjectError(f"{locate(f'dashboards.{self.name}.charts.{n}.{key}')}: '{d}' is a measure "
+                                           f"of mart {c.mart}, not a dimension to group by "
+                                           f"({', '.join(dims) or 'none'})")
+            grain = c.type in ("area", "line") and self.layer.shape(c.mart).grain or None
+            self.layer.check(c.mart, [self.metrics[n]], grain, self.group(c),
+                             locate(f"dashboards.{self.name}.charts.{n}.measure"))
             if c.type == "funnel" and self.exists(c.mart):
                 have = set(self.values_in(c.mart, c.dimension))
                 if have:

@@ -9,8 +9,8 @@ from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..config import Report
-from ..dashboards.query import aggregate_sql, mart_columns
 from ..errors import UserError
+from ..measures import MeasureLayer, Query
 
 if TYPE_CHECKING:
     from ..project import Project
@@ -76,23 +76,22 @@ def latest_day(project: Project, report: Report) -> date:
 def build(project: Project, name: str, day: date | None = None) -> Digest:
     report = project.config.reports[name]
     wh = project.warehouse
-    mart = project.config.marts[report.mart]
     day = day or latest_day(project, report)
-    cols = mart_columns(project.config, wh, report.mart)
-    exprs = {k: aggregate_sql(m.value, report.mart, cols, wh.dialect, f"reports.{name}.metrics.{k}.value")
+    layer = MeasureLayer(project.config, wh)
+    exprs = {k: layer.metric(report.mart, m.value, f"reports.{name}.metrics.{k}.value")
              for k, m in report.metrics.items()}
     back = max([7] + [c.days for c in report.charts] + [COMPARE_DAYS[c] for c in report.compare])
     lo, hi = datetime.combine(day - timedelta(days=back), datetime.min.time()), \
         datetime.combine(day + timedelta(days=1), datetime.min.time())
-    tc = wh.q(mart.time_column)
-    bucket = wh.bucket_sql(tc, 86400)
-    select = ", ".join(f"{e} AS {wh.q(k)}" for k, e in exprs.items())
-    res = wh.fetch(f"SELECT {bucket} AS d, {select} FROM {wh.q(report.mart)} "
-                   f"WHERE {tc} >= {{{{ lo }}}} AND {tc} < {{{{ hi }}}} GROUP BY 1 ORDER BY 1", {"lo": lo, "hi": hi})
     by_day: dict[date, dict[str, Any]] = {}
-    for r in res.rows:
-        d = r[0].date() if isinstance(r[0], datetime) else r[0]
-        by_day[d] = dict(zip(exprs, r[1:], strict=True))
+    for style in (True, False):  # measures by name and aggregates over buckets are separate queries
+        part = {k: m for k, m in exprs.items() if m.over_buckets == style}
+        if not part:
+            continue
+        sql, params, *_ = layer.sql(Query(report.mart, part, lo, hi, grain=86400))
+        for r in wh.fetch(f"SELECT * FROM ({sql}) r ORDER BY 1", params).rows:
+            d = r[0].date() if isinstance(r[0], datetime) else r[0]
+            by_day.setdefault(d, {k: None for k in exprs}).update(zip(part, r[1:], strict=True))
     if day not in by_day:
         raise UserError(f"report {name}: mart {report.mart} has no rows for {day}; run the mart for that day "
                         f"(eventmart run {report.mart} --start {day} --end {day + timedelta(days=1)})")

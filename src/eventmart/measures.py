@@ -1,0 +1,452 @@
+"""Measures: how a mart's columns are computed from events, how they roll up, and the one compiler that turns
+a chart's, report's or alert's measure expression into SQL that cannot show a wrong number.
+
+Every mart column that is a measure has a roll-up rule: ``count``, ``count_if`` and ``sum`` add up (``sum``),
+``min``/``max`` roll up by themselves, ``count_distinct`` and ``avg`` do not roll up at all (``none``): a user
+who saw two topics in a minute is one user of that minute, not two. A measure expression reads mart columns
+in one of two ways (mixing them in one expression is refused):
+
+- **by name** — ``users``: the measure over each output group (a time bucket, a category, the whole range).
+  Additive measures sum the mart's rows; a distinct count at a coarser grain, or over fewer dimensions than
+  its mart keeps, is counted again from the raw events with the same filters pushed down.
+- **inside an aggregate** — ``avg(users)``, ``sum(likes) / sum(views)``,
+  ``avg(users) filter (where event = 'click')``: the aggregate runs over the mart's *time buckets*; each
+  bucket's value is the measure over everything in that bucket that matches the output group, the filters and
+  the ``filter (where …)`` — "average unique users per minute", "mean DAU per day". ``count(*)`` and
+  ``count(distinct <time column>)`` count those buckets.
+
+A mart's rows answer the query when that gives the same number (additive measures always; a non-additive one
+when every dimension of the mart is grouped by or pinned to one value); otherwise a declarative mart's
+source answers it, and a SQL mart — whose lineage eventmart cannot know — refuses it with the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import sqlglot
+from sqlglot import exp
+
+from .errors import ProjectError
+
+if TYPE_CHECKING:
+    from .config import Mart, ProjectConfig
+    from .warehouse import Warehouse
+
+_AGGS = {"count", "count_distinct", "sum", "min", "max", "avg", "count_if"}
+ROLLUP = {"count": "sum", "count_if": "sum", "sum": "sum", "min": "min", "max": "max",
+          "count_distinct": "none", "avg": "none"}
+# aggregates a measure expression may apply over a mart's buckets
+_OUTER = (exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Count, exp.Median)
+
+
+# --- expressions over a source's or a mart's columns ------------------------------------------------
+
+
+def check_expression(text: str, allowed: set[str], where: str, what: str = "the source's columns") -> exp.Expression:
+    """Parse ``text`` (DuckDB syntax) and check it reads only ``allowed`` columns and is not a query."""
+    try:
+        node = sqlglot.parse_one(text, read="duckdb")
+    except sqlglot.errors.ParseError as e:
+        raise ProjectError(f"{where}: cannot parse '{text}' ({str(e).splitlines()[0]}); fix the expression") from None
+    if any(isinstance(n, (exp.Select, exp.Subquery, exp.Command, exp.Table)) for n in node.walk()):
+        raise ProjectError(f"{where}: '{text}' must be an expression over {what}, not a query")
+    unknown = sorted({c.name for c in node.find_all(exp.Column)} - allowed)
+    if unknown:
+        raise ProjectError(f"{where}: unknown column(s) {', '.join(unknown)} in '{text}'; "
+                           f"{what} are {', '.join(sorted(allowed))}")
+    return node
+
+
+def _measure_parts(text: str, allowed: set[str], where: str) -> tuple[str, list[exp.Expression]]:
+    node = check_expression(text, allowed, where)
+    if isinstance(node, exp.Anonymous):
+        name, args = node.name.lower(), node.expressions
+    elif isinstance(node, exp.Count):
+        inner = node.this
+        if isinstance(inner, exp.Distinct):
+            name, args = "count_distinct", inner.expressions
+        else:
+            name, args = "count", ([] if inner is None or isinstance(inner, exp.Star) else [inner])
+    elif isinstance(node, exp.CountIf):
+        name, args = "count_if", [node.this]
+    elif isinstance(node, (exp.Sum, exp.Min, exp.Max, exp.Avg)):
+        name, args = node.key, [node.this]
+    else:
+        name, args = "", []
+    if name not in _AGGS:
+        raise ProjectError(
+            f"{where}: '{text}' is not a measure; use count(), count_distinct(col), sum(col), min(col), "
+            "max(col), avg(col) or count_if(condition)")
+    if name != "count" and len(args) != 1:
+        raise ProjectError(f"{where}: {name} takes exactly one argument, got '{text}'")
+    return name, args
+
+
+def measure_kind(text: str) -> str:
+    """count, count_distinct, sum, min, max, avg or count_if (the text was checked when the mart compiled)."""
+    try:
+        node = sqlglot.parse_one(text, read="duckdb")
+    except sqlglot.errors.ParseError:
+        return ""
+    if isinstance(node, exp.Count):
+        return "count_distinct" if isinstance(node.this, exp.Distinct) else "count"
+    if isinstance(node, exp.CountIf):
+        return "count_if"
+    if isinstance(node, exp.Anonymous):
+        return node.name.lower()
+    return node.key if isinstance(node, (exp.Sum, exp.Min, exp.Max, exp.Avg)) else ""
+
+
+def measure_sql(text: str, allowed: set[str], dialect: str, where: str, when: str | None = None) -> str:
+    """SQL for a declarative measure (``count()``, ``count_distinct(x)``, ``sum/min/max/avg(x)``,
+    ``count_if(cond)``) over source rows, counting only rows where ``when`` (rendered SQL) holds."""
+    name, args = _measure_parts(text, allowed, where)
+    r = [a.sql(dialect=dialect) for a in args]
+    filt = f" FILTER (WHERE {when})" if when else ""
+    if name == "count":
+        return (f"COUNT({r[0]})" if r else "COUNT(*)") + filt
+    if name == "count_distinct":
+        return f"COUNT(DISTINCT {r[0]}){filt}"
+    if name == "count_if":
+        return f"COUNT(*) FILTER (WHERE ({r[0]}){f' AND ({when})' if when else ''})"
+    return f"{name.upper()}({r[0]}){filt}"
+
+
+# --- what a mart holds ------------------------------------------------------------------------------
+
+
+@dataclass
+class MartShape:
+    """A mart as the measure layer sees it: time column and grain, dimensions, measures and their roll-ups."""
+
+    name: str
+    time_column: str
+    grain: int
+    timezone: str | None
+    dimensions: list[str]
+    rollups: dict[str, str]  # measure column -> sum | min | max | none
+    source: str | None = None  # declarative marts: the source that can answer what the rows cannot
+    measure_text: dict[str, str] = field(default_factory=dict)  # declarative: column -> measure text
+    dim_expr: dict[str, str | None] = field(default_factory=dict)  # declarative: dim -> source expression
+
+    @property
+    def columns(self) -> list[str]:
+        return [self.time_column, *self.dimensions, *self.rollups]
+
+
+_NUMERIC = ("int", "float", "bigint", "integer", "double", "hugeint", "decimal", "numeric", "real", "smallint")
+
+
+def mart_shape(cfg: ProjectConfig, wh: Warehouse, name: str) -> MartShape:
+    m: Mart = cfg.marts[name]
+    if m.sql is None:
+        dims = [d.name for d in m.dimensions if d.name != m.time_column]
+        return MartShape(name, m.time_column, m.grain_seconds, m.timezone, dims,
+                         {k: ROLLUP[measure_kind(v)] for k, v in m.measures.items()}, m.from_, dict(m.measures),
+                         {d.name: d.expr for d in m.dimensions if d.name != m.time_column})
+    # a SQL mart: declared dimensions, or its non-numeric columns; measures add up unless `rollup` says otherwise
+    types = wh.column_types(name) if wh.table_columns(name) else {}
+    cols = [c for c in types if c != m.time_column]
+    dims = list(m.dimensions_sql) if m.dimensions_sql is not None else [
+        c for c in cols if not any(t in str(types[c]).lower() for t in _NUMERIC)]
+    rollups = {c: (m.rollup or {}).get(c, "sum") for c in cols if c not in dims}
+    return MartShape(name, m.time_column, m.grain_seconds, m.timezone, dims, rollups)
+
+
+# --- measure expressions of charts, reports and alerts ----------------------------------------------
+
+
+@dataclass
+class Ref:
+    """One reading of a measure column: by name (``agg`` None) or inside an aggregate, maybe filtered."""
+
+    column: str
+    cond: exp.Expression | None = None  # `filter (where …)` over dimensions
+    col: str = ""  # its column in the inner query
+
+
+@dataclass
+class Metric:
+    text: str
+    mart: str
+    node: exp.Expression  # the expression, measure readings replaced by inner columns
+    refs: list[Ref]
+    over_buckets: bool  # aggregates over the mart's buckets (else: measures by name)
+    counts: bool  # a plain count or sum: an empty bucket is 0, not missing
+
+
+def parse_metric(shape: MartShape, text: str, where: str) -> Metric:
+    """Parse and check a measure expression against a mart; errors name ``where`` and say why."""
+    allowed = set(shape.columns)
+    node = check_expression(text, allowed, where, f"mart {shape.name}'s columns")
+    node = node.copy()
+    refs: list[Ref] = []
+    inside_agg = outside_agg = False
+
+    def ref(column: str, cond: exp.Expression | None) -> exp.Column:
+        refs.append(Ref(column, cond, f"r{len(refs)}"))
+        return exp.column(refs[-1].col, quoted=True)
+
+    def walk(n: exp.Expression) -> exp.Expression:
+        nonlocal inside_agg, outside_agg
+        cond = None
+        agg = n
+        if isinstance(n, exp.Filter):
+            agg, cond = n.this, n.expression.this
+            bad = sorted({c.name for c in cond.find_all(exp.Column)} - set(shape.dimensions))
+            if bad:
+                raise ProjectError(f"{where}: filter (where …) may only test dimensions of mart {shape.name} "
+                                   f"({', '.join(shape.dimensions) or 'none'}); not {', '.join(bad)}")
+        if isinstance(agg, exp.AggFunc):
+            inside_agg = True
+            if not isinstance(agg, _OUTER):
+                raise ProjectError(f"{where}: {agg.key}() is not available in a measure expression; use sum, avg, "
+                                   "min, max, median or count over measure columns")
+            arg = agg.this
+            if isinstance(agg, exp.Count) and (arg is None or isinstance(arg, exp.Star)):
+                if cond is not None:
+                    raise ProjectError(f"{where}: count(*) counts the mart's buckets; it takes no filter")
+                return exp.Count(this=exp.Star())
+            if isinstance(agg, exp.Count) and isinstance(arg, exp.Distinct):
+                cols = arg.expressions
+                if len(cols) == 1 and isinstance(cols[0], exp.Column) and cols[0].name == shape.time_column:
+                    if cond is not None:
+                        raise ProjectError(f"{where}: count(distinct {shape.time_column}) takes no filter")
+                    return exp.Count(this=exp.Distinct(expressions=[exp.column("__b", quoted=True)]))
+                raise ProjectError(f"{where}: count(distinct …) may only count the time column "
+                                   f"{shape.time_column} (buckets); for distinct users declare a count_distinct "
+                                   "measure in the mart and read it by name")
+            if not (isinstance(arg, exp.Column) and arg.name in shape.rollups):
+                raise ProjectError(f"{where}: {agg.key}() must be applied to one measure column of mart "
+                                   f"{shape.name} ({', '.join(shape.rollups)}), e.g. {agg.key}({next(iter(shape.rollups), 'x')})")
+            out = agg.__class__(this=ref(arg.name, cond))
+            return out
+        if isinstance(n, exp.Column):
+            if n.name in shape.rollups:
+                outside_agg = True
+                return ref(n.name, None)
+            raise ProjectError(f"{where}: '{n.name}' is not a measure of mart {shape.name}; measures: "
+                               f"{', '.join(shape.rollups)} (dimensions are grouped by the chart, not measured)")
+        for k, v in list(n.args.items()):
+            if isinstance(v, exp.Expression):
+                n.set(k, walk(v))
+            elif isinstance(v, list):
+                n.set(k, [walk(x) if isinstance(x, exp.Expression) else x for x in v])
+        return n
+
+    node = walk(node)
+    if inside_agg and outside_agg:
+        raise ProjectError(f"{where}: '{text}' mixes measures by name with aggregates over buckets; write either "
+                           "e.g. `users / views` or `avg(users) / avg(views)`")
+    if not inside_agg and not outside_agg and not refs:
+        raise ProjectError(f"{where}: '{text}' reads no measure of mart {shape.name}")
+    # division: never integer division, never an error on zero (an empty denominator is no value)
+    for d in list(node.find_all(exp.Div)):
+        d.set("expression", exp.func("NULLIF", d.expression, exp.Literal.number(0)))
+        d.set("this", exp.cast(d.this, "DOUBLE"))
+    single = len(refs) == 1 and (node is not None)
+    counts = single and shape.rollups.get(refs[0].column) == "sum" and (
+        isinstance(node, exp.Column) or isinstance(node, exp.Sum) and refs[0].cond is None)
+    return Metric(text, shape.name, node, refs, inside_agg, bool(counts))
+
+
+# --- queries ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Query:
+    """Measures of one mart per output group: an optional time bucket (``grain`` seconds), dimensions."""
+
+    mart: str
+    metrics: dict[str, Metric]
+    start: datetime
+    end: datetime
+    grain: int | None = None
+    group: list[str] = field(default_factory=list)
+    filters: dict[str, list[str]] = field(default_factory=dict)  # dimension -> values (IN list)
+
+
+class Compiled(NamedTuple):
+    sql: str
+    params: dict[str, Any]
+    raw: bool  # answered from the source's raw events (the mart's rows could not say)
+    ignored: list[str]  # filters this mart cannot apply (a SQL mart without that dimension)
+
+
+class MeasureLayer:
+    """Parses measure expressions once and compiles queries to the engine; knows when raw events must answer."""
+
+    def __init__(self, cfg: ProjectConfig, wh: Warehouse):
+        self.cfg, self.wh = cfg, wh
+        self._shapes: dict[str, MartShape] = {}
+
+    def shape(self, mart: str) -> MartShape:
+        if mart not in self._shapes:
+            self._shapes[mart] = mart_shape(self.cfg, self.wh, mart)
+        return self._shapes[mart]
+
+    def metric(self, mart: str, text: str, where: str) -> Metric:
+        return parse_metric(self.shape(mart), text, where)
+
+    def source_dims(self, shape: MartShape) -> dict[str, str]:
+        """Dimension -> SQL over the raw events, for a declarative mart: its own dimensions, those other marts of
+        the same source define (a dashboard filter means the same thing on every chart), and the source's columns."""
+        if shape.source is None:
+            return {}
+        src = self.cfg.sources[shape.source]
+        allowed = set(src.columns) | {"_time"}
+        out = {c: self.wh.q(c) for c in src.columns}
+        for name, m in self.cfg.marts.items():
+            if m.from_ == shape.source and m.sql is None and name != shape.name:
+                for d in m.dimensions:
+                    if d.expr:
+                        out[d.name] = check_expression(d.expr, allowed, f"marts.{name}.dimensions.{d.name}") \
+                            .sql(dialect=self.wh.dialect)
+        for d, e in shape.dim_expr.items():
+            out[d] = check_expression(e, allowed, f"marts.{shape.name}.dimensions.{d}").sql(dialect=self.wh.dialect) \
+                if e else self.wh.q(d)
+        return out
+
+    # --- can the mart's rows answer? -------------------------------------------------------------
+    def exact(self, shape: MartShape, group: list[str], pinned: set[str]) -> bool:
+        """One mart row per (bucket, group): every dimension grouped by or pinned to one value."""
+        return set(shape.dimensions) <= set(group) | pinned
+
+    def needs_raw(self, shape: MartShape, metrics: list[Metric], grain: int | None, group: list[str],
+                  pinned: set[str]) -> str | None:
+        """Why the mart's rows cannot answer (None: they can)."""
+        exact = self.exact(shape, group, pinned)
+        for m in metrics:
+            for r in m.refs:
+                if shape.rollups[r.column] != "none":
+                    continue
+                if not exact:
+                    return (f"{r.column} is a distinct count or average: it cannot be rolled up over the "
+                            f"dimension(s) {', '.join(sorted(set(shape.dimensions) - set(group) - pinned))}")
+                if not m.over_buckets and grain != shape.grain:
+                    return (f"{r.column} is a distinct count or average: it cannot be rolled up from "
+                            f"{shape.grain // 60}-minute buckets to " + ("the whole range" if grain is None else
+                                                                        f"{grain // 60}-minute buckets"))
+        return None
+
+    def check(self, mart: str, metrics: list[Metric], grain: int | None, group: list[str], where: str) -> None:
+        """Refuse (at start-up) what neither the mart nor its source can answer."""
+        shape = self.shape(mart)
+        why = self.needs_raw(shape, metrics, grain, group, set())
+        if why and shape.source is None:
+            raise ProjectError(f"{where}: cannot be answered correctly from SQL mart {mart}: {why}, and eventmart "
+                               "cannot recount a SQL mart from its events; group by its dimensions, or keep such a "
+                               "measure in a declarative mart")
+
+    def max_grain(self, mart: str, metrics: list[Metric]) -> int | None:
+        """The coarsest time bucket a time series may be drawn at (a SQL mart's distinct counts: its own)."""
+        shape = self.shape(mart)
+        if shape.source is None and any(shape.rollups.get(r.column) == "none" and not m.over_buckets
+                                        for m in metrics for r in m.refs):
+            return shape.grain
+        return None
+
+    # --- SQL -----------------------------------------------------------------------------------------
+    def sql(self, q: Query) -> Compiled:
+        """Columns: ``bucket`` (with a grain), the group's dimensions by name, then one per metric by name.
+
+        A filter on a dimension the mart does not keep is applied to the source's raw events when the mart is
+        declarative (its source knows it); a SQL mart cannot apply it and says so in ``ignored``."""
+        wh, shape = self.wh, self.shape(q.mart)
+        qi = wh.q
+        metrics = list(q.metrics.values())
+        filters = {d: v for d, v in q.filters.items() if v}
+        pinned = {d for d, v in filters.items() if len(v) == 1 and d in shape.dimensions}
+        why = self.needs_raw(shape, metrics, q.grain, q.group, pinned)
+        src_dims = self.source_dims(shape)
+        outside = [d for d in filters if d not in shape.dimensions]
+        if why is None and any(d in src_dims for d in outside):
+            why = f"a filter on {', '.join(d for d in outside if d in src_dims)}, which mart {q.mart} does not keep"
+        raw = why is not None
+        if raw and shape.source is None:
+            raise ProjectError(f"mart {q.mart}: {why}")
+        ignored = [d for d in outside if not raw or d not in src_dims]
+        params: dict[str, Any] = {"start": q.start, "end": q.end}
+        tcol = qi(shape.time_column)
+        if raw:
+            dim = src_dims
+            if shape.timezone:
+                mart_bucket = wh.local_date_sql(qi("_time"), shape.timezone)
+                where = [f"{mart_bucket} >= {{{{ start }}}}", f"{mart_bucket} < {{{{ end }}}}"]
+            else:
+                mart_bucket = wh.bucket_sql(qi("_time"), shape.grain)
+                # the mart keeps a bucket when its start lies in [start, end): the same events, by _time
+                from .timeutil import ceil_time
+
+                params.update(start=ceil_time(q.start, shape.grain), end=ceil_time(q.end, shape.grain))
+                where = [f"{qi('_time')} >= {{{{ start }}}}", f"{qi('_time')} < {{{{ end }}}}"]
+            table = qi(shape.source)
+        else:
+            dim = {d: qi(d) for d in shape.dimensions}
+            mart_bucket = tcol
+            where = [f"{tcol} >= {{{{ start }}}}", f"{tcol} < {{{{ end }}}}"]
+            table = qi(q.mart)
+        for i, (d, values) in enumerate(sorted(filters.items())):
+            if d in dim:
+                params[f"f{i}"] = [str(v) for v in values]
+                where.append(wh.in_list_sql(f"({dim[d]})", f"f{i}"))
+
+        def cond_sql(cond: exp.Expression) -> str:
+            c = cond.copy()
+            for col in list(c.find_all(exp.Column)):
+                col.replace(sqlglot.parse_one(dim[col.name], read=wh.dialect) if raw else
+                            exp.column(col.name, quoted=True))
+            return c.sql(dialect=wh.dialect)
+
+        def ref_sql(r: Ref) -> str:
+            when = cond_sql(r.cond) if r.cond is not None else None
+            if raw:
+                src = self.cfg.sources[shape.source]
+                base = measure_sql(shape.measure_text[r.column], set(src.columns) | {"_time"}, wh.dialect,
+                                   f"marts.{q.mart}.measures.{r.column}", when)
+            else:
+                fn = {"sum": "SUM", "min": "MIN", "max": "MAX", "none": "MAX"}[shape.rollups[r.column]]
+                base = f"{fn}({qi(r.column)})" + (f" FILTER (WHERE {when})" if when else "")
+            # a bucket with no row matching the filter has no value (not 0): averages skip it
+            return f"CASE WHEN COUNT(*) FILTER (WHERE {when}) > 0 THEN {base} END" if when else base
+
+        def time_at(expr: str, grain: int | None) -> str:
+            if grain is None or grain == shape.grain:
+                return expr
+            if shape.timezone:
+                expr = f"CAST({expr} AS TIMESTAMP)"
+            return wh.bucket_sql(expr, grain)
+
+        gcols = [f"{dim[d]} AS {qi(d)}" for d in q.group]
+        gnames = [qi(d) for d in q.group]
+        refs: dict[str, Ref] = {}
+        outs = []
+        for i, (n, m) in enumerate(q.metrics.items()):  # each metric's readings get names of their own
+            node = m.node.copy()
+            local = {r.col: f"m{i}_{r.col}" for r in m.refs}
+            for c in node.find_all(exp.Column):
+                if c.name in local:
+                    c.set("this", exp.to_identifier(local[c.name], quoted=True))
+            refs.update({local[r.col]: r for r in m.refs})
+            outs.append(f"{node.sql(dialect=wh.dialect)} AS {qi(n)}")
+        inner_cols = [f"{ref_sql(r)} AS {qi(c)}" for c, r in refs.items()]
+        over = [m.over_buckets for m in metrics]
+        if any(over) and not all(over):
+            # each kind in its own subquery, joined on the group
+            raise ProjectError(f"mart {q.mart}: measures by name and aggregates over buckets in one query")
+        w = " AND ".join(where)
+        if all(over):
+            inner_keys = [f"{mart_bucket} AS {qi('__b')}", *gcols]
+            inner = (f"SELECT {', '.join(inner_keys + inner_cols)} FROM {table} WHERE {w} "
+                     f"GROUP BY {', '.join(str(i + 1) for i in range(len(inner_keys)))}")
+            keys = ([f"{time_at(qi('__b'), q.grain)} AS bucket"] if q.grain else []) + gnames
+            group_by = f" GROUP BY {', '.join(str(i + 1) for i in range(len(keys)))}" if keys else ""
+            return Compiled(f"SELECT {', '.join(keys + outs)} FROM ({inner}) v{group_by}", params, raw, ignored)
+        keys = ([f"{time_at(mart_bucket, q.grain)} AS bucket"] if q.grain else []) + gcols
+        group_by = f" GROUP BY {', '.join(str(i + 1) for i in range(len(keys)))}" if keys else ""
+        inner = f"SELECT {', '.join(keys + inner_cols)} FROM {table} WHERE {w}{group_by}"
+        okeys = (["bucket"] if q.grain else []) + gnames
+        return Compiled(f"SELECT {', '.join(okeys + outs)} FROM ({inner}) v", params, raw, ignored)
