@@ -56,7 +56,7 @@ def test_good_file_loads(tmp_path: Path):
     ("      ts: int\n", "      ts: integer\n", ":10: sources.events.columns.ts.type: Input should be"),
     ("    key: [id]", "    key: [uid]", ":12: sources.events.key: key column 'uid' is not one of the declared columns"),
     ("    format: csv", "    format: xlsx", ":6: sources.events.format: Input should be"),
-    ("    grain: 1 minute", "    grain: 1 minute\n    grian: 1 hour", ":17: marts.m.grian: unknown key 'grian'; check its spelling"),
+    ("    grain: 1 minute", "    grain: 1 minute\n    grian: 1 hour", ":17: marts.m.grian: unknown key 'grian'; did you mean 'grain'?"),
     ("time: {column: ts, unit: ms}", "time: {column: ts, unit: ns}", ":11: sources.events.time.unit: Input should be"),
     ("time: {column: ts, unit: ms}", "time: {column: ts}", ":11: sources.events.time: time column 'ts' with unit timestamp must be declared as timestamp or string"),
     ("    path: data/*.csv", "    path: [data/*.csv", ":8: not valid YAML"),

@@ -29,7 +29,22 @@ app = typer.Typer(
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False)
 
-ProjectOpt = Annotated[Path, typer.Option("--project", "-p", help="Project folder (default: current folder).")]
+ProjectOpt = Annotated[Path, typer.Option("--project", "-p",
+                                          help="Project folder or its eventmart.yml (default: current folder).")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        out.print(f"eventmart {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
+    """eventmart: ingest event logs, build time-bucketed marts, keep them fresh."""
 
 
 def _load(project: Path, local: bool = False) -> Project:
@@ -355,6 +370,27 @@ def _jsonable(v: Any) -> Any:
 
 
 @app.command()
+def check(project: ProjectOpt = Path(".")) -> None:
+    """Check the project without writing anything: the file, every mart, dashboard, report and alert rule,
+    the warehouse and the sources. Lists every problem with its file:line; exit 2 if there is any."""
+    from .errors import ProjectError
+
+    try:
+        p = _load(project)
+    except ProjectError as e:
+        for line in getattr(e, "problems", [str(e)]):
+            err.print(line, markup=False, soft_wrap=True)
+        raise UserError(f"{len(getattr(e, 'problems', [e]))} problem(s) in the project file") from None
+    with p:
+        problems, done = p.check()
+    for line in problems:
+        err.print(line, markup=False, soft_wrap=True)
+    if problems:
+        raise UserError(f"{len(problems)} problem(s); fix them and run `eventmart check` again")
+    out.print(f"ok: {len(done)} item(s) checked (warehouse, sources, marts, dashboards, reports, alert rules)")
+
+
+@app.command()
 def query(
     sql: Annotated[str, typer.Argument(help="SQL to run (read-only).")],
     format: Annotated[str, typer.Option("--format", "-f", help="table, csv or json.")] = "table",
@@ -437,18 +473,25 @@ def serve(
     _serve(project, host, port)
 
 
+def _is(e: BaseException, name: str) -> bool:
+    """By class name: typer raises its vendored click's exceptions (0.29) or click's own (older releases)."""
+    return any(c.__name__ == name for c in type(e).__mro__)
+
+
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        rv = app(standalone_mode=False)
     except UserError as e:
         err.print(f"error: {e}", markup=False, soft_wrap=True)
         sys.exit(e.exit_code)
-    except typer.Abort:
-        sys.exit(1)
-    except Exception as e:  # click's usage errors
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as e:
+        if _is(e, "ClickException"):  # usage errors: the usage line and one "Error: ..." line, exit 2
             e.show()
-            sys.exit(2)
+            sys.exit(e.exit_code)
+        if _is(e, "Abort"):
+            sys.exit(1)
         raise
+    if isinstance(rv, int) and rv:
+        sys.exit(rv)

@@ -521,7 +521,44 @@ class ProjectConfig(Strict):
             for c, chart in dash.charts.items():
                 if chart.mart not in self.marts:
                     raise _at(f"dashboards.{d}.charts.{c}.mart", f"'{chart.mart}' is not a declared mart")
+        self._expressions()
         return self
+
+    def _expressions(self) -> None:
+        """Measures, dimension expressions and the measure expressions of charts, reports and alert rules on
+        declarative marts: checked when the file loads, so every command stops at a bad one with its line
+        (SQL marts' columns are known only to the warehouse: `eventmart check` and `serve` check those)."""
+        from .measures import check_expression, measure_sql, parse_metric, shape_from_config
+
+        def at(e: ProjectError) -> ValueError:
+            key, _, msg = str(e).partition(": ")
+            return _at(key, msg)
+
+        try:
+            for n, m in self.marts.items():
+                if m.sql is not None:
+                    continue
+                allowed = set(self.sources[m.from_].columns) | {"_time"}
+                for d in m.dimensions:
+                    if d.expr:
+                        check_expression(d.expr, allowed, f"marts.{n}.dimensions.{d.name}")
+                    elif d.name != m.time_column and d.name not in allowed:
+                        raise ProjectError(f"marts.{n}.dimensions: '{d.name}' is not a column of source {m.from_}"
+                                           f"{did_you_mean(d.name, allowed)}; give an expression ({d.name}: <expr>) "
+                                           "or use one of its columns")
+                for k, text in m.measures.items():
+                    measure_sql(text, allowed, "duckdb", f"marts.{n}.measures.{k}")
+            uses = [(f"dashboards.{d}.charts.{c}.measure", ch.mart,
+                     f"{ch.agg}({ch.measure})" if ch.agg else ch.measure)
+                    for d, dash in self.dashboards.items() for c, ch in dash.charts.items()]
+            uses += [(f"reports.{r}.metrics.{k}.value", rep.mart, mv.value)
+                     for r, rep in self.reports.items() for k, mv in rep.metrics.items()]
+            uses += [(f"alerts.{a}.measure", rule.mart, rule.measure) for a, rule in self.alerts.items() if rule.mart]
+            for where, mart, text in uses:
+                if self.marts[mart].sql is None:
+                    parse_metric(shape_from_config(self, mart), text, where)
+        except ProjectError as e:
+            raise at(e) from None
 
 
 # --- loading -----------------------------------------------------------------
@@ -575,8 +612,57 @@ def _loc_str(loc: tuple[Any, ...]) -> str:
     return ".".join({"from_": "from", "schema_": "schema", "sender": "from", "for_": "for"}.get(str(p), str(p)) for p in loc)
 
 
+def project_file(path: Path) -> Path:
+    """The project file for `-p PATH`: PATH/eventmart.yml, or PATH itself when it is that file."""
+    if path.is_file() or path.suffix in (".yml", ".yaml"):
+        if path.name != PROJECT_FILE:
+            raise ProjectError(f"{path}: a project file is named {PROJECT_FILE}; rename it or pass its folder")
+        return path
+    return path / PROJECT_FILE
+
+
+def did_you_mean(word: str, choices: list[str] | set[str] | dict) -> str:
+    """"; did you mean 'x'?" for a near miss, else ""."""
+    import difflib
+
+    hits = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f"; did you mean '{hits[0]}'?" if hits else ""
+
+
+def _known_keys() -> set[str]:
+    keys: set[str] = set()
+    stack: list[type] = [Strict]
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        for name, f in getattr(cls, "model_fields", {}).items():
+            keys.add(f.alias or name)
+    return keys
+
+
+def _problems(e: ValidationError, root: yaml.Node | None, file: str) -> list[str]:
+    out = []
+    for err in e.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        msg = err["msg"].removeprefix("Value error, ")
+        m = re.match(r"^@([^@]+)@ (.*)$", msg, re.S)
+        if m:
+            loc = (*loc, *(int(p) if p.isdigit() else p for p in m.group(1).split(".")))
+            msg = m.group(2)
+        line = _node_line(root, loc)
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown key '{loc[-1]}'{did_you_mean(loc[-1], _known_keys()) or '; check its spelling'}"
+        elif err["type"] == "missing":
+            msg = f"missing required key '{loc[-1]}'"
+        key = _loc_str(loc)
+        text = f"{file}:{line}: {key + ': ' if key else ''}{msg}"
+        if text not in out:
+            out.append(text)
+    return out
+
+
 def load_config(directory: Path) -> ProjectConfig:
-    path = directory / PROJECT_FILE
+    path = project_file(directory)
     file = str(path)
     if not path.is_file():
         raise ProjectError(
@@ -599,26 +685,15 @@ def load_config(directory: Path) -> ProjectConfig:
     try:
         return ProjectConfig.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = tuple(p for p in err["loc"] if p not in ("function-after[_check(), Source]",))
-        loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
-        msg = err["msg"].removeprefix("Value error, ")
-        m = re.match(r"^@([^@]+)@ (.*)$", msg, re.S)
-        if m:
-            loc = (*loc, *(int(p) if p.isdigit() else p for p in m.group(1).split(".")))
-            msg = m.group(2)
-        line = _node_line(root, loc)
-        if err["type"] == "extra_forbidden":
-            msg = f"unknown key '{loc[-1]}'; check its spelling"
-        elif err["type"] == "missing":
-            msg = f"missing required key '{loc[-1]}'"
-        key = _loc_str(loc)
-        raise ProjectError(f"{file}:{line}: {key + ': ' if key else ''}{msg}") from None
+        problems = _problems(e, root, file)
+        err = ProjectError(problems[0])
+        err.problems = problems  # `eventmart check` lists them all
+        raise err from None
 
 
 def locate(directory: Path, key: str) -> str:
     """``file:line: key`` for errors found after loading (e.g. a dashboard checked against the warehouse)."""
-    path = directory / PROJECT_FILE
+    path = project_file(directory)
     try:
         root = yaml.compose(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):

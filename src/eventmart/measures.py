@@ -140,13 +140,19 @@ class MartShape:
 _NUMERIC = ("int", "float", "bigint", "integer", "double", "hugeint", "decimal", "numeric", "real", "smallint")
 
 
+def shape_from_config(cfg: ProjectConfig, name: str) -> MartShape:
+    """A declarative mart's shape: the project file says it all."""
+    m: Mart = cfg.marts[name]
+    dims = [d.name for d in m.dimensions if d.name != m.time_column]
+    return MartShape(name, m.time_column, m.grain_seconds, m.timezone, dims,
+                     {k: ROLLUP[measure_kind(v)] for k, v in m.measures.items()}, m.from_, dict(m.measures),
+                     {d.name: d.expr for d in m.dimensions if d.name != m.time_column})
+
+
 def mart_shape(cfg: ProjectConfig, wh: Warehouse, name: str) -> MartShape:
     m: Mart = cfg.marts[name]
     if m.sql is None:
-        dims = [d.name for d in m.dimensions if d.name != m.time_column]
-        return MartShape(name, m.time_column, m.grain_seconds, m.timezone, dims,
-                         {k: ROLLUP[measure_kind(v)] for k, v in m.measures.items()}, m.from_, dict(m.measures),
-                         {d.name: d.expr for d in m.dimensions if d.name != m.time_column})
+        return shape_from_config(cfg, name)
     # a SQL mart: declared dimensions, or its non-numeric columns; measures add up unless `rollup` says otherwise
     types = wh.column_types(name) if wh.table_columns(name) else {}
     cols = [c for c in types if c != m.time_column]

@@ -10,14 +10,15 @@
 from __future__ import annotations
 
 import functools
+import re
 import threading
 from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import Mart, ProjectConfig, Source, load_config
-from .errors import UserError
+from .config import Mart, ProjectConfig, Source, did_you_mean, load_config, locate, project_file
+from .errors import ProjectError, UserError
 from .ledger import RunResult
 from .marts import MartRunner, MartStatus
 from .timeutil import parse_time
@@ -27,13 +28,20 @@ if TYPE_CHECKING:
     from .sources import IngestResult
 
 
+_KEY_RE = re.compile(r"^((?:sources|marts|dashboards|reports|alerts|schedules|channels|warehouse)\.[\w.]+): ")
+
+
 def _locked(fn):
-    """Project methods hold the project's lock: the scheduler, API calls and the caller share one warehouse."""
+    """Project methods hold the project's lock: the scheduler, API calls and the caller share one warehouse.
+    A project-file error found only now (it needed the warehouse) gets its file and line."""
 
     @functools.wraps(fn)
     def inner(self, *a, **k):
         with self.lock:
-            return fn(self, *a, **k)
+            try:
+                return fn(self, *a, **k)
+            except ProjectError as e:
+                raise self.located(e) from None
 
     return inner
 
@@ -55,8 +63,16 @@ class Project:
 
     @classmethod
     def load(cls, directory: str | Path = ".") -> Project:
-        d = Path(directory).resolve()
+        """The project in ``directory`` (or whose eventmart.yml ``directory`` is)."""
+        d = project_file(Path(directory).resolve()).parent
         return cls(d, load_config(d))
+
+    def located(self, e: UserError) -> UserError:
+        """``marts.x.measures.y: …`` as ``eventmart.yml:LINE: marts.x.measures.y: …`` (same error class)."""
+        m = _KEY_RE.match(str(e))
+        if not m:
+            return e
+        return type(e)(f"{locate(self.dir, m.group(1))}: {str(e)[m.end():]}")
 
     # --- plumbing -------------------------------------------------------------------------------
     @property
@@ -64,6 +80,19 @@ class Project:
         if self._wh is None:
             self._wh = open_warehouse(self.config.warehouse, self.dir)
         return self._wh
+
+    def warehouse_for_reading(self) -> Warehouse:
+        """The warehouse, opened so that nothing is written: a DuckDB file read-only (an empty in-memory one
+        when there is no file yet)."""
+        if self._wh is None and self.config.warehouse.type == "duckdb":
+            path = self.dir / self.config.warehouse.path
+            if path.exists():
+                self._wh = open_warehouse(self.config.warehouse, self.dir, read_only=True)
+            else:
+                from .warehouse.duckdb import DuckDBWarehouse
+
+                self._wh = DuckDBWarehouse(None)
+        return self.warehouse
 
     def close(self) -> None:
         if self._wh is not None:
@@ -79,13 +108,15 @@ class Project:
     def source(self, name: str) -> Source:
         if name not in self.config.sources:
             known = ", ".join(self.config.sources) or "none declared"
-            raise UserError(f"unknown source '{name}' (sources: {known}); check eventmart.yml")
+            raise UserError(f"unknown source '{name}'{did_you_mean(name, self.config.sources)} "
+                            f"(sources: {known}); check eventmart.yml")
         return self.config.sources[name]
 
     def mart(self, name: str) -> Mart:
         if name not in self.config.marts:
             known = ", ".join(self.config.marts) or "none declared"
-            raise UserError(f"unknown mart '{name}' (marts: {known}); check eventmart.yml")
+            raise UserError(f"unknown mart '{name}'{did_you_mean(name, self.config.marts)} "
+                            f"(marts: {known}); check eventmart.yml")
         return self.config.marts[name]
 
     def _marts(self, names: list[str] | None) -> list[str]:
@@ -177,6 +208,13 @@ class Project:
             forget(wh, mart)
 
     @_locked
+    def check(self) -> tuple[list[str], list[str]]:
+        """Every problem the project has, without writing anything: (problems, what was checked)."""
+        from .check import check_project
+
+        return check_project(self)
+
+    @_locked
     def query(self, sql: str) -> QueryResult:
         """Read-only SQL on the warehouse."""
         if self._wh is None and self.config.warehouse.type == "duckdb":
@@ -210,7 +248,8 @@ class Project:
         if job:
             if job not in self.config.schedules:
                 known = ", ".join(self.config.schedules) or "none declared"
-                raise UserError(f"unknown job '{job}' (schedules: {known}); check eventmart.yml")
+                raise UserError(f"unknown job '{job}'{did_you_mean(job, self.config.schedules)} "
+                                f"(schedules: {known}); check eventmart.yml")
             where.append("(trigger = {{ t }} OR trigger = {{ tl }})")
             params.update(t=f"schedule:{job}", tl=f"schedule:{job}:lookback")
         if failed:
@@ -261,7 +300,8 @@ class Project:
 
         if name not in self.config.reports:
             known = ", ".join(self.config.reports) or "none declared"
-            raise UserError(f"unknown report '{name}' (reports: {known}); check eventmart.yml")
+            raise UserError(f"unknown report '{name}'{did_you_mean(name, self.config.reports)} "
+                            f"(reports: {known}); check eventmart.yml")
         if isinstance(day, str):
             day = parse_time(day, "--date").date()
         if out is not None:
@@ -272,7 +312,8 @@ class Project:
     def _rule(self, name: str):
         if name not in self.config.alerts:
             known = ", ".join(self.config.alerts) or "none declared"
-            raise UserError(f"unknown alert rule '{name}' (alerts: {known}); check eventmart.yml")
+            raise UserError(f"unknown alert rule '{name}'{did_you_mean(name, self.config.alerts)} "
+                            f"(alerts: {known}); check eventmart.yml")
         return self.config.alerts[name]
 
     @_locked

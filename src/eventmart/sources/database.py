@@ -15,23 +15,40 @@ from ..warehouse.postgres import pg_connect
 from .readers import _append_validated
 
 
-def stage_postgres_table(con: duckdb.DuckDBPyConnection, src: Source, name: str) -> None:
+def _check(pg, src: Source, name: str) -> None:
+    parts = (src.table or "").split(".")
+    exists = pg.execute("SELECT to_regclass(%s)", (".".join(q(p) for p in parts),)).fetchone()[0]
+    if exists is None:
+        raise InputError(f"sources.{name}.table: table {src.table} does not exist in the source database")
+    have = {r[0] for r in pg.execute(sql.SQL("SELECT * FROM {} LIMIT 0").format(sql.Identifier(*parts))).description
+            or []}
+    missing = [c for c in src.columns if c not in have]
+    if missing:
+        raise InputError(f"sources.{name}: table {src.table} lacks declared column(s) {', '.join(missing)}")
+
+
+def _url(src: Source, name: str) -> str:
     if not src.url:
         raise InputError(f"sources.{name}.url: a postgres source needs a connection URL; use url: ${{MY_PG_URL}}")
+    return src.url
+
+
+def check_table(src: Source, name: str) -> None:
+    """The source database answers and has the table with the declared columns."""
+    with pg_connect(_url(src, name)) as pg:
+        _check(pg, src, name)
+
+
+def stage_postgres_table(con: duckdb.DuckDBPyConnection, src: Source, name: str) -> None:
+    url = _url(src, name)
     parts = (src.table or "").split(".")
     ident = sql.Identifier(*parts)
     cols = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in src.columns)
     fd, tmp = tempfile.mkstemp(suffix=".csv", prefix="eventmart-pg-")
     os.close(fd)
     try:
-        with pg_connect(src.url) as pg:
-            exists = pg.execute("SELECT to_regclass(%s)", (".".join(q(p) for p in parts),)).fetchone()[0]
-            if exists is None:
-                raise InputError(f"sources.{name}.table: table {src.table} does not exist in the source database")
-            have = {r[0] for r in pg.execute(sql.SQL("SELECT * FROM {} LIMIT 0").format(ident)).description or []}
-            missing = [c for c in src.columns if c not in have]
-            if missing:
-                raise InputError(f"sources.{name}: table {src.table} lacks declared column(s) {', '.join(missing)}")
+        with pg_connect(url) as pg:
+            _check(pg, src, name)
             copy = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT (FORMAT csv, HEADER true)").format(cols, ident)
             with pg.cursor() as cur, cur.copy(copy) as cp, open(tmp, "wb") as f:
                 for chunk in cp:

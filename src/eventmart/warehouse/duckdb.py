@@ -47,10 +47,11 @@ def connect(path: str | Path | None, read_only: bool = False) -> duckdb.DuckDBPy
 class DuckDBWarehouse(Warehouse):
     dialect = "duckdb"
 
-    def __init__(self, path: Path, read_only: bool = False):
+    def __init__(self, path: Path | None, read_only: bool = False):
+        """A file, or in memory (``path`` None)."""
         self.path = path
         self.read_only = read_only
-        if read_only and not path.exists():
+        if read_only and path is not None and not path.exists():
             raise UserError(f"{path}: the warehouse does not exist yet; load data with `eventmart ingest` first")
         try:
             self.con = connect(path, read_only=read_only)

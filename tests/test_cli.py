@@ -1,0 +1,118 @@
+"""The command line as a user runs it: the installed console script in a subprocess, with natural mistakes.
+
+Usage mistakes print click's usage line and one `Error: …` line and exit 2; mistakes in the project or the data
+print one `error: …` line (file:line where there is one) and exit 2; nothing prints a traceback.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import events_config, write_project
+from helpers import random_events, write_events_csv
+
+EVENTMART = str(Path(sys.executable).parent / "eventmart")
+
+
+def em(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    r = subprocess.run([EVENTMART, *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+    assert "Traceback" not in r.stderr, r.stderr
+    return r
+
+
+@pytest.fixture
+def proj(tmp_path: Path) -> Path:
+    write_events_csv(tmp_path / "data" / "e.csv", random_events(200, seed=3, hours=2))
+    return write_project(tmp_path, events_config())
+
+
+def test_version():
+    from eventmart import __version__
+
+    r = em("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"eventmart {__version__}"
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["ingest"], "Missing argument"),
+    (["run", "--start", "2024-03-10"], "Missing option '--end'"),
+    (["runz"], "No such command 'runz'. Did you mean 'run'"),
+    (["serve", "--port", "abc"], "Invalid value for '--port'"),
+    (["demo", "zen"], "Missing argument"),
+    (["status", "--bogus"], "No such option: --bogus"),
+    (["alerts", "silence"], "Missing argument"),
+])
+def test_usage_mistakes_are_one_error_line_and_exit_2(args, needle, tmp_path):
+    r = em(*args, cwd=tmp_path)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert lines[0].startswith("Usage: eventmart") and lines[-1].startswith("Error: ") and needle in lines[-1]
+    assert len(lines) <= 3
+
+
+def test_unknown_names_suggest_the_close_one(proj):
+    r = em("run", "by_topik", "--start", "2024-03-10", "--end", "2024-03-11", "-p", str(proj))
+    assert r.returncode == 2 and "unknown mart 'by_topik'; did you mean 'by_topic'?" in r.stderr
+    r = em("ingest", "evnts", "-p", str(proj))
+    assert r.returncode == 2 and "did you mean 'events'?" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_project_option_takes_the_file_too(proj):
+    r = em("ingest", "events", "-p", str(proj / "eventmart.yml"))
+    assert r.returncode == 0, r.stderr
+    assert "200 loaded" in r.stdout
+    r = em("status", "-p", str(proj / "other.yml"))
+    assert r.returncode == 2 and "a project file is named eventmart.yml" in r.stderr
+
+
+def test_a_bad_measure_stops_every_command_with_its_line(proj):
+    cfg = yaml.safe_load((proj / "eventmart.yml").read_text())
+    cfg["marts"]["by_topic"]["measures"]["visits"] = "cnt()"
+    write_project(proj, cfg)
+    r = em("status", "-p", str(proj))
+    assert r.returncode == 2
+    text = (proj / "eventmart.yml").read_text().splitlines()
+    line = next(i for i, t in enumerate(text, 1) if "cnt()" in t)
+    assert f"eventmart.yml:{line}: marts.by_topic.measures.visits: 'cnt()' is not a measure" in r.stderr
+
+
+def test_check_lists_every_problem_at_once(proj):
+    cfg = yaml.safe_load((proj / "eventmart.yml").read_text())
+    r = em("check", "-p", str(proj))
+    assert r.returncode == 0 and r.stdout.startswith("ok:"), r.stderr
+    # three independent mistakes in the file: all reported, each with its line
+    cfg["marts"]["by_topic"]["grian"] = "1 hour"
+    cfg["sources"]["events"]["time"]["unit"] = "minutes"
+    cfg["schedules"] = {"nightly": {"cron": "61 3 * * *"}}
+    write_project(proj, cfg)
+    r = em("check", "-p", str(proj))
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert any("marts.by_topic.grian: unknown key 'grian'; did you mean 'grain'?" in ln for ln in lines)
+    assert any("sources.events.time.unit" in ln for ln in lines)
+    assert any("schedules.nightly.cron" in ln for ln in lines)
+    assert lines[-1].startswith("error: 3 problem(s)")
+
+
+def test_check_finds_what_needs_the_warehouse(proj, tmp_path):
+    cfg = yaml.safe_load((proj / "eventmart.yml").read_text())
+    cfg["marts"]["broken_sql"] = {"from": "events", "grain": "1 hour",
+                                  "sql": "select _time as dt, no_such_column from events "
+                                         "where _time >= {{ start }} and _time < {{ end }}"}
+    cfg["sources"]["more"] = dict(cfg["sources"]["events"], path="nowhere/*.csv")
+    write_project(proj, cfg)
+    assert em("ingest", "events", "-p", str(proj)).returncode == 0
+    r = em("check", "-p", str(proj))
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert any("sources.more" in ln and "no file matches" in ln for ln in lines), lines
+    assert any("marts.broken_sql" in ln and "no_such_column" in ln for ln in lines), lines
+    # nothing was written: the warehouse has no ledger, the mart no table
+    assert "broken_sql" not in em("query", "select table_name from information_schema.tables", "-p",
+                                  str(proj)).stdout
