@@ -70,24 +70,67 @@ def _show(res: Any) -> None:
 def ingest(
     source: Annotated[str, typer.Argument(help="Source name from eventmart.yml.")],
     files: Annotated[list[str] | None, typer.Argument(help="Files or globs (default: the source's path).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Read files again even if unchanged since loaded.")] = False,
     project: ProjectOpt = Path("."),
 ) -> None:
     """Load files (or a postgres source's table) into the source's raw table.
 
-    Bad rows go to <source>_rejects; keys already loaded are skipped. Exit 0 when files were read.
+    Bad lines go to <source>_rejects (one row each); keys already loaded are skipped; files unchanged since
+    they were loaded are skipped. Everything commits at once or not at all.
     """
     with _load(project) as p:
         if sys.stderr.isatty():
-            with Progress(TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True) as pr:
-                task = pr.add_task(f"ingesting {source}")
-                res = p.ingest(source, files, progress=lambda f: pr.update(task, description=f"read {f}"))
+            with _bytes_progress() as pr:
+                task = pr.add_task(f"ingesting {source}", total=None)
+
+                def tick(f: str, done: int, total: int) -> None:
+                    pr.update(task, completed=done, total=total, description=f"{Path(f).name}")
+
+                res = p.ingest(source, files, progress=tick, force=force)
         else:
-            res = p.ingest(source, files)
-    out.print(res.summary())
+            res = p.ingest(source, files, force=force)
+    out.print(res.summary(), markup=False)
     for reason, n in res.reasons.items():
-        out.print(f"  rejected {n:,}: {reason}")
+        out.print(f"  rejected {n:,}: {reason}", markup=False)
     if res.rejected:
-        out.print(f"  see them with: eventmart rejects {source}")
+        out.print(f"  see them with: eventmart rejects {source}", markup=False)
+
+
+def _bytes_progress() -> Progress:
+    from rich.progress import DownloadColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                    TimeRemainingColumn(), console=err, transient=True)
+
+
+ingests_app = typer.Typer(help="The ingest log: list loads, undo one.", invoke_without_command=True)
+app.add_typer(ingests_app, name="ingests")
+
+
+@ingests_app.callback()
+def ingests_list(
+    ctx: typer.Context,
+    source: Annotated[str | None, typer.Option("--source", help="Only this source's loads.")] = None,
+    limit: Annotated[int, typer.Option(help="Rows to show.")] = 50,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Loads, newest first: id, source, files, rows loaded/duplicate/rejected, the time span, status."""
+    if ctx.invoked_subcommand:
+        return
+    with _load(project) as p:
+        _show(p.ingests(source, limit))
+
+
+@ingests_app.command("undo")
+def ingests_undo(
+    ingest_id: Annotated[int, typer.Argument(metavar="ID", help="The ingest's id (eventmart ingests).")],
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Remove exactly the rows one ingest loaded (and its rejects); the mart windows they were in become gaps
+    for backfill to recompute. One transaction."""
+    with _load(project) as p:
+        res = p.undo_ingest(ingest_id)
+    out.print(res.line(), markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -105,7 +148,7 @@ def rejects(
         if action_or_source != "replay":
             raise UserError(f"unknown rejects action '{action_or_source}'; use `eventmart rejects replay {source}`")
         res = p.replay_rejects(source)
-    out.print(f"replayed {res.read + res.rejected:,} reject(s): {res.loaded:,} loaded, {res.duplicates:,} duplicate, "
+    out.print(f"replayed {res.read:,} reject(s): {res.loaded:,} loaded, {res.duplicates:,} duplicate, "
               f"{res.rejected:,} still rejected")
 
 

@@ -69,10 +69,40 @@ class Column(Strict):
     required: bool = True
 
 
+class TimeRange(Strict):
+    """Event times a source accepts, [from, to) in UTC; rows outside go to rejects (the default catches
+    seconds declared as milliseconds, 1970-01-19, and milliseconds declared as seconds, year 51000)."""
+
+    from_: str = Field(default="1990-01-01", alias="from")
+    to: str = "2100-01-01"
+
+    @model_validator(mode="after")
+    def _check(self) -> TimeRange:
+        from .timeutil import parse_time
+
+        for key, v in (("from", self.from_), ("to", self.to)):
+            try:
+                parse_time(v, key)
+            except Exception:
+                raise _at(key, f"'{v}' is not an ISO date or time") from None
+        if parse_time(self.to) <= parse_time(self.from_):
+            raise _at("to", "must be after from")
+        return self
+
+
 class TimeSpec(Strict):
     column: str
     # how the time column is written in the data; stored as a UTC timestamp in `_time`
     unit: Literal["timestamp", "s", "ms"] = "timestamp"
+    valid: TimeRange = TimeRange()
+
+    @property
+    def valid_from(self) -> str:
+        return self.valid.from_
+
+    @property
+    def valid_to(self) -> str:
+        return self.valid.to
 
 
 class CsvOptions(Strict):
@@ -118,7 +148,10 @@ class Source(Strict):
             )
         for k in self.key:
             if k not in self.columns:
-                raise _at("key", f"key column '{k}' is not one of the declared columns")
+                raise _at("key", f"key column '{k}' is not one of the declared columns{did_you_mean(k, self.columns)}")
+            if not self.columns[k].required:
+                raise _at(f"columns.{k}", f"key column '{k}' is declared optional ({self.columns[k].type}?); an event's "
+                                          "key always has a value")
         if not self.key:
             raise _at("key", "key must name at least one column (the event's unique id)")
         if self.format == "postgres":
@@ -609,7 +642,8 @@ def _substitute_env(value: Any, path: tuple[Any, ...], root: yaml.Node, file: st
 
 
 def _loc_str(loc: tuple[Any, ...]) -> str:
-    return ".".join({"from_": "from", "schema_": "schema", "sender": "from", "for_": "for"}.get(str(p), str(p)) for p in loc)
+    return ".".join({"from_": "from", "schema_": "schema", "sender": "from", "for_": "for"}.get(str(p), str(p))
+                    for p in loc)
 
 
 def project_file(path: Path) -> Path:

@@ -46,6 +46,26 @@ class MartStatus:
     last_run: tuple | None = None
 
 
+def marts_reading(cfg, source: str) -> list[str]:
+    """The marts whose windows depend on ``source``: declared `from` it, or a SQL mart that reads it."""
+    import sqlglot
+    from sqlglot import exp
+
+    out = []
+    for name, m in cfg.marts.items():
+        if m.from_ == source:
+            out.append(name)
+        elif m.sql is not None:
+            try:
+                tables = {t.name for t in sqlglot.parse_one(m.sql.replace("{{", "'").replace("}}", "'"),
+                                                            read="duckdb").find_all(exp.Table)}
+            except sqlglot.errors.ParseError:
+                tables = {source}  # cannot tell: assume it does
+            if source in tables:
+                out.append(name)
+    return out
+
+
 # --- compiling declarative marts --------------------------------------------------------------
 
 

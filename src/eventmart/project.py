@@ -131,13 +131,34 @@ class Project:
 
     # --- commands -------------------------------------------------------------------------------
     @_locked
-    def ingest(self, source: str, files: list[str] | None = None, progress: Callable[[str], None] | None = None) -> IngestResult:
+    def ingest(self, source: str, files: list[str] | None = None,
+               progress: Callable[[str, int, int], None] | None = None, force: bool = False) -> IngestResult:
+        """Load the source's files (or ``files``); files unchanged since they were loaded are skipped unless
+        ``force``. ``progress(file, bytes done, bytes in all)`` is called as the files are read."""
         from .sources import ingest
         from .sources.ingest import resolve_files
 
         src = self.source(source)
         paths = [] if src.format == "postgres" else resolve_files(src, source, files, self.dir)
-        return ingest(self.warehouse, source, src, paths, progress)
+        return ingest(self.warehouse, source, src, paths, progress, force)
+
+    @_locked
+    def ingests(self, source: str | None = None, limit: int = 50) -> QueryResult:
+        """The ingest log, newest first: id, files, rows, the time span they cover, status."""
+        from .sources.ingest import list_ingests
+
+        if source:
+            self.source(source)
+        return QueryResult(*list_ingests(self.warehouse, source, limit))
+
+    @_locked
+    def undo_ingest(self, ingest_id: int):
+        """Remove exactly the rows of one ingest and re-open the mart windows they were in (one transaction)."""
+        from .marts import marts_reading
+        from .sources.ingest import undo_ingest
+
+        marts = {s: marts_reading(self.config, s) for s in self.config.sources}
+        return undo_ingest(self.warehouse, int(ingest_id), marts)
 
     @_locked
     def rejects(self, source: str, limit: int | None = None) -> QueryResult:

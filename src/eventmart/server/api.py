@@ -29,7 +29,7 @@ STATE_DIR = ".eventmart"
 STATE_FILE = "server.json"
 TOKEN_HEADER = "X-Eventmart-Token"
 # what another process may ask the server to do: the commands, nothing else
-METHODS = ("check", "ingest", "rejects", "replay_rejects", "run", "backfill", "plan_backfill", "status", "query", "reset",
+METHODS = ("check", "ingest", "ingests", "undo_ingest", "rejects", "replay_rejects", "run", "backfill", "plan_backfill", "status", "query", "reset",
            "runs", "backup", "report", "alerts_check", "alerts_silence", "alerts_history", "alerts_state",
            "alerts_backtest")
 
@@ -41,12 +41,12 @@ def _types() -> dict[str, type]:
     from ..marts import MartStatus
     from ..reports import Delivery, ReportResult
     from ..reports.build import Chart
-    from ..sources.ingest import IngestResult
+    from ..sources.ingest import IngestResult, UndoResult
     from ..warehouse import QueryResult
 
     return {t.__name__: t for t in (RunResult, MartStatus, IngestResult, QueryResult, BackupResult,
                                              ReportResult, Delivery, EvalResult, Event, Incident, Series,
-                                             Verdicts, Chart)}
+                                             Verdicts, Chart, UndoResult)}
 
 
 def encode(v: Any) -> Any:

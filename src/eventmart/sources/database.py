@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 
-import duckdb
 from psycopg import sql
 
-from ..config import Source
+from ..config import CsvOptions, Source
 from ..errors import InputError
 from ..warehouse.base import quote_ident as q
 from ..warehouse.postgres import pg_connect
-from .readers import _append_validated
+from .chunks import Chunk, csv_chunks
 
 
 def _check(pg, src: Source, name: str) -> None:
@@ -39,7 +39,8 @@ def check_table(src: Source, name: str) -> None:
         _check(pg, src, name)
 
 
-def stage_postgres_table(con: duckdb.DuckDBPyConnection, src: Source, name: str) -> None:
+def postgres_chunks(src: Source, name: str) -> Iterator[Chunk]:
+    """The table's rows as CSV text (COPY), read in chunks like a file: every value checked the same way."""
     url = _url(src, name)
     parts = (src.table or "").split(".")
     ident = sql.Identifier(*parts)
@@ -53,14 +54,8 @@ def stage_postgres_table(con: duckdb.DuckDBPyConnection, src: Source, name: str)
             with pg.cursor() as cur, cur.copy(copy) as cp, open(tmp, "wb") as f:
                 for chunk in cp:
                     f.write(chunk)
-        spec = "{" + ", ".join(f"'{c}': 'VARCHAR'" for c in src.columns) + "}"
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE _em_text AS SELECT row_number() OVER () AS _line, "
-            f"CAST(to_json(t) AS VARCHAR) AS _raw, * FROM read_csv($p, header = true, columns = {spec}, "
-            "auto_detect = false) t",
-            {"p": tmp},
-        )
+        as_csv = src.model_copy(update={"csv": CsvOptions()})
+        with open(tmp, "rb") as f:
+            yield from csv_chunks(f, f"postgres:{src.table}", as_csv)
     finally:
         os.unlink(tmp)
-    _append_validated(con, src, "_em_text", f"postgres:{src.table}", "json")
-    con.execute("DROP TABLE _em_text")

@@ -1,30 +1,50 @@
-"""Ingest: read, validate, keep rejects, load each key once — all in one warehouse transaction."""
+"""Ingest: read in bounded chunks, check, keep every bad line once, load each key once — one transaction.
+
+A command's files load in one warehouse transaction: a kill -9 at any point leaves the warehouse as it was
+(nothing half-loaded, nothing to clean up; run the command again). Inside it each file streams through in
+chunks of ~32 MB (:mod:`.chunks`), so memory stays bounded whatever the file size; dedup by key holds across
+chunks and files. Every line read is accounted for — loaded, a duplicate of a key already loaded, or one
+reject row with all of its reasons — and ingest checks that the counts add up.
+
+Each ingest has an id (``eventmart ingests``): its rows carry it in ``_ingest``, so ``eventmart ingests undo
+ID`` removes exactly that load and re-opens the mart windows it touched. A file ledger (size, mtime, SHA-256)
+skips a file that has not changed since it was loaded, unless ``--force``.
+"""
 
 from __future__ import annotations
 
 import glob
+import hashlib
+import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from ..config import Source
-from ..errors import InputError, ProjectError
+from ..errors import InputError, ProjectError, UserError
 from ..timeutil import utcnow
 from ..warehouse import Warehouse
-from . import readers
-from .readers import GOOD, REJ
+from .chunks import Chunk, csv_chunks, json_text_sql, jsonl_chunks, read_layout
+from .validate import validated_sql
 
-INGESTS = "_eventmart_ingests"
-REJECT_COLUMNS = ["rejected_at", "file", "line", "raw", "reason", "fmt", "header"]
+INGESTS, FILES, SEQ = "_eventmart_ingests", "_eventmart_files", "_eventmart_ingests_seq"
+REJECT_COLUMNS = ["rejected_at", "file", "line", "raw", "reason", "fmt", "header", "ingest"]
+# reasons a replay cannot change: the bytes behind them are not kept
+_UNREPLAYABLE = ("invalid UTF-8", "a NUL byte")
+
+Progress = Callable[[str, int, int], None]  # (file, bytes done over all files, bytes in all)
 
 
 @dataclass
 class IngestResult:
     source: str
     files: list[str]
-    read: int = 0
+    read: int = 0  # lines (records) read
     loaded: int = 0
     duplicates: int = 0
     rejected: int = 0
@@ -32,19 +52,25 @@ class IngestResult:
     max_time: datetime | None = None
     seconds: float = 0.0
     reasons: dict[str, int] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)  # unchanged since loaded
+    id: int | None = None
 
     def summary(self) -> str:
-        return (
-            f"{self.source}: {self.loaded:,} loaded, {self.duplicates:,} duplicate, {self.rejected:,} rejected "
-            f"from {len(self.files)} file(s) in {self.seconds:.2f}s"
-        )
+        read = len(self.files) - len(self.skipped)
+        s = (f"{self.source}: {self.loaded:,} loaded, {self.duplicates:,} duplicate, {self.rejected:,} rejected "
+             f"from {read} file(s) in {self.seconds:.2f}s")
+        if self.skipped:
+            s += f"; {len(self.skipped)} unchanged file(s) skipped (--force reads them again)"
+        return s
+
+
+# --- tables ------------------------------------------------------------------------------------------
 
 
 def raw_columns(wh: Warehouse, src: Source) -> list[tuple[str, str]]:
     return [(n, wh.type_name(c.type)) for n, c in src.columns.items()] + [
-        ("_time", wh.type_name("timestamp")),
-        ("_loaded_at", wh.type_name("timestamp")),
-    ]
+        ("_time", wh.type_name("timestamp")), ("_loaded_at", wh.type_name("timestamp")),
+        ("_ingest", wh.type_name("int"))]
 
 
 def _evolve(wh: Warehouse, name: str, src: Source) -> None:
@@ -61,6 +87,18 @@ def _evolve(wh: Warehouse, name: str, src: Source) -> None:
                     f"sources.{name}.columns.{col}: cannot change the loaded column from {have[col]} to {c.type} "
                     f"({str(e).splitlines()[0][:160]}); declare a type the loaded values fit"
                 ) from None
+    if "_ingest" not in have:  # a raw table from an earlier version: its old rows have no ingest id
+        wh.execute(f"ALTER TABLE {wh.q(name)} ADD COLUMN _ingest {wh.type_name('int')}")
+
+
+def _add_missing(wh: Warehouse, table: str, columns: list[tuple[str, str]]) -> None:
+    have = wh.table_columns(table)
+    if have is None:
+        wh.create_table(table, [(c, wh.type_name(t)) for c, t in columns])
+        return
+    for c, t in columns:
+        if c not in have:
+            wh.execute(f"ALTER TABLE {wh.q(table)} ADD COLUMN {wh.q(c)} {wh.type_name(t)}")
 
 
 def ensure_tables(wh: Warehouse, name: str, src: Source) -> None:
@@ -68,36 +106,30 @@ def ensure_tables(wh: Warehouse, name: str, src: Source) -> None:
         wh.create_table(name, raw_columns(wh, src), primary_key=src.key)
     else:
         _evolve(wh, name, src)
-    wh.create_table(
-        f"{name}_rejects",
-        [
-            ("rejected_at", wh.type_name("timestamp")),
-            ("file", wh.type_name("string")),
-            ("line", wh.type_name("int")),
-            ("raw", wh.type_name("string")),
-            ("reason", wh.type_name("string")),
-            ("fmt", wh.type_name("string")),
-            ("header", wh.type_name("string")),
-        ],
-    )
-    wh.create_table(
-        INGESTS,
-        [
-            ("source", wh.type_name("string")),
-            ("files", wh.type_name("string")),
-            ("started_at", wh.type_name("timestamp")),
-            ("seconds", wh.type_name("float")),
-            ("loaded", wh.type_name("int")),
-            ("duplicates", wh.type_name("int")),
-            ("rejected", wh.type_name("int")),
-            ("min_time", wh.type_name("timestamp")),
-            ("max_time", wh.type_name("timestamp")),
-        ],
-    )
+    _add_missing(wh, f"{name}_rejects", [("rejected_at", "timestamp"), ("file", "string"), ("line", "int"),
+                                         ("raw", "string"), ("reason", "string"), ("fmt", "string"),
+                                         ("header", "string"), ("ingest", "int")])
+    ensure_log(wh)
+
+
+def ensure_log(wh: Warehouse) -> None:
+    _add_missing(wh, INGESTS, [("source", "string"), ("files", "string"), ("started_at", "timestamp"),
+                               ("seconds", "float"), ("loaded", "int"), ("duplicates", "int"), ("rejected", "int"),
+                               ("min_time", "timestamp"), ("max_time", "timestamp"), ("id", "int"),
+                               ("status", "string")])
+    _add_missing(wh, FILES, [("source", "string"), ("path", "string"), ("size", "int"), ("mtime_ns", "int"),
+                             ("sha256", "string"), ("ingest", "int"), ("loaded_at", "timestamp")])
+    if not wh.sequence_exists(SEQ):
+        top = wh.fetch(f"SELECT COALESCE(max(id), 0) FROM {wh.q(INGESTS)}").rows[0][0]
+        wh.create_sequence(SEQ, int(top) + 1)
+
+
+# --- files -------------------------------------------------------------------------------------------
 
 
 def resolve_files(src: Source, name: str, files: list[str] | None, project_dir: Path) -> list[str]:
-    """Explicit files as given (relative to the current folder); else the source's globs in the project."""
+    """Explicit files as given (relative to the current folder); else the source's globs in the project.
+    Paths are absolute and resolved, so a file is one file however it was named."""
     if files:
         out: list[str] = []
         for f in files:
@@ -105,95 +137,271 @@ def resolve_files(src: Source, name: str, files: list[str] | None, project_dir: 
             if not hits:
                 raise InputError(f"{f}: no file matches; check the path")
             out.extend(hits)
-        return out
-    if not src.paths:
-        raise InputError(f"sources.{name}.path is not set; give files: eventmart ingest {name} FILE...")
-    out = []
-    for p in src.paths:
-        pattern = str(project_dir / p)
-        hits = sorted(glob.glob(pattern)) if any(ch in p for ch in "*?[") else [pattern]
-        if not hits:
-            raise InputError(f"sources.{name}.path: no file matches {pattern}; put data there or pass files")
-        out.extend(hits)
-    return out
+    else:
+        if not src.paths:
+            raise InputError(f"sources.{name}.path is not set; give files: eventmart ingest {name} FILE...")
+        out = []
+        for p in src.paths:
+            pattern = str(project_dir / p)
+            hits = sorted(glob.glob(pattern)) if any(ch in p for ch in "*?[") else [pattern]
+            if not hits:
+                raise InputError(f"sources.{name}.path: no file matches {pattern}; put data there or pass files")
+            out.extend(hits)
+    return [str(Path(f).resolve()) if os.path.exists(f) else f for f in out]
 
 
-def _stage_counts(con: Any) -> tuple[int, int, dict[str, int]]:
-    good = con.execute(f"SELECT count(*) FROM {GOOD}").fetchone()[0]
-    rej = con.execute(f"SELECT count(*) FROM {REJ}").fetchone()[0]
-    reasons = dict(
-        con.execute(
-            f"SELECT regexp_replace(reason, ':.*', ''), count(*) FROM {REJ} GROUP BY 1 ORDER BY 2 DESC"
-        ).fetchall()
-    )
-    return good, rej, reasons
+def check_readable(path: str) -> None:
+    if not os.path.exists(path):
+        raise InputError(f"{path}: no such file; check the path or the source's `path`")
+    if os.path.isdir(path):
+        raise InputError(f"{path}: is a folder, not a file; give a file or a glob like {path}/*.csv")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{path}: not readable (permission denied); fix its permissions")
 
 
-def _drop_known_rejects(wh: Warehouse, con: Any, name: str) -> None:
-    """Reading a file again must not store its bad rows twice: drop those already kept."""
-    files = [r[0] for r in con.execute(f"SELECT DISTINCT file FROM {REJ}").fetchall()]
-    params = {f"f{i}": f for i, f in enumerate(files)}
-    marks = ", ".join(f"{{{{ f{i} }}}}" for i in range(len(files)))
-    known = wh.fetch_arrow(
-        f"SELECT file, line, raw FROM {wh.q(name + '_rejects')} WHERE file IN ({marks})", params
-    )
-    if known.num_rows:
-        con.register("_em_known", known)
-        con.execute(
-            f"DELETE FROM {REJ} r WHERE EXISTS (SELECT 1 FROM _em_known k WHERE k.file = r.file "
-            "AND k.line = r.line AND k.raw = r.raw)"
-        )
-        con.unregister("_em_known")
+def preflight(path: str, src: Source) -> None:
+    """What makes a file unusable, found before anything is written (the rest becomes rejects)."""
+    check_readable(path)
+    if src.format == "csv":
+        with open(path, "rb") as f:
+            head = f.read(1 << 20)
+        read_layout(path, src, head[3:] if head.startswith(b"\xef\xbb\xbf") else head)
+    elif src.format == "parquet":
+        _parquet(path, src)
 
 
-def _commit(wh: Warehouse, name: str, src: Source, res: IngestResult, started: datetime,
-            before_commit: Any = None) -> None:
-    """Move the staged good rows and rejects into the warehouse in one transaction."""
-    con = wh.staging()
-    cols = list(src.columns) + ["_time", "_loaded_at"]
-    con.execute(f"ALTER TABLE {GOOD} ADD COLUMN IF NOT EXISTS _loaded_at TIMESTAMP")
-    con.execute(f"UPDATE {GOOD} SET _loaded_at = $t", {"t": started})
-    con.execute(f"UPDATE {REJ} SET rejected_at = COALESCE(rejected_at, $t)", {"t": started})
-    if res.read:
-        res.min_time, res.max_time = con.execute(f"SELECT min(_time), max(_time) FROM {GOOD}").fetchone()
+def _parquet(path: str, src: Source):
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow raises several types for a non-Parquet file
+        raise InputError(f"{path}: not a Parquet file (declared format parquet): {str(e)[:120]}") from None
+    missing = [c for c in src.columns if c not in pf.schema_arrow.names]
+    if missing:
+        raise InputError(f"{path}: the Parquet schema lacks declared column(s) {', '.join(missing)}; "
+                         "fix the file or the source")
+    return pf
+
+
+class _Hashing:
+    """A file read once: chunks see the bytes, the ledger gets their SHA-256, progress their count."""
+
+    def __init__(self, f: Any, tick: Callable[[int], None]):
+        self.f, self.tick, self.sha = f, tick, hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        b = self.f.read(n)
+        self.sha.update(b)
+        self.tick(len(b))
+        return b
+
+
+def file_chunks(path: str, src: Source, tick: Callable[[int], None]) -> tuple[Iterator[Chunk], Callable[[], str]]:
+    """The file's chunks, and its SHA-256 once they have all been read."""
+    if src.format == "parquet":
+        pf = _parquet(path, src)
+        sha = hashlib.sha256()
+        with open(path, "rb") as f:
+            while b := f.read(1 << 24):
+                sha.update(b)
+        from .chunks import arrow_chunks
+
+        size = max(os.path.getsize(path), 1)
+        rows = max(pf.metadata.num_rows, 1)
+
+        def batches() -> Iterator[pa.Table]:
+            for b in pf.iter_batches(batch_size=500_000, columns=list(src.columns)):
+                t = pa.Table.from_batches([b])
+                tick(int(size * t.num_rows / rows))
+                yield t
+
+        return arrow_chunks(batches(), list(src.columns), lambda t: t.nbytes), sha.hexdigest
+    f = open(path, "rb")  # noqa: SIM115 - closed when its chunks are exhausted
+    h = _Hashing(f, tick)
+
+    def chunks() -> Iterator[Chunk]:
+        try:
+            yield from (csv_chunks(h, path, src) if src.format == "csv" else jsonl_chunks(h, path))
+        finally:
+            f.close()
+
+    return chunks(), lambda: h.sha.hexdigest()
+
+
+def _unchanged(wh: Warehouse, name: str, path: str) -> bool:
+    """Loaded before and not changed since: same size and mtime, or the same content (a `touch`)."""
+    rows = wh.fetch(f"SELECT size, mtime_ns, sha256 FROM {wh.q(FILES)} WHERE source = {{{{ s }}}} AND path = {{{{ p }}}}",
+                    {"s": name, "p": path}).rows
+    if not rows:
+        return False
+    st = os.stat(path)
+    size, mtime, sha = rows[0]
+    if size != st.st_size:
+        return False
+    if mtime == st.st_mtime_ns:
+        return True
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(1 << 24):
+            h.update(b)
+    return h.hexdigest() == sha
+
+
+def _remember(wh: Warehouse, name: str, path: str, sha: str, ingest: int, now: datetime) -> None:
+    st = os.stat(path)
+    wh.execute(f"DELETE FROM {wh.q(FILES)} WHERE source = {{{{ s }}}} AND path = {{{{ p }}}}", {"s": name, "p": path})
+    wh.execute(f"INSERT INTO {wh.q(FILES)} (source, path, size, mtime_ns, sha256, ingest, loaded_at) VALUES "
+               "({{ s }}, {{ p }}, {{ n }}, {{ m }}, {{ h }}, {{ i }}, {{ t }})",
+               {"s": name, "p": path, "n": st.st_size, "m": st.st_mtime_ns, "h": sha, "i": ingest, "t": now})
+
+
+# --- loading chunks ----------------------------------------------------------------------------------
+
+
+class Loader:
+    """Checks chunks and moves their good rows and rejects into the warehouse (inside the caller's transaction)."""
+
+    def __init__(self, wh: Warehouse, name: str, src: Source, res: IngestResult, started: datetime, ingest: int,
+                 store_rejects: bool = True):
+        self.wh, self.name, self.src, self.res, self.started, self.ingest = wh, name, src, res, started, ingest
+        self.store_rejects = store_rejects  # a replay leaves rows that still fail as they are
+        self.con = wh.staging()
+        self.cols = list(src.columns) + ["_time", "_loaded_at", "_ingest"]
+
+    def check(self, chunk: Chunk) -> list[tuple[int, str]]:
+        """Validate into _em_checked; returns (row, reason) of the rows that failed."""
+        con = self.con
+        con.register("_em_chunk", chunk.table)
+        try:
+            json_lines = chunk.fmt == "json" and "_raw" in chunk.table.column_names
+            rel = f"({json_text_sql(self.src, '_em_chunk')})" if json_lines else "_em_chunk"
+            con.execute(f"CREATE OR REPLACE TEMP TABLE _em_checked AS {validated_sql(self.src, rel, json_lines)}")
+        finally:
+            con.unregister("_em_chunk")
+        return con.execute("SELECT _row, _reason FROM _em_checked WHERE _reason IS NOT NULL ORDER BY _row").fetchall()
+
+    def load(self, chunk: Chunk, file: str) -> list[int]:
+        """Load a chunk; returns the _row of every row that loaded or was a duplicate (replay needs them)."""
+        bad = self.check(chunk)
+        rejects = list(chunk.rejects)
+        if bad:
+            where = chunk.locate([r for r, _ in bad])
+            if where is None and chunk.exact is not None:  # the fast parser cannot place them: read it exactly
+                return self.load(chunk.exact(), file)
+            rejects += [(where[r][0], where[r][1], reason) for r, reason in bad]
+        con = self.con
+        rows = chunk.table.num_rows
+        good = rows - len(bad)
+        assert good == con.execute("SELECT count(*) FROM _em_checked WHERE _reason IS NULL").fetchone()[0]
+        loaded = 0
+        if good:
+            sel = ", ".join(self.wh.q(c) for c in self.src.columns)
+            con.execute(f"CREATE OR REPLACE TEMP TABLE _em_good AS SELECT {sel}, _time, "
+                        "CAST($t AS TIMESTAMP) AS _loaded_at, CAST($i AS BIGINT) AS _ingest, _row AS _ord "
+                        "FROM _em_checked WHERE _reason IS NULL", {"t": self.started, "i": self.ingest})
+            lo, hi = con.execute("SELECT min(_time), max(_time) FROM _em_good").fetchone()
+            self.res.min_time = lo if self.res.min_time is None else min(lo, self.res.min_time)
+            self.res.max_time = hi if self.res.max_time is None else max(hi, self.res.max_time)
+            loaded = self.wh.append_new(con, "_em_good", self.name, self.cols, self.src.key)
+            con.execute("DROP TABLE _em_good")
+        passed = [] if self.store_rejects else \
+            [r[0] for r in con.execute("SELECT _row FROM _em_checked WHERE _reason IS NULL").fetchall()]
+        con.execute("DROP TABLE _em_checked")
+        self.res.read += rows + len(chunk.rejects)
+        self.res.loaded += loaded
+        self.res.duplicates += good - loaded
+        self.res.rejected += len(rejects)
+        for _, _, reason in rejects:
+            key = reason.split(":")[0].split(";")[0].split(" (")[0]
+            self.res.reasons[key] = self.res.reasons.get(key, 0) + 1
+        if rejects and self.store_rejects:
+            self.keep_rejects(file, rejects, chunk)
+        return passed
+
+    def keep_rejects(self, file: str, rejects: list[tuple[int, str, str]], chunk: Chunk) -> None:
+        """Store rejects once: a line of a file that is already kept (a re-read) is not stored again."""
+        wh = self.wh
+        table = wh.q(f"{self.name}_rejects")
+        lines = [ln for ln, _, _ in rejects]
+        known = set(wh.fetch(f"SELECT line, raw FROM {table} WHERE file = {{{{ f }}}} AND line >= {{{{ a }}}} "
+                             "AND line <= {{ b }}", {"f": file, "a": min(lines), "b": max(lines)}).rows)
+        new = [r for r in rejects if (r[0], r[1]) not in known]
+        if not new:
+            return
+        t = pa.table({"rejected_at": pa.array([self.started] * len(new), pa.timestamp("us")),
+                      "file": [file] * len(new), "line": pa.array([r[0] for r in new], pa.int64()),
+                      "raw": [r[1] for r in new], "reason": [r[2] for r in new], "fmt": [chunk.fmt] * len(new),
+                      "header": [chunk.header] * len(new), "ingest": pa.array([self.ingest] * len(new), pa.int64())})
+        self.con.register("_em_rej_new", t)
+        try:
+            self.con.execute("CREATE OR REPLACE TEMP TABLE _em_rej AS SELECT * FROM _em_rej_new")
+        finally:
+            self.con.unregister("_em_rej_new")
+        wh.append_all(self.con, "_em_rej", f"{self.name}_rejects", REJECT_COLUMNS)
+        self.con.execute("DROP TABLE _em_rej")
+
+
+def _next_ingest(wh: Warehouse) -> int:
+    return int(wh.fetch(f"SELECT {wh.next_value_sql(SEQ)}").rows[0][0])
+
+
+def _log(wh: Warehouse, name: str, res: IngestResult, started: datetime, files: list[str]) -> None:
+    wh.execute(f"INSERT INTO {wh.q(INGESTS)} (source, files, started_at, seconds, loaded, duplicates, rejected, "
+               "min_time, max_time, id, status) VALUES ({{ s }}, {{ f }}, {{ t }}, {{ sec }}, {{ l }}, {{ d }}, "
+               "{{ r }}, {{ mn }}, {{ mx }}, {{ id }}, 'ok')",
+               {"s": name, "f": "\n".join(files)[:10000], "t": started, "sec": res.seconds, "l": res.loaded,
+                "d": res.duplicates, "r": res.rejected, "mn": res.min_time, "mx": res.max_time, "id": res.id})
+
+
+def ingest(wh: Warehouse, name: str, src: Source, files: list[str], progress: Progress | None = None,
+           force: bool = False) -> IngestResult:
+    """Load files (or, for a postgres source, its table) into the raw table ``name``, in one transaction."""
+    t0 = time.perf_counter()
+    res = IngestResult(name, files)
+    started = utcnow()
+    for f in files:  # an unusable file stops the command before anything is written
+        preflight(f, src)
+    total = sum(os.path.getsize(f) for f in files) or 1
+    done = [0]
+
+    def tick(file: str) -> Callable[[int], None]:
+        def inner(n: int) -> None:
+            done[0] += n
+            if progress:
+                progress(file, min(done[0], total), total)
+        return inner
+
     with wh.transaction():
         ensure_tables(wh, name, src)
-        res.loaded = wh.append_new(con, GOOD, name, cols, src.key) if res.read else 0
-        res.duplicates = res.read - res.loaded
-        if before_commit is not None:
-            before_commit()
-        if res.rejected:
-            _drop_known_rejects(wh, con, name)
-            wh.append_all(con, REJ, f"{name}_rejects", REJECT_COLUMNS)
-        res.seconds = time.perf_counter() - res.seconds
-        wh.execute(
-            f"INSERT INTO {wh.q(INGESTS)} VALUES ({{{{ s }}}}, {{{{ f }}}}, {{{{ t }}}}, {{{{ sec }}}}, "
-            "{{ l }}, {{ d }}, {{ r }}, {{ mn }}, {{ mx }})",
-            {"s": name, "f": "\n".join(res.files)[:10000], "t": started, "sec": res.seconds, "l": res.loaded,
-             "d": res.duplicates, "r": res.rejected, "mn": res.min_time, "mx": res.max_time},
-        )
-    con.execute(f"DROP TABLE IF EXISTS {GOOD}; DROP TABLE IF EXISTS {REJ}")
+        res.id = _next_ingest(wh)
+        loader = Loader(wh, name, src, res, started, res.id)
+        read: list[str] = []
+        if src.format == "postgres":
+            from .database import postgres_chunks
 
-
-def ingest(wh: Warehouse, name: str, src: Source, files: list[str], progress: Any = None) -> IngestResult:
-    """Load files (or, for a postgres source, its table) into the raw table ``name``."""
-    res = IngestResult(name, files, seconds=time.perf_counter())
-    started = utcnow()
-    con = wh.staging()
-    readers.init_stage(con, src)
-    if src.format == "postgres":
-        from .database import stage_postgres_table
-
-        stage_postgres_table(con, src, name)
-    else:
+            label = f"postgres:{src.table}"
+            for chunk in postgres_chunks(src, name):
+                loader.load(chunk, label)
+            read.append(label)
         for f in files:
-            # every file is checked before any row is written: an unusable file aborts the whole load
-            readers.stage_file(con, src, f)
-            if progress:
-                progress(f)
-    res.read, res.rejected, res.reasons = _stage_counts(con)
-    _commit(wh, name, src, res, started)
+            if not force and _unchanged(wh, name, f):
+                res.skipped.append(f)
+                done[0] += os.path.getsize(f)
+                continue
+            chunks, sha = file_chunks(f, src, tick(f))
+            for chunk in chunks:
+                loader.load(chunk, f)
+            _remember(wh, name, f, sha(), res.id, started)
+            read.append(f)
+        res.seconds = time.perf_counter() - t0
+        assert res.read == res.loaded + res.duplicates + res.rejected, "every line is loaded, a duplicate or a reject"
+        if read:
+            _log(wh, name, res, started, read)
     return res
+
+
+# --- rejects, replay ---------------------------------------------------------------------------------
 
 
 def list_rejects(wh: Warehouse, name: str, limit: int | None = None) -> tuple[list[str], list[tuple]]:
@@ -208,32 +416,131 @@ def list_rejects(wh: Warehouse, name: str, limit: int | None = None) -> tuple[li
 
 
 def replay_rejects(wh: Warehouse, name: str, src: Source) -> IngestResult:
-    """Validate every stored reject again (e.g. after fixing the declared schema) and load those that pass."""
+    """Check every stored reject again (e.g. after fixing the declared schema); load those that now pass and
+    drop their reject rows. Rows that still fail are left exactly as they are, so replaying twice is a no-op."""
+    from .chunks import exact_chunk
+
     table = f"{name}_rejects"
-    res = IngestResult(name, ["<rejects>"], seconds=time.perf_counter())
+    res = IngestResult(name, ["<rejects>"])
+    t0 = time.perf_counter()
     if wh.table_columns(table) is None:
         return res
-    stored = wh.fetch(
-        f"SELECT rejected_at, file, line, raw, reason, fmt, header FROM {wh.q(table)} ORDER BY rejected_at, file, line"
-    ).rows
+    stored = wh.fetch(f"SELECT file, line, raw, fmt, header, reason FROM {wh.q(table)} ORDER BY file, line").rows
+    res.rejected = sum(1 for r in stored if str(r[5]).startswith(_UNREPLAYABLE))
+    stored = [r for r in stored if not str(r[5]).startswith(_UNREPLAYABLE)]
+    res.read = res.rejected
     if not stored:
         return res
     started = utcnow()
-    con = wh.staging()
-    readers.init_stage(con, src)
-    origin = readers.stage_replay(con, src, [(i, r[3], r[5], r[6]) for i, r in enumerate(stored)])
-    again = con.execute(f"SELECT file, line, reason FROM {REJ}").fetchall()
-    kept = [(stored[origin[(f, ln)]], reason) for f, ln, reason in again]
-    con.execute(f"DELETE FROM {REJ}")
-    # rows rejected again keep their original file, line and first rejection time
-    con.executemany(
-        f"INSERT INTO {REJ} (file, line, raw, reason, fmt, header, rejected_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [(r[1], r[2], r[3], reason, r[5], r[6], r[0]) for r, reason in kept],
-    )
-    res.read, res.rejected, res.reasons = _stage_counts(con)
-
-    def clear_old() -> None:
-        wh.execute(f"DELETE FROM {wh.q(table)}")
-
-    _commit(wh, name, src, res, started, before_commit=clear_old)
+    with wh.transaction():
+        ensure_tables(wh, name, src)
+        res.id = _next_ingest(wh)
+        loader = Loader(wh, name, src, res, started, res.id, store_rejects=False)
+        groups: dict[tuple[str, str | None], list[tuple]] = {}
+        for r in stored:
+            groups.setdefault((r[3], r[4]), []).append(r)
+        fixed: list[tuple] = []
+        for (fmt, header), group in groups.items():
+            if fmt == "csv":
+                layout = _replay_layout(src, header)
+                parts, keep = [], []
+                for r in group:  # each stored line on its own: its fields, or it stays as it is
+                    one = exact_chunk((r[2] + "\n").encode("utf-8"), int(r[1]), layout, 0)
+                    if one.table.num_rows == 1 and not one.rejects:
+                        parts.append(one.table)
+                        keep.append(r)
+                res.read += len(group) - len(keep)
+                res.rejected += len(group) - len(keep)
+                if not parts:
+                    continue
+                t = pa.concat_tables(parts)
+                t = t.set_column(0, "_row", pa.array(range(t.num_rows), pa.int64()))
+                chunk = Chunk(t, 0, [], "csv", header,
+                              where=lambda rs, keep=keep: {i: (keep[i][1], keep[i][2]) for i in rs})
+                group = keep
+            else:
+                t = pa.table({"_row": pa.array(range(len(group)), pa.int64()),
+                              "_line": pa.array([r[1] for r in group], pa.int64()),
+                              "_raw": pa.array([r[2] for r in group], pa.string())})
+                chunk = Chunk(t, 0, [], "json", None, where=lambda rs, g=group: {i: (g[i][1], g[i][2]) for i in rs})
+            fixed += [group[i] for i in loader.load(chunk, "<replay>")]
+        for file, line, raw, *_ in fixed:
+            wh.execute(f"DELETE FROM {wh.q(table)} WHERE file = {{{{ f }}}} AND line = {{{{ l }}}} AND raw = {{{{ r }}}}",
+                       {"f": file, "l": line, "r": raw})
+        res.seconds = time.perf_counter() - t0
+        assert res.read == res.loaded + res.duplicates + res.rejected
+        if fixed:
+            _log(wh, name, res, started, ["<rejects>"])
     return res
+
+
+def _replay_layout(src: Source, header: str | None):
+    import csv
+
+    from .chunks import CsvLayout
+
+    line = header or src.csv.delimiter.join(src.columns)
+    cols = next(csv.reader([line], delimiter=src.csv.delimiter, quotechar=src.csv.quote))
+    return CsvLayout(cols, line, src.csv.delimiter, src.csv.quote, list(src.columns))
+
+
+# --- the ingest log and undo -----------------------------------------------------------------------------
+
+
+def list_ingests(wh: Warehouse, source: str | None = None, limit: int = 50) -> tuple[list[str], list[tuple]]:
+    cols = ["id", "source", "started_at", "files", "loaded", "duplicates", "rejected", "min_time", "max_time",
+            "status"]
+    if wh.table_columns(INGESTS) is None:
+        return cols, []
+    where, params = ("WHERE source = {{ s }}", {"s": source}) if source else ("", {})
+    rows = wh.fetch(f"SELECT id, source, started_at, files, loaded, duplicates, rejected, min_time, max_time, "
+                    f"COALESCE(status, 'ok') FROM {wh.q(INGESTS)} {where} ORDER BY started_at DESC, id DESC "
+                    f"LIMIT {int(limit)}", params).rows
+    out = []
+    for r in rows:
+        files = (r[3] or "").split("\n")
+        label = Path(files[0]).name + (f" (+{len(files) - 1})" if len(files) > 1 else "")
+        out.append((r[0], r[1], r[2], label, *r[4:]))
+    return cols, out
+
+
+@dataclass
+class UndoResult:
+    ingest: int
+    source: str
+    rows: int
+    rejects: int
+    windows: dict[str, int]  # mart -> windows re-opened
+
+    def line(self) -> str:
+        w = ", ".join(f"{m}: {n}" for m, n in self.windows.items() if n) or "none"
+        return (f"ingest {self.ingest} ({self.source}) undone: {self.rows:,} row(s) and {self.rejects:,} reject(s) "
+                f"removed; windows to recompute: {w} (eventmart backfill)")
+
+
+def undo_ingest(wh: Warehouse, ingest: int, marts: dict[str, list[str]]) -> UndoResult:
+    """Remove exactly the rows of one ingest, mark the mart windows they were in as stale; one transaction.
+
+    ``marts``: source -> the marts that read it."""
+    from ..ledger import invalidate
+
+    if wh.table_columns(INGESTS) is None:
+        raise UserError(f"no ingest {ingest}: nothing has been loaded yet")
+    row = wh.fetch(f"SELECT source, COALESCE(status, 'ok') FROM {wh.q(INGESTS)} WHERE id = {{{{ i }}}}",
+                   {"i": ingest}).rows
+    if not row:
+        raise UserError(f"no ingest {ingest}; list them with `eventmart ingests`")
+    source, status = row[0]
+    if status == "undone":
+        raise UserError(f"ingest {ingest} was undone already")
+    with wh.transaction():
+        windows = {}
+        raw = wh.q(source)
+        for mart in marts.get(source, []):
+            windows[mart] = invalidate(wh, mart, f"EXISTS (SELECT 1 FROM {raw} r WHERE r._ingest = {{{{ i }}}} AND "
+                                                 "r._time >= window_start AND r._time < window_end)", {"i": ingest})
+        rows = wh.execute(f"DELETE FROM {raw} WHERE _ingest = {{{{ i }}}}", {"i": ingest})
+        rejects = wh.execute(f"DELETE FROM {wh.q(source + '_rejects')} WHERE ingest = {{{{ i }}}}", {"i": ingest})
+        wh.execute(f"DELETE FROM {wh.q(FILES)} WHERE ingest = {{{{ i }}}}", {"i": ingest})
+        wh.execute(f"UPDATE {wh.q(INGESTS)} SET status = 'undone' WHERE id = {{{{ i }}}}", {"i": ingest})
+    return UndoResult(ingest, source, max(rows, 0), max(rejects, 0), windows)

@@ -1,10 +1,14 @@
 """Type checks shared by every reader, written as DuckDB SQL over text values.
 
-A reader produces a relation ``(_line, _raw, <column> VARCHAR ...)``; :func:`validated_sql` turns it into
-typed columns, the UTC event time ``_time`` and a ``_reason`` that is NULL for good rows.
+A reader produces a relation ``(_row, <column> VARCHAR ..., [_why])``; :func:`validated_sql` turns it into typed
+columns, the UTC event time ``_time`` and a ``_reason`` that is NULL for good rows and otherwise lists every
+problem of the row (one reject per row, whatever is wrong with it). Values are exact: ``500.5``, ``0x10`` or
+``1e3`` are not integers, and nothing is rounded into a key that belongs to another row.
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from ..config import Source
 from ..warehouse.base import quote_ident as q
@@ -18,8 +22,7 @@ READ_TYPES = {
     "timestamp": "TIMESTAMPTZ",
     "date": "DATE",
 }
-# unix times outside [1970, 2200) are almost always a unit mistake (seconds read as ms, or the reverse)
-_MAX_S = 7258118400
+_INT_RE = r"\s*[+-]?[0-9]+\s*"
 
 
 def sql_str(s: str) -> str:
@@ -27,43 +30,72 @@ def sql_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
+def valid_range(src: Source) -> tuple[datetime, datetime]:
+    """The event times a source accepts, [from, to) in UTC."""
+    from ..timeutil import parse_time
+
+    return parse_time(src.time.valid_from, "time.valid.from"), parse_time(src.time.valid_to, "time.valid.to")
+
+
 def time_sql(src: Source, col: str) -> str:
-    """SQL for the UTC ``_time`` of a typed time column (NULL when out of range)."""
+    """SQL for the UTC ``_time`` of a typed time column (NULL when it cannot be a time at all)."""
     c = q(col)
     if src.time.unit == "timestamp":
         return f"CAST({c} AS TIMESTAMP)"
     scale = 1000 if src.time.unit == "ms" else 1
-    return (
-        f"CASE WHEN {c} >= 0 AND {c} < {_MAX_S * scale} "
-        f"THEN make_timestamp(CAST(round({c} * {1_000_000 // scale}) AS BIGINT)) END"
-    )
+    # within what a TIMESTAMP holds (year 1..294000); the plausible range is checked separately
+    return (f"CASE WHEN abs({c}) < {9_000_000_000_000 * scale // 1000} "
+            f"THEN make_timestamp(CAST(round({c} * {1_000_000 // scale}) AS BIGINT)) END")
 
 
-def range_reason_sql(src: Source) -> str:
-    c = q(src.time.column)
-    return (
-        f"{sql_str(f'time column {src.time.column}: ')} || CAST({c} AS VARCHAR) || "
-        f"{sql_str(f' is outside 1970..2200 as unix {src.time.unit}; check the declared unit (s or ms)')}"
-    )
+def typed_sql(name: str, t: str) -> str:
+    v = q(name)
+    if t == "int":  # exact: digits only; TRY_CAST alone would round 500.5 and read 0x10 as hex
+        return f"CASE WHEN regexp_full_match({v}, '{_INT_RE}') THEN TRY_CAST(trim({v}) AS BIGINT) END"
+    if t == "float":
+        return f"CASE WHEN isfinite(TRY_CAST({v} AS DOUBLE)) THEN TRY_CAST({v} AS DOUBLE) END"
+    return f"TRY_CAST({v} AS {READ_TYPES[t]})"
 
 
-def validated_sql(src: Source, text_rel: str) -> str:
-    """From text columns to typed columns plus ``_time`` and ``_reason`` (first problem found)."""
+def validated_sql(src: Source, text_rel: str, has_why: bool = False) -> str:
+    """From text columns to typed columns plus ``_time`` and ``_reason`` (every problem, joined by '; ').
+
+    ``has_why``: the relation carries ``_why``, a problem found before typing (not JSON, …); such a row has
+    that reason only.
+    """
     typed, checks = [], []
     for name, col in src.columns.items():
-        v = q(name)
-        t = READ_TYPES[col.type]
-        typed.append(f"TRY_CAST({v} AS {t}) AS {v}")
-        if col.required or name == src.time.column:
-            checks.append(f"WHEN {v} IS NULL THEN {sql_str(f'missing required value for column {name}')}")
-        checks.append(
-            f"WHEN {v} IS NOT NULL AND TRY_CAST({v} AS {t}) IS NULL THEN "
-            f"{sql_str(f'column {name}: cannot read ')} || {v} || {sql_str(f' as {col.type}')}"
-        )
-    inner = f"SELECT _line, _raw, {', '.join(typed)}, CASE {' '.join(checks)} END AS _reason FROM {text_rel}"
-    tcol = src.time.column
+        v, t = q(name), typed_sql(name, col.type)
+        typed.append(f"{t} AS {v}")
+        what = "a finite number" if col.type == "float" else col.type
+        missing = f"WHEN {v} IS NULL THEN {sql_str(f'missing required value for column {name}')}" \
+            if col.required or name == src.time.column else ""
+        checks.append(f"CASE {missing} WHEN {v} IS NOT NULL AND {t} IS NULL THEN "
+                      f"{sql_str(f'column {name}: cannot read ')} || {v} || {sql_str(f' as {what}')} END")
+    lo, hi = valid_range(src)
+    tcol = q(src.time.column)
+    unit = {"ms": "unix ms", "s": "unix seconds", "timestamp": "a timestamp"}[src.time.unit]
+    tail = f" is outside the valid range {lo:%Y-%m-%d}..{hi:%Y-%m-%d}"
+    fix = "; check the declared unit or the source's time.valid range"
+    if src.time.unit == "timestamp":
+        hint = sql_str(tail + fix)
+    else:  # the likely mix-up, by which side the value falls on
+        scale = 1000 if src.time.unit == "ms" else 1
+        small, large = {"ms": ("seconds", "microseconds"), "s": (None, "milliseconds")}[src.time.unit]
+        lo_v = int((lo - datetime(1970, 1, 1)).total_seconds()) * scale
+        hint = (f"CASE WHEN {tcol} < {lo_v} THEN {sql_str(tail + (f'; is it in {small}?' if small else '') + fix)} "
+                f"ELSE {sql_str(tail + f'; is it in {large}?' + fix)} END")
+    out_of_range = (
+        f"{sql_str(f'time column {src.time.column}: ')} || CAST({tcol} AS VARCHAR) || "
+        f"COALESCE(' (' || strftime(_time0, '%Y-%m-%d %H:%M:%S') || {sql_str(f' as {unit})')}, '') || {hint}")
+    reasons = ", ".join(checks)
+    why = "_why" if has_why else "NULL"
+    inner = (f"SELECT _row, {', '.join(typed)}, {why} AS _why0, concat_ws('; ', {reasons}) AS _r0 "
+             f"FROM {text_rel}")
     return (
-        f"SELECT * EXCLUDE (_reason, _time0), _time0 AS _time, "
-        f"COALESCE(_reason, CASE WHEN _time0 IS NULL THEN {range_reason_sql(src)} END) AS _reason "
-        f"FROM (SELECT *, {time_sql(src, tcol)} AS _time0 FROM ({inner}))"
+        f"SELECT * EXCLUDE (_why0, _r0, _time0), _time0 AS _time, "
+        f"CASE WHEN _why0 IS NOT NULL THEN _why0 WHEN _r0 <> '' THEN _r0 "
+        f"WHEN _time0 IS NULL OR _time0 < TIMESTAMP '{lo:%Y-%m-%d %H:%M:%S}' "
+        f"OR _time0 >= TIMESTAMP '{hi:%Y-%m-%d %H:%M:%S}' THEN {out_of_range} END AS _reason "
+        f"FROM (SELECT *, {time_sql(src, src.time.column)} AS _time0 FROM ({inner}))"
     )

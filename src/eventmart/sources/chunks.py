@@ -1,0 +1,368 @@
+"""Files read in bounded chunks, as text columns with every problem of the reading kept per line.
+
+A chunk is at most ~32 MB of the file, cut at a record boundary, so memory stays bounded whatever the file
+size. Each format yields :class:`Chunk` objects: the declared columns as text (``_row`` numbers the rows of the
+chunk), the lines that could not even be split into fields (with their reason), and a way to find the line
+number and raw text of any row that fails the type checks later.
+
+CSV is parsed by Arrow's multithreaded reader when the chunk is clean. A chunk with anything unusual — a line
+with too few or too many fields, invalid UTF-8, a NUL byte, an unterminated quote — is parsed again line by
+line with Python's csv module (:meth:`Chunk.exact`), which knows every record's line: LF, CRLF and a mix of
+them, a UTF-8 BOM, a last line without a newline and a ``\\r`` inside a quoted field all read as expected; a
+bad line is one reject whatever is wrong with it, and a quote left open rejects its line only, the reading
+resuming on the next line.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from ..config import Source
+from ..errors import InputError
+
+CHUNK_BYTES = 32 << 20  # EVENTMART_CHUNK_BYTES overrides it (tests use tiny chunks to cross boundaries)
+MAX_RECORD_BYTES = 16 << 20  # a quoted field longer than this is taken for an unterminated quote
+BOM = b"\xef\xbb\xbf"
+
+
+@dataclass
+class Chunk:
+    table: pa.Table  # _row, [_line], declared columns as text (None for empty); json: _row, _line, _raw
+    nbytes: int  # bytes of the file this chunk covers (progress, the read check)
+    rejects: list[tuple[int, str, str]] = field(default_factory=list)  # (line, raw, reason) found while reading
+    fmt: str = "csv"  # csv | json: how rejected raw text is read again on replay
+    header: str | None = None  # csv: the header line, stored with rejects so a replay reads fields the same way
+    where: Callable[[list[int]], dict[int, tuple[int, str]] | None] | None = None  # _row -> (line, raw)
+    exact: Callable[[], Chunk] | None = None  # the same chunk parsed line by line (None: this is it)
+
+    def locate(self, rows: list[int]) -> dict[int, tuple[int, str]] | None:
+        return self.where(rows) if self.where else {}
+
+
+# --- CSV ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CsvLayout:
+    header: list[str]  # every column of the file, in order
+    header_line: str  # as written (for replay)
+    delimiter: str
+    quote: str
+    declared: list[str]  # the source's columns
+
+    @property
+    def index(self) -> dict[str, int]:
+        return {c: self.header.index(c) for c in self.declared}
+
+
+def _reason_bytes(b: bytes) -> str | None:
+    if b"\x00" in b:
+        return "a NUL byte in the line; the file may be binary or corrupt here"
+    try:
+        b.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return f"invalid UTF-8 (byte 0x{b[e.start]:02x} at byte {e.start + 1} of the line); save the file as UTF-8"
+    return None
+
+
+MAX_RECORD_LINES = 1000  # a record spanning more lines is taken for an unterminated quote
+
+
+def records(data: bytes, first_line: int, layout: CsvLayout) -> Iterator[tuple[int, str, list[str] | None, str | None]]:
+    """(line, raw, fields, reason) for every non-blank record of ``data`` (whole records), exactly, line by line.
+
+    ``fields`` is None and ``reason`` says why for a record that cannot be used.
+    """
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    n = len(lines)
+    bad = {i: r for i, b in enumerate(lines) if (b"\x00" in b or not b.isascii()) and (r := _reason_bytes(b))}
+    # NUL cannot be stored in PostgreSQL text: a reject's raw text shows it as U+FFFD, like an invalid byte
+    texts = [b.decode("utf-8", errors="replace").replace("\x00", "\ufffd") for b in lines]
+    want = len(layout.header)
+    i = 0
+    while i < n:
+        if i in bad:
+            yield first_line + i, texts[i].rstrip("\r"), None, bad[i]
+            i += 1
+            continue
+        used: list[int] = []
+
+        def feed(start: int = i, used: list[int] = used) -> Iterator[str]:
+            k = start
+            while k < n and k not in bad and k - start < MAX_RECORD_LINES:
+                used.append(k)
+                yield texts[k] + "\n"
+                k += 1
+
+        try:
+            fields: list[str] | None = next(csv.reader(feed(), delimiter=layout.delimiter, quotechar=layout.quote,
+                                                       strict=False))
+            error = None
+        except StopIteration:
+            i += 1
+            continue
+        except csv.Error as e:
+            fields, error = None, str(e).split(" - ")[0]
+        if len(used) > 1 and (fields is None or len(fields) != want):
+            # a quote opened on this line and never closed where the fields allow: reject the line, read on
+            yield (first_line + i, texts[i].rstrip("\r"), None,
+                   f"a quote opened on line {first_line + i} is not closed; the line is rejected and reading goes "
+                   "on with the next one")
+            i += 1
+            continue
+        raw = "\n".join(texts[j] for j in used).rstrip("\r")
+        i = (used[-1] + 1) if used else i + 1
+        if fields is None:
+            yield first_line + used[0], raw, None, f"malformed line ({error})"
+        elif not fields or fields == [""]:
+            continue  # a blank line
+        elif len(fields) != want:
+            yield first_line + used[0], raw, None, f"wrong number of fields: expected {want}, found {len(fields)}"
+        else:
+            yield first_line + used[0], raw, fields, None
+
+
+def text_table(rows: list[list[str]], layout: CsvLayout, row_ids: list[int], lines: list[int] | None) -> pa.Table:
+    cols: dict[str, pa.Array] = {"_row": pa.array(row_ids, pa.int64())}
+    if lines is not None:
+        cols["_line"] = pa.array(lines, pa.int64())
+    idx = layout.index
+    for c in layout.declared:
+        i = idx[c]
+        cols[c] = pa.array([(r[i] if r[i] != "" else None) for r in rows], pa.string())
+    return pa.table(cols)
+
+
+def exact_chunk(data: bytes, first_line: int, layout: CsvLayout, nbytes: int) -> Chunk:
+    good: list[list[str]] = []
+    lines: list[int] = []
+    raws: list[str] = []
+    rejects: list[tuple[int, str, str]] = []
+    for line, raw, fields, reason in records(data, first_line, layout):
+        if fields is None:
+            rejects.append((line, raw, reason or "malformed line"))
+        else:
+            good.append(fields)
+            lines.append(line)
+            raws.append(raw)
+    table = text_table(good, layout, list(range(len(good))), lines)
+    return Chunk(table, nbytes, rejects, "csv", layout.header_line,
+                 where=lambda rows: {r: (lines[r], raws[r]) for r in rows})
+
+
+def fast_chunk(data: bytes, first_line: int, layout: CsvLayout, nbytes: int) -> Chunk | None:
+    """Arrow's parser on a clean chunk; None when the chunk needs the exact path."""
+    import pyarrow.csv as pacsv
+
+    if b"\x00" in data:
+        return None
+    invalid = [0]
+
+    def on_invalid(_row: object) -> str:
+        invalid[0] += 1
+        return "skip"
+
+    try:
+        t = pacsv.read_csv(
+            io.BytesIO(data),
+            read_options=pacsv.ReadOptions(column_names=layout.header, block_size=8 << 20),
+            parse_options=pacsv.ParseOptions(delimiter=layout.delimiter, quote_char=layout.quote,
+                                             newlines_in_values=True, invalid_row_handler=on_invalid),
+            convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in layout.header},
+                                                 include_columns=layout.declared, strings_can_be_null=True,
+                                                 null_values=[""], quoted_strings_can_be_null=True))
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        return None
+    if invalid[0]:
+        return None
+    t = t.add_column(0, "_row", pa.array(np.arange(t.num_rows, dtype=np.int64)))
+
+    def where(rows: list[int]) -> dict[int, tuple[int, str]] | None:
+        wanted = set(rows)
+        found: dict[int, tuple[int, str]] = {}
+        k = -1
+        for line, raw, fields, _ in records(data, first_line, layout):
+            if fields is None:
+                return None  # the two parsers disagree on this chunk: read it the exact way
+            k += 1
+            if k in wanted:
+                found[k] = (line, raw)
+        return found if k + 1 == t.num_rows else None
+
+    return Chunk(t, nbytes, [], "csv", layout.header_line, where=where,
+                 exact=lambda: exact_chunk(data, first_line, layout, nbytes))
+
+
+def _cut(buf: bytes, at_eof: bool) -> int | None:
+    """Where to end a chunk: after the last newline outside quotes (None: no such newline yet)."""
+    if at_eof:
+        return len(buf)
+    end = buf.rfind(b"\n")
+    if end < 0:
+        return None
+    if buf.find(b'"') < 0:
+        return end + 1
+    a = np.frombuffer(buf, np.uint8)
+    quotes = np.flatnonzero(a == 34)
+    newlines = np.flatnonzero(a == 10)
+    outside = newlines[(np.searchsorted(quotes, newlines) & 1) == 0]
+    return int(outside[-1]) + 1 if len(outside) else None
+
+
+def read_layout(path: str, src: Source, head: bytes) -> tuple[CsvLayout, int]:
+    """The file's columns from its header (or the declared order), and the bytes the header takes."""
+    opts = src.csv
+    if src.csv.header:
+        end = head.find(b"\n")
+        first = head[: end if end >= 0 else len(head)]
+        try:
+            text = first.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"{path}:1: the header is not UTF-8 text (declared format csv); convert the file to "
+                             "UTF-8 or check the format") from None
+        if "\x00" in text:
+            raise InputError(f"{path}:1: a NUL byte in the header: not a CSV file (declared format csv)")
+        row = next(csv.reader([text.rstrip("\r")], delimiter=opts.delimiter, quotechar=opts.quote), None)
+        if not row or not any(h.strip() for h in row):
+            raise InputError(f"{path}: the file is empty; a CSV with a header line is expected")
+        missing = [c for c in src.columns if c not in row]
+        if missing:
+            raise InputError(
+                f"{path}:1: the header lacks declared column(s) {', '.join(missing)} (it has {', '.join(row[:20])}); "
+                "fix the file or the source's columns")
+        return CsvLayout(row, text.rstrip("\r"), opts.delimiter, opts.quote, list(src.columns)), \
+            (end + 1 if end >= 0 else len(head))
+    if not head.strip():
+        raise InputError(f"{path}: the file is empty")
+    cols = list(src.columns)
+    return CsvLayout(cols, opts.delimiter.join(cols), opts.delimiter, opts.quote, cols), 0
+
+
+def default_chunk_bytes() -> int:
+    import os
+
+    return int(os.environ.get("EVENTMART_CHUNK_BYTES", CHUNK_BYTES))
+
+
+def csv_chunks(f: io.BufferedReader, path: str, src: Source, size: int | None = None) -> Iterator[Chunk]:
+    chunk_bytes = size or default_chunk_bytes()
+    head = f.read(chunk_bytes)
+    consumed = 0
+    if head.startswith(BOM):  # Excel's "CSV UTF-8"
+        head, consumed = head[len(BOM):], len(BOM)
+    layout, skip = read_layout(path, src, head)
+    pending, consumed = head[skip:], consumed + skip
+    line = 2 if src.csv.header else 1
+    eof = len(head) < chunk_bytes
+    while pending or not eof:
+        cut = _cut(pending, eof)
+        if cut is None:
+            if not eof and len(pending) < MAX_RECORD_BYTES + chunk_bytes:
+                more = f.read(chunk_bytes)
+                eof = len(more) < chunk_bytes
+                pending += more
+                continue
+            cut = pending.rfind(b"\n") + 1 or len(pending)  # an open quote: the exact path rejects its line
+        data, pending = pending[:cut], pending[cut:]
+        consumed += len(data)
+        chunk = fast_chunk(data, line, layout, len(data)) or exact_chunk(data, line, layout, len(data))
+        line += data.count(b"\n")
+        yield chunk
+        if not eof and len(pending) < chunk_bytes:
+            more = f.read(chunk_bytes)
+            eof = len(more) < chunk_bytes
+            pending += more
+
+
+# --- JSON Lines -----------------------------------------------------------------------------------
+
+
+def jsonl_chunks(f: io.BufferedReader, path: str, size: int | None = None) -> Iterator[Chunk]:
+    """JSON Lines: a line is a record; its columns are read from the JSON in SQL (:func:`json_text_sql`)."""
+    chunk_bytes = size or default_chunk_bytes()
+    line, pending, eof, checked = 1, b"", False, False
+    while True:
+        if not eof:
+            more = f.read(chunk_bytes)
+            eof = len(more) < chunk_bytes
+            if line == 1 and not pending and more.startswith(BOM):
+                more = more[len(BOM):]
+            pending += more
+        if not pending:
+            return
+        cut = len(pending) if eof else pending.rfind(b"\n") + 1
+        if cut == 0:
+            continue
+        data, pending = pending[:cut], pending[cut:]
+        parts = data.split(b"\n")
+        if parts and parts[-1] == b"":
+            parts.pop()
+        lines, raws, rejects = [], [], []
+        for i, b in enumerate(parts):
+            b = b.rstrip(b"\r")
+            if not b.strip():
+                continue
+            reason = _reason_bytes(b) if (b"\x00" in b or not b.isascii()) else None
+            if reason:
+                rejects.append((line + i, b.decode("utf-8", errors="replace").replace("\x00", "\ufffd"), reason))
+                continue
+            lines.append(line + i)
+            raws.append(b.decode("utf-8"))
+        if not checked and raws:
+            checked = True
+            if not any(s.lstrip().startswith("{") for s in raws[:1000]):
+                raise InputError(f"{path}:{lines[0]}: not JSON Lines (declared format jsonl): no line starts with '{{'")
+        line += len(parts)
+        t = pa.table({"_row": pa.array(range(len(raws)), pa.int64()), "_line": pa.array(lines, pa.int64()),
+                      "_raw": pa.array(raws, pa.string())})
+        yield Chunk(t, len(data), rejects, "json", None,
+                    where=lambda rs, lines=lines, raws=raws: {r: (lines[r], raws[r]) for r in rs})
+
+
+def json_text_sql(src: Source, rel: str) -> str:
+    """Columns of JSON Lines as text, and ``_why`` for a line that is not a JSON object."""
+    from ..warehouse.base import quote_ident as q
+    from .validate import sql_str
+
+    sel = ", ".join(f"json_extract_string(_doc, {sql_str('$.' + json.dumps(n))}) AS {q(n)}" for n in src.columns)
+    return (f"SELECT _row, _line, {sel}, _why FROM (SELECT *, CASE WHEN _why IS NULL THEN _raw END AS _doc FROM "
+            f"(SELECT _row, _line, _raw, CASE WHEN NOT json_valid(_raw) THEN 'not valid JSON' WHEN "
+            f"json_type(CASE WHEN json_valid(_raw) THEN _raw END) <> 'OBJECT' THEN 'not a JSON object' END AS _why "
+            f"FROM {rel}))")
+
+
+# --- Parquet and database rows: text values, raw text as JSON -----------------------------------------
+
+
+def arrow_chunks(batches: Iterator[pa.Table], columns: list[str], nbytes: Callable[[pa.Table], int]) -> Iterator[Chunk]:
+    """Typed rows (Parquet, a database): every value as text, so the same checks apply; raw text as JSON."""
+    first = 0
+    for tbl in batches:
+        text = {"_row": pa.array(np.arange(tbl.num_rows, dtype=np.int64))}
+        text["_line"] = pa.array(np.arange(first + 1, first + tbl.num_rows + 1, dtype=np.int64))
+        for c in columns:
+            col = tbl.column(c) if c in tbl.column_names else pa.nulls(tbl.num_rows, pa.string())
+            text[c] = _as_text(col)
+        t = pa.table(text)
+
+        def where(rows: list[int], tbl=tbl, first=first) -> dict[int, tuple[int, str]]:
+            picked = tbl.take(pa.array(rows, pa.int64())).to_pylist()
+            return {r: (first + r + 1, json.dumps(v, default=str, ensure_ascii=False)) for r, v in zip(rows, picked,
+                                                                                                      strict=True)}
+
+        yield Chunk(t, nbytes(tbl), [], "json", None, where=where)
+        first += tbl.num_rows
+
+
+def _as_text(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Any value as the text the typed checks read back exactly (timestamps in ISO form, with their zone)."""
+    return col.cast(pa.string())
