@@ -136,7 +136,12 @@ def test_page_loads_with_the_seed_charts(zen, page):
     assert kpi(page) == 310_207
     heat = traces(page, TOPICS)[0]
     assert heat["type"] == "heatmap"
-    assert "data up to 2019-09-24 19:01 UTC" in page.inner_text("#fresh")
+    # the last event the marts hold, not the end of the last window
+    last = read_real()  # events of the last real minute, 19:00, fall anywhere in it: the generator's last one
+    assert "data up to 2019-09-24 19:00:" in page.inner_text("#fresh") and pc.max(last["dt"]).as_py().minute == 0
+    # the real hour has a 16-minute hole: counts there are zero, not a line drawn across it
+    hole = [t["y"][t["x"].index("2019-09-24 18:45")] for t in history]
+    assert hole and all(v == 0 for v in hole)
     # the area chart is the biggest thing on the page, as in the seed
     box = {i: page.locator(f"#c-{i}").bounding_box() for i in (HISTORY, SOURCES, FUNNEL)}
     assert box[HISTORY]["width"] * box[HISTORY]["height"] >= sum(
@@ -216,10 +221,15 @@ def test_new_mart_windows_appear_without_a_restart(tmp_path, page):
         first = sum(1 for e in events if e["ts"] < (T0 + timedelta(hours=1) - datetime(1970, 1, 1)).total_seconds() * 1000)
         page.goto(s.url + "/")
         wait_kpi(page, first, chart=0)
-        assert "data up to 2024-03-10 01:00 UTC" in page.inner_text("#fresh")
+        last = max(e["ts"] for e in events if e["ts"] < (T0 + timedelta(hours=1) - datetime(1970, 1, 1))
+                   .total_seconds() * 1000)
+        assert f"data up to {datetime(1970, 1, 1) + timedelta(milliseconds=last):%Y-%m-%d %H:%M:%S} UTC" \
+            in page.inner_text("#fresh")
         p.run(start=T0 + timedelta(hours=1), end=T0 + timedelta(hours=2))  # e.g. the scheduler, in-process
         wait_kpi(page, len(events), chart=0)  # the next auto-refresh shows it
-        assert "data up to 2024-03-10 02:00 UTC" in page.inner_text("#fresh")
+        last = datetime(1970, 1, 1) + timedelta(milliseconds=max(e["ts"] for e in events))
+        page.wait_for_function("t => document.querySelector('#fresh').innerText.includes(t)",
+                               arg=f"data up to {last:%Y-%m-%d %H:%M:%S} UTC")
     finally:
         s.stop()
 
@@ -292,9 +302,41 @@ def test_runs_page_previews_then_runs_a_backfill(tmp_path, page):
         page.click("#bf-run")
         page.wait_for_function("() => document.querySelectorAll('tr.run-ok').length == 2", timeout=30_000)
         assert p.status()[0].gaps == []
-        # the coverage calendar shows both days done
-        done = page.evaluate("() => document.querySelector('#calendar .js-plotly-plot').data"
-                             ".find(t => t.name == 'done').x.length")
-        assert done == 2
+        # coverage: a bar spanning each day, on an axis fitted to them
+        page.wait_for_function("() => document.querySelector('#calendar .js-plotly-plot').data"
+                               ".find(t => t.name == 'done').x.length == 2")
+        bars = page.evaluate("() => { const g = document.querySelector('#calendar .js-plotly-plot');"
+                             " const t = g.data.find(t => t.name == 'done');"
+                             " return {base: t.base, x: t.x, range: g.layout.xaxis.range}; }")
+        assert sorted(b[:10] for b in bars["base"]) == ["2024-03-10", "2024-03-11"]
+        assert bars["x"] == [86_400_000, 86_400_000]
+        assert bars["range"][0] < "2024-03-10" and "2024-03-12" < bars["range"][1] < "2024-03-13"
     finally:
         s.stop()
+
+
+def test_csv_links_leave_plotly_buttons_free_and_700px_keeps_titles_apart(zen, browser):
+    ctx = browser.new_context(viewport={"width": 700, "height": 1000})
+    page = ctx.new_page()
+    try:
+        page.goto(zen.url + "/d/zen/")
+        wait_rendered(page)
+
+        def overlap(a: dict, b: dict) -> bool:
+            return not (a["x"] + a["width"] <= b["x"] or b["x"] + b["width"] <= a["x"]
+                        or a["y"] + a["height"] <= b["y"] or b["y"] + b["height"] <= a["y"])
+
+        for i in (HISTORY, SOURCES, FUNNEL, TOPICS):
+            page.hover(f"#c-{i}")
+            bar = page.locator(f"#c-{i} .modebar-container").bounding_box()
+            link = page.locator(f"#csv-{i}").bounding_box()
+            assert bar and link and not overlap(bar, link), (i, bar, link)
+        titles = [page.locator(".em-title").nth(k).bounding_box() for k in range(page.locator(".em-title").count())]
+        cards = [page.locator(".em-card").nth(k).bounding_box() for k in range(page.locator(".em-card").count())]
+        for group in (titles, cards):
+            for a in range(len(group)):
+                for b in range(a + 1, len(group)):
+                    assert not overlap(group[a], group[b]), (a, b, group[a], group[b])
+        assert all(c["x"] + c["width"] <= 700 for c in cards)  # nothing runs off the screen
+    finally:
+        ctx.close()

@@ -120,6 +120,28 @@ def test_runs_page_coverage_states(recent):
         assert [(s, e) for _, s, e in plan] == [(start + 2 * DAY, floor_time(last, 60) + timedelta(minutes=1))]
         rows = app.runs(None, failed=True)
         assert [r["mart"] for r in rows] == ["gated"] and "gate" in rows[0]["error"]
+        fig = app.calendar_figure()  # a few days: bars spanning each window
+        done = next(t for t in fig["data"] if t["name"] == "done")
+        assert done["type"] == "bar" and done["x"] == [DAY.total_seconds() * 1000]
+
+
+def test_runs_page_shows_a_calendar_of_days_for_long_spans(tmp_path):
+    import flask
+
+    from eventmart.dashboards.runs import RunsApp
+    from helpers import T0
+
+    write_events_csv(tmp_path / "data" / "e.csv", random_events(400, seed=1, hours=24 * 100))
+    write_project(tmp_path, events_config(grain="1 day"))
+    with Project.load(tmp_path) as p:
+        p.ingest("events")
+        p.run(start=T0, end=T0 + 30 * DAY)
+        fig = RunsApp(p, flask.Flask("t")).calendar_figure()
+    (heat,) = fig["data"]
+    assert heat["type"] == "heatmap" and len(heat["x"]) == 100
+    states = heat["colorbar"]["ticktext"]
+    row = heat["z"][0]
+    assert [states[v] for v in row[:30]] == ["done"] * 30 and states[row[30]] == "missing"
 
 
 @pytest.mark.parametrize("engine", ["duckdb", "postgres"])

@@ -40,9 +40,12 @@ body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0;b
 .em-filter{display:flex;flex-direction:column;font-size:12px;color:#555;min-width:170px}
 .em-filter input{padding:6px;border:1px solid #ccc;border-radius:4px;font-size:13px;width:150px}
 .em-dd{min-width:220px;max-width:420px}
-.em-row{display:flex;gap:12px;padding:12px 24px 0}
-.em-card{background:#fff;border-radius:6px;box-shadow:0 1px 2px rgba(0,0,0,.08);min-width:0;position:relative}
-.em-csv{position:absolute;right:10px;top:8px;font-size:12px;z-index:5;color:#4C78A8}
+.em-row{display:flex;flex-wrap:wrap;gap:12px;padding:12px 24px 0}
+.em-card{background:#fff;border-radius:6px;box-shadow:0 1px 2px rgba(0,0,0,.08);min-width:300px;position:relative}
+.em-card.em-kpi{min-width:150px}
+.em-card-head{display:flex;justify-content:space-between;align-items:baseline;gap:8px;padding:8px 12px 0}
+.em-title{font-size:15px;font-weight:600;color:#2a3f5f;overflow-wrap:anywhere}
+.em-csv{font-size:12px;color:#4C78A8;white-space:nowrap}
 button.em-reset{padding:7px 14px;border:1px solid #bbb;background:#fafafa;border-radius:4px;cursor:pointer}
 """
 
@@ -101,11 +104,15 @@ class DashboardApp:
             for chart, size in row:
                 i = self.charts.index(chart)
                 c = self.cfg.charts[chart]
+                # the title and the CSV link sit above the chart: nothing covers Plotly's own buttons, and a long
+                # title wraps instead of running into its neighbour on a narrow screen
                 cells.append(html.Div([
-                    html.A("CSV", id=f"csv-{i}", className="em-csv", href=f"{self.base}csv/{chart}", download=f"{chart}.csv"),
+                    html.Div([html.Span(c.title or chart, className="em-title"),
+                              html.A("CSV", id=f"csv-{i}", className="em-csv", href=f"{self.base}csv/{chart}",
+                                     download=f"{chart}.csv")], className="em-card-head"),
                     dcc.Graph(id=f"c-{i}", config={"displaylogo": False, "responsive": True},
                               style={"height": f"{c.height}px"}),
-                ], className="em-card", style={"flex": f"{size} 1 0"}))
+                ], className="em-card em-kpi" if c.type == "kpi" else "em-card", style={"flex": f"{size} 1 0"}))
             rows.append(html.Div(cells, className="em-row"))
         return html.Div([
             dcc.Location(id="url", refresh=False),
@@ -163,8 +170,9 @@ class DashboardApp:
             version = self.q.version()
             figs = self.figures(st, version)
             hrefs = [f"{self.base}csv/{c}{st.to_query()}" for c in self.charts]
-            fresh = version[2]
-            line = f"data up to {_fmt(fresh)} UTC" if fresh else "no mart has been run yet: eventmart backfill"
+            fresh = self.q.fresh_until(version)
+            line = f"data up to {fresh:%Y-%m-%d %H:%M:%S} UTC (the last event the marts hold)" if fresh \
+                else "no mart has been run yet: eventmart backfill"
             return figs + hrefs + [line]
 
     def apply_click(self, st: State, chart_id: str, click: dict | None) -> None:

@@ -19,8 +19,8 @@ _AXIS = {"gridcolor": "#EBF0F8", "zerolinecolor": "#EBF0F8", "automargin": True}
 
 
 def _layout(chart: Chart, **kw: Any) -> dict:
-    base = {"title": {"text": chart.title or "", "x": 0.01, "font": {"size": 15}}, "height": chart.height,
-            "margin": {"l": 50, "r": 20, "t": 40 if chart.title else 10, "b": 40},
+    # the title is drawn by the page above the figure (it wraps there), not inside it
+    base = {"height": chart.height, "margin": {"l": 50, "r": 20, "t": 30, "b": 40},
             "paper_bgcolor": "white", "plot_bgcolor": "white", "font": {"color": "#2a3f5f"},
             "xaxis": dict(_AXIS), "yaxis": dict(_AXIS), "colorway": PALETTE}
     for k, v in kw.items():
@@ -152,11 +152,11 @@ def kpi(chart: Chart, value: Any, previous: Any) -> dict:
                            "number": {"valueformat": ",.3~f" if abs(v) < 10 else ",.0f"}}
     if previous not in (None, 0):
         ind.update(mode="number+delta", delta={"reference": _num(previous), "relative": True, "valueformat": ".1%"})
-    return {"data": [ind], "layout": _layout(chart, margin={"l": 10, "r": 10, "t": 40, "b": 10})}
+    return {"data": [ind], "layout": _layout(chart, margin={"l": 10, "r": 10, "t": 10, "b": 10})}
 
 
 def table(chart: Chart, res: QueryResult) -> dict:
     cols = res.columns
     cells = [[_x(r[i]) for r in res.rows] for i in range(len(cols))]
     return {"data": [{"type": "table", "header": {"values": cols, "fill": {"color": "#EBF0F8"}},
-                      "cells": {"values": cells}}], "layout": _layout(chart, margin={"l": 10, "r": 10, "t": 40, "b": 10})}
+                      "cells": {"values": cells}}], "layout": _layout(chart, margin={"l": 10, "r": 10, "t": 10, "b": 10})}

@@ -127,18 +127,40 @@ class DashboardQueries:
 
     # data version: any ledger change (a mart run) makes every cached result stale
     def version(self) -> tuple:
-        if not self.exists(RUNS):
-            return (0, None, None)
-        marts = sorted({c.mart for c in self.dash.charts.values()})
-        r = self.wh.concurrent_fetch(
-            f"SELECT count(*), max(started_at), max(window_end) FROM {self.wh.q(RUNS)} "
-            f"WHERE status = 'ok' AND {self.wh.in_list_sql('mart', 'marts')}",
-            {"marts": marts},
-        ).rows[0]
-        return tuple(r)
+        """Changes whenever what a chart shows may change: a mart run (the ledger) or a load or undo (the
+        ingest log: distinct counts may be answered from the raw events)."""
+        from ..sources.ingest import INGESTS
 
-    def fresh_until(self) -> datetime | None:
-        return self.version()[2]
+        runs: tuple = (0, None, None)
+        if self.exists(RUNS):
+            marts = sorted({c.mart for c in self.dash.charts.values()})
+            runs = tuple(self.wh.concurrent_fetch(
+                f"SELECT count(*), max(seq), max(window_end) FROM {self.wh.q(RUNS)} "
+                f"WHERE status = 'ok' AND {self.wh.in_list_sql('mart', 'marts')}", {"marts": marts}).rows[0])
+        loads: tuple = ()
+        if self.exists(INGESTS):
+            loads = tuple(self.wh.concurrent_fetch(
+                f"SELECT max(id), count(*) FILTER (WHERE status = 'undone') FROM {self.wh.q(INGESTS)}").rows[0])
+        return runs + loads
+
+    def fresh_until(self, version: tuple | None = None) -> datetime | None:
+        """The last event the dashboard's marts cover: the newest loaded event inside their run windows."""
+        version = version or self.version()
+        best = None
+        for mart in sorted({c.mart for c in self.dash.charts.values()}):
+            m = self.cfg.marts[mart]
+            src = m.from_
+            end = self._fetch(f"SELECT max(window_end) FROM {self.wh.q(RUNS)} WHERE mart = {{{{ m }}}} "
+                              "AND status = 'ok'", {"m": mart}, version).rows[0][0] if self.exists(RUNS, version) \
+                else None
+            if end is None:
+                continue
+            last = end
+            if src and self.exists(src, version):
+                last = self._fetch(f"SELECT max(_time) FROM {self.wh.q(src)} WHERE _time < {{{{ e }}}}", {"e": end},
+                                   version).rows[0][0] or end
+            best = last if best is None else max(best, last)
+        return best
 
     def _fetch(self, sql: str, params: dict[str, Any], version: tuple | None = None) -> QueryResult:
         """A cached query; one interaction reads the version once and passes it to all its queries."""

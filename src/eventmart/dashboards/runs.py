@@ -7,7 +7,7 @@ under the project's write lock, like the scheduler's jobs.
 from __future__ import annotations
 
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import dash
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 # coverage calendar states, in legend order
 STATES = {"done": ("#54A24B", 0), "re-opened by lookback": ("#4C78A8", 1), "failed": ("#E45756", 2),
           "missing": ("#D8D8D8", 3), "running": ("#EECA3B", 4)}
-CALENDAR_WINDOWS = 120  # most recent windows per mart shown
+CALENDAR_WINDOWS = 400  # most recent windows per mart shown
 
 
 class RunsApp:
@@ -141,22 +141,57 @@ class RunsApp:
         return out
 
     def calendar_figure(self) -> dict:
+        """Coverage: one bar per window, spanning it, on an axis fitted to the windows; over long spans (more than
+        62 days) a calendar of days instead, each day coloured by its worst window."""
         cov = self.coverage()
+        marts = list(cov)
+        cells = [(m, s, e, st) for m, cs in cov.items() for s, e, st in cs]
+        layout = {"height": 120 + 40 * max(len(cov), 1), "margin": {"l": 140, "r": 20, "t": 10, "b": 40},
+                  "plot_bgcolor": "white", "legend": {"orientation": "h"},
+                  "yaxis": {"type": "category", "categoryarray": marts[::-1], "categoryorder": "array"}}
+        if not cells:
+            return {"data": [], "layout": {**layout, "annotations": [{"text": "no windows yet", "showarrow": False,
+                                                                      "xref": "paper", "yref": "paper"}]}}
+        lo, hi = min(c[1] for c in cells), max(c[2] for c in cells)
+        if hi - lo > timedelta(days=62):
+            return self._calendar(cells, marts, layout)
+        pad = (hi - lo) * 0.02
         data = []
         for state, (color, _) in STATES.items():
-            xs, ys, text = [], [], []
-            for mart, cells in cov.items():
-                for s, e, st in cells:
-                    if st == state:
-                        xs.append(fmt(s))
-                        ys.append(mart)
-                        text.append(f"{mart} [{fmt(s)}, {fmt(e)}): {st}")
-            data.append({"type": "scatter", "mode": "markers", "name": state, "x": xs, "y": ys, "text": text,
-                         "hoverinfo": "text", "marker": {"symbol": "square", "size": 14, "color": color}})
-        return {"data": data, "layout": {"height": 120 + 40 * max(len(cov), 1), "margin": {"l": 140, "r": 20,
-                                                                                           "t": 10, "b": 40},
-                                         "plot_bgcolor": "white", "legend": {"orientation": "h"},
-                                         "xaxis": {"type": "date"}, "yaxis": {"type": "category"}}}
+            mine = [c for c in cells if c[3] == state]
+            data.append({"type": "bar", "orientation": "h", "name": state, "y": [c[0] for c in mine],
+                         "base": [c[1].isoformat() for c in mine],
+                         "x": [(c[2] - c[1]).total_seconds() * 1000 for c in mine],
+                         "text": [f"{c[0]} [{fmt(c[1])}, {fmt(c[2])}): {state}" for c in mine],
+                         "hoverinfo": "text", "textposition": "none", "marker": {"color": color,
+                                                                                "line": {"color": "white", "width": 1}}})
+        return {"data": data, "layout": {**layout, "barmode": "overlay",
+                                         "xaxis": {"type": "date", "range": [(lo - pad).isoformat(),
+                                                                             (hi + pad).isoformat()]}}}
+
+    @staticmethod
+    def _calendar(cells: list[tuple], marts: list[str], layout: dict) -> dict:
+        worst = {s: i for i, s in enumerate(["done", "re-opened by lookback", "running", "missing", "failed"])}
+        days: dict[tuple[str, Any], str] = {}
+        for m, s, e, st in cells:
+            d = s.date()
+            while datetime.combine(d, datetime.min.time()) < e:
+                cur = days.get((m, d))
+                if cur is None or worst[st] > worst[cur]:
+                    days[(m, d)] = st
+                d += timedelta(days=1)
+        order = list(worst)
+        xs = sorted({d for _, d in days})
+        z = [[order.index(days[(m, d)]) if (m, d) in days else None for d in xs] for m in marts]
+        n = len(order)
+        scale = []
+        for i, st in enumerate(order):
+            scale += [[i / n, STATES[st][0]], [(i + 1) / n, STATES[st][0]]]
+        text = [[f"{m} {d}: {days.get((m, d), '')}" for d in xs] for m in marts]
+        return {"data": [{"type": "heatmap", "x": [d.isoformat() for d in xs], "y": marts, "z": z, "zmin": -0.5,
+                          "zmax": n - 0.5, "colorscale": scale, "text": text, "hoverinfo": "text", "xgap": 1,
+                          "ygap": 2, "colorbar": {"tickvals": list(range(n)), "ticktext": order}}],
+                "layout": {**layout, "xaxis": {"type": "date"}}}
 
     # --- backfill ---------------------------------------------------------------------------------
     def plan(self, marts: list[str] | None, start: str | None, end: str | None) -> list[tuple[str, datetime, datetime]]:
