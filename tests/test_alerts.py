@@ -359,4 +359,46 @@ def test_alerts_page_shows_state_history_and_a_replay(tmp_path):
     end = p.runner.covered("m15")[-1][1]  # the replay stops where the mart does
     _, incs = p.alerts_backtest("r", end - timedelta(days=1), end)
     assert summary.startswith(f"{len(incs)} incident(s)") and "2024-05-01 07:30" in fig["data"][3]["x"]
+    p.alerts_silence("r", "2h")
+    assert [r[0] for r in app.silence_rows()] == ["r"]
     p.close()
+
+
+def test_silences_are_listed_and_liftable_from_the_cli(tmp_path):
+    p = counts_project(tmp_path, {"all": steady(20)}, {"r": RULE, "other": RULE})
+    p.close()
+    em = [sys.executable, "-m", "eventmart"]
+
+    def run(*args):
+        r = subprocess.run([*em, *args, "-p", str(tmp_path)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    assert "no rule is silenced" in run("alerts", "silences")
+    run("alerts", "silence", "r", "--for", "2h")
+    out = run("alerts", "silences")
+    assert "r" in out.split() and "other" not in out.split()
+    assert run("alerts", "status")  # the silence shows there too (a column)
+    assert "silence lifted" in run("alerts", "unsilence", "r")
+    assert "no rule is silenced" in run("alerts", "silences")
+    assert "was not silenced" in run("alerts", "unsilence", "r")
+    with Project.load(tmp_path) as p2:
+        p2.alerts_silence("r", "1h")
+        assert p2.alerts_state().columns[-1] == "silenced_until"
+
+
+def test_historic_data_is_not_late_and_values_print_as_numbers(tmp_path):
+    """A demo whose events ended long ago: its first check judges up to the data's end and says nothing is late."""
+    p = counts_project(tmp_path, {"all": [int(v) for v in steady(40)]}, {"r": {**RULE, "measure": "sum(n) / 3"}})
+    p.run(start=T0, end=T0 + 40 * Q)
+    p.close()
+    r = subprocess.run([sys.executable, "-m", "eventmart", "alerts", "check", "--now", "2026-11-24 10:00", "-p",
+                        str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "late" not in r.stdout and "None" not in r.stdout
+    st = subprocess.run([sys.executable, "-m", "eventmart", "alerts", "status", "-p", str(tmp_path)],
+                        capture_output=True, text=True).stdout
+    assert "99999" not in st and "00000" not in st  # 100.33333333333333 prints as 100.333333
+    with Project.load(tmp_path) as p:
+        last = p.alerts_state().rows[0][5]
+        assert last == T0 + 39 * Q  # every complete bucket of the data was judged

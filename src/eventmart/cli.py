@@ -59,10 +59,25 @@ def _load(project: Path, local: bool = False) -> Project:
     return p
 
 
+def _cell(v: Any) -> str:
+    """A value for a table on the screen: floats without binary noise (687.6, not 687.5999999999999)."""
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        if v != v:
+            return "NaN"
+        if v == int(v) and abs(v) < 1e15:
+            return f"{int(v)}"
+        return f"{v:.6g}" if abs(v) < 1e-3 or abs(v) >= 1e9 else f"{round(v, 6):.6f}".rstrip("0").rstrip(".")
+    if isinstance(v, datetime):
+        return fmt(v) if v.microsecond == 0 else v.isoformat(sep=" ", timespec="milliseconds")
+    return str(v)
+
+
 def _show(res: Any) -> None:
     t = Table(*res.columns, show_lines=False)
     for r in res.rows:
-        t.add_row(*("" if v is None else str(v) for v in r))
+        t.add_row(*(_cell(v) for v in r))
     out.print(t)
 
 
@@ -294,7 +309,13 @@ def alerts_check(
     for r in results:
         out.print(f"{r.rule}: {r.judged} bucket(s) judged, {len(r.events)} event(s)", markup=False)
         for e in r.events:
-            out.print(f"  {e.event} {e.series} {fmt(e.bucket) if e.bucket else ''} value {e.value}", markup=False)
+            if e.event == "late":
+                out.print(f"  late: the mart holds data up to {fmt(e.bucket) if e.bucket else 'nothing'} UTC, events "
+                          "after that are loaded but not built into it yet (eventmart backfill)", markup=False)
+                continue
+            bounds = f" (expected {_cell(e.lower)} … {_cell(e.upper)})" if e.event != "reminder" else ""
+            out.print(f"  {e.event} {e.series} {fmt(e.bucket) if e.bucket else ''} value {_cell(e.value)}{bounds}",
+                      markup=False)
         for ch, st, d in r.deliveries:
             out.print(f"  → {ch or '(history)'}: {st} {d}", markup=False, soft_wrap=True)
 
@@ -368,6 +389,28 @@ def alerts_silence(
     with _load(project) as p:
         until = p.alerts_silence(rule, for_)
     out.print(f"{rule}: silenced until {fmt(until)} UTC", markup=False)
+
+
+@alerts_app.command("silences")
+def alerts_silences(project: ProjectOpt = Path(".")) -> None:
+    """Silences in force: which rule, until when."""
+    with _load(project) as p:
+        res = p.alerts_silences()
+    if not res.rows:
+        out.print("no rule is silenced")
+        return
+    _show(res)
+
+
+@alerts_app.command("unsilence")
+def alerts_unsilence(
+    rule: Annotated[str, typer.Argument(help="Rule name.")],
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Lift a rule's silence now: its next events are sent again."""
+    with _load(project) as p:
+        n = p.alerts_unsilence(rule)
+    out.print(f"{rule}: silence lifted" if n else f"{rule}: was not silenced", markup=False)
 
 
 @alerts_app.command("history")

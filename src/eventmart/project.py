@@ -371,6 +371,21 @@ class Project:
         return silence(self, name, seconds)
 
     @_locked
+    def alerts_silences(self) -> QueryResult:
+        """Silences in force: rule, until, set at."""
+        from .alerts.engine import silences
+
+        return QueryResult(["rule", "silenced_until", "set_at"], silences(self))
+
+    @_locked
+    def alerts_unsilence(self, name: str) -> int:
+        """Lift a rule's silence now; how many silences were in force."""
+        from .alerts.engine import unsilence
+
+        self._rule(name)
+        return unsilence(self, name)
+
+    @_locked
     def alerts_history(self, name: str | None = None, limit: int = 50) -> QueryResult:
         from .alerts.engine import EVENTS, ensure_tables
 
@@ -388,5 +403,11 @@ class Project:
         wh = self.warehouse
         with wh.transaction():
             ensure_tables(wh)
-        return wh.fetch(f"SELECT rule, series, state, since, consecutive, last_bucket, value, lower, upper "
-                        f"FROM {STATE} ORDER BY rule, series")
+        res = wh.fetch(f"SELECT rule, series, state, since, consecutive, last_bucket, value, lower, upper "
+                       f"FROM {STATE} ORDER BY rule, series")
+        from .alerts.engine import silences
+
+        quiet = {r[0]: r[1] for r in silences(self)}
+        res.columns.append("silenced_until")
+        res.rows = [(*r, quiet.get(r[0])) for r in res.rows]
+        return res

@@ -242,6 +242,23 @@ def freshness_end(project: Project, rule: AlertRule, complete: datetime) -> date
     return min(complete, covered[-1][1])
 
 
+def loaded_end(project: Project, rule: AlertRule, complete: datetime) -> datetime:
+    """The end of the data loaded so far: the bucket holding the mart's source's newest event (capped at the
+    last complete bucket). Past it there is nothing to judge, and nothing late: a source whose events stopped
+    (a demo's historic data) is not a mart that fell behind."""
+    if rule.mart is None:
+        return complete
+    src = project.config.marts[rule.mart].from_
+    wh = project.warehouse
+    if not src or wh.table_columns(src) is None:
+        return datetime.min
+    last = wh.fetch(f"SELECT max(_time) FROM {wh.q(src)}").rows[0][0]
+    if last is None:
+        return datetime.min
+    g = rule_grain(project, rule)
+    return min(complete, floor_time(last, g) + timedelta(seconds=g))
+
+
 def evaluate(project: Project, name: str, now: datetime | None = None, sleep=time.sleep) -> EvalResult:
     """Judge the buckets completed since the last evaluation, move the state, notify."""
     wh = project.warehouse
@@ -257,7 +274,8 @@ def evaluate(project: Project, name: str, now: datetime | None = None, sleep=tim
         f"SELECT series, state, since, consecutive, last_bucket, last_notified, value, lower, upper FROM {STATE} "
         "WHERE rule = {{ r }}", {"r": name}).rows}
     late_key = "(data)"
-    if fresh < complete - timedelta(seconds=g):  # more than the bucket still filling is missing
+    # late: the mart has not been run for more than a bucket of events that are loaded already
+    if fresh < loaded_end(project, rule, complete) - timedelta(seconds=g):
         if state.get(late_key, [None])[0] != "LATE":
             res.events.append(Event(name, late_key, "late", fresh if fresh > datetime.min else None))
             state[late_key] = ["LATE", now, 0, None, now, None, None, None]
@@ -546,6 +564,27 @@ def silence(project: Project, name: str, seconds: int, now: datetime | None = No
         wh.execute(f"INSERT INTO {SILENCES} VALUES ({{{{ r }}}}, {{{{ u }}}}, {{{{ t }}}})",
                    {"r": name, "u": until, "t": now})
     return until
+
+
+def silences(project: Project, now: datetime | None = None) -> list[tuple]:
+    """Silences in force: (rule, silenced until, set at), soonest end first."""
+    now = now or utcnow()
+    wh = project.warehouse
+    with wh.transaction():
+        ensure_tables(wh)
+    return [tuple(r) for r in wh.fetch(
+        f"SELECT rule, max(silenced_until), min(created_at) FROM {SILENCES} WHERE silenced_until > {{{{ t }}}} "
+        "GROUP BY rule ORDER BY 2, 1", {"t": now}).rows]
+
+
+def unsilence(project: Project, name: str, now: datetime | None = None) -> int:
+    """Lift a rule's silences now; returns how many were in force."""
+    now = now or utcnow()
+    wh = project.warehouse
+    with wh.transaction():
+        ensure_tables(wh)
+        return max(wh.execute(f"UPDATE {SILENCES} SET silenced_until = {{{{ t }}}} WHERE rule = {{{{ r }}}} "
+                              "AND silenced_until > {{ t }}", {"r": name, "t": now}), 0)
 
 
 def summarize(incs: list[Incident], until: datetime) -> dict[str, Any]:

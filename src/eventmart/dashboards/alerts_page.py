@@ -50,6 +50,8 @@ class AlertsApp:
             dcc.Interval(id="tick", interval=15_000),
             html.H2("Alerts", style={"margin": "12px 24px 4px"}),
             html.Div(id="state", style={"margin": "0 24px"}),
+            html.H3("Silences", style={"margin": "16px 24px 4px"}),
+            html.Div(id="silences", style={"margin": "0 24px"}),
             html.H3("Replay a rule", style={"margin": "16px 24px 4px"}),
             html.Div([dcc.Dropdown(id="rule", options=rules, value=rules[0] if rules else None, clearable=False,
                                    style={"width": "260px"}),
@@ -67,6 +69,15 @@ class AlertsApp:
             return []
         return self.wh.concurrent_fetch(f"SELECT rule, series, state, since, consecutive, last_bucket, value, lower, "
                                         f"upper FROM {STATE} ORDER BY state DESC, rule, series").rows
+
+    def silence_rows(self) -> list[tuple]:
+        from ..alerts.engine import SILENCES
+
+        if not self.wh.concurrent_table_exists(SILENCES):
+            return []
+        return self.wh.concurrent_fetch(f"SELECT rule, max(silenced_until), min(created_at) FROM {SILENCES} "
+                                        "WHERE silenced_until > {{ t }} GROUP BY rule ORDER BY 2, 1",
+                                        {"t": _now()}).rows
 
     def history_rows(self) -> list[tuple]:
         if not self.wh.concurrent_table_exists(EVENTS):
@@ -117,13 +128,17 @@ class AlertsApp:
         return fig, summary
 
     def _callbacks(self) -> None:
-        @self.app.callback(Output("state", "children"), Output("history", "children"), Input("tick", "n_intervals"))
+        @self.app.callback(Output("state", "children"), Output("history", "children"), Output("silences", "children"),
+                           Input("tick", "n_intervals"))
         def refresh(_n):
             state = _table(["rule", "series", "state", "since", "in a row", "last bucket", "value", "lower", "upper"],
                            self.state_rows(), lambda r: f"alert-{str(r[2]).lower()}")
             hist = _table(["at", "rule", "series", "event", "bucket", "value", "lower", "upper", "channel", "status",
                            "detail"], self.history_rows(), lambda r: f"event-{r[3]}")
-            return state, hist
+            quiet = self.silence_rows()
+            silences = _table(["rule", "silenced until (UTC)", "set at"], quiet, lambda r: "silence") if quiet else \
+                html.P("No rule is silenced (eventmart alerts silence RULE --for 2h).", style={"color": "#666"})
+            return state, hist, silences
 
         @self.app.callback(Output("replay", "figure"), Output("replay-summary", "children"),
                            Input("rule", "value"), Input("days", "value"))

@@ -30,7 +30,8 @@ STATE_FILE = "server.json"
 TOKEN_HEADER = "X-Eventmart-Token"
 # what another process may ask the server to do: the commands, nothing else
 METHODS = ("check", "ingest", "ingests", "undo_ingest", "rejects", "replay_rejects", "run", "backfill", "plan_backfill", "status", "query", "reset",
-           "runs", "backup", "report", "alerts_check", "alerts_silence", "alerts_history", "alerts_state",
+           "runs", "backup", "report", "alerts_check", "alerts_silence", "alerts_silences", "alerts_unsilence",
+           "alerts_history", "alerts_state",
            "alerts_backtest")
 
 

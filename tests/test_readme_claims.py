@@ -1,0 +1,43 @@
+"""What the README says about the bundled examples, checked the way a user would get it: the demo command,
+then the backtest. The numbers are read from the README itself, so the text and the code cannot drift apart."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from eventmart import Project
+from eventmart.examples.feed import incidents
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+Q = timedelta(minutes=15)
+
+
+def test_feed_demo_alert_rules_do_what_the_readme_says(tmp_path):
+    text = " ".join(README.read_text().split())
+    m = re.search(r"`views_iqr`\) raises \*\*(\d+)\*\* incidents; the six seasonal rules raise \*\*(\d+)\*\*", text)
+    assert m, "the README's tuning paragraph changed: update this test with it"
+    iqr_claim, seasonal_claim = int(m.group(1)), int(m.group(2))
+    d = tmp_path / "feed"
+    r = subprocess.run([sys.executable, "-m", "eventmart", "demo", "feed", str(d), "--no-serve"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    start, end = datetime(2024, 3, 8), datetime(2024, 3, 31)
+    truth = incidents(30)
+    with Project.load(d) as p:
+        _, iqr = p.alerts_backtest("views_iqr", start, end)
+        found = []
+        for rule in ("users", "active_posts", "views", "likes", "ctr", "views_by_os"):
+            found += [(rule, i) for i in p.alerts_backtest(rule, start, end)[1]]
+    assert len(iqr) == iqr_claim
+    assert len(found) == seasonal_claim
+
+    def inside(i) -> bool:
+        return any(i.start < t["end"] + Q and (i.end or t["end"]) > t["start"] for t in truth)
+
+    assert all(inside(i) for _, i in found), found
+    by_rule = {r for r, _ in found}
+    assert {"views_by_os", "likes"} <= by_rule  # each injected incident is found by the rule made for it
