@@ -116,3 +116,72 @@ def test_check_finds_what_needs_the_warehouse(proj, tmp_path):
     # nothing was written: the warehouse has no ledger, the mart no table
     assert "broken_sql" not in em("query", "select table_name from information_schema.tables", "-p",
                                   str(proj)).stdout
+
+
+def test_init_writes_a_minimal_project_that_checks(tmp_path):
+    r = em("init", str(tmp_path / "mine"))
+    assert r.returncode == 0, r.stderr
+    text = (tmp_path / "mine" / "eventmart.yml").read_text()
+    assert "#" in text and "sources:" in text  # commented
+    assert em("check", "-p", str(tmp_path / "mine")).returncode == 2  # no data yet: says which path matches nothing
+    assert em("init", str(tmp_path / "mine")).returncode == 2  # never overwrites
+
+
+@pytest.mark.parametrize("kind", ["ms", "iso"])
+def test_init_from_a_csv_proposes_a_working_project(tmp_path, kind):
+    """CSV in, then the five commands of the README's first-project section: check, ingest, backfill, a
+    dashboard that answers — each through the console script."""
+    import csv as csvmod
+    from datetime import datetime, timedelta
+
+    rows = []
+    t0 = datetime(2024, 5, 1)
+    for i in range(500):
+        t = t0 + timedelta(minutes=7 * i)
+        rows.append({"event_id": 1000 + i, "user_id": i % 37, "page": ["home", "cart", "pay"][i % 3],
+                     "country": ["DE", "FR"][i % 2],
+                     "ts": int(t.timestamp() * 1000) if kind == "ms" else t.isoformat() + "Z",
+                     "price": "" if i % 5 == 0 else f"{i * 1.5:.2f}"})
+    src = tmp_path / "my events.csv"
+    with open(src, "w", newline="") as f:
+        w = csvmod.DictWriter(f, list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    d = tmp_path / "first"
+    r = em("init", str(d), "--from", str(src))
+    assert r.returncode == 0, r.stderr
+    cfg = yaml.safe_load((d / "eventmart.yml").read_text())
+    (name, source), = cfg["sources"].items()
+    assert name == "my_events"
+    assert source["time"] == {"column": "ts", "unit": "ms" if kind == "ms" else "timestamp"}
+    assert source["key"] == ["event_id"] and source["columns"]["price"] == "float?"
+    mart = next(iter(cfg["marts"].values()))
+    assert set(mart["dimensions"]) >= {"dt", "page", "country"} and "users" in mart["measures"]
+    assert (d / "data" / "my events.csv").exists()
+    for args in (["check"], ["ingest", name], ["backfill"], ["check"]):
+        r = em(*args, "-p", str(d))
+        assert r.returncode == 0, (args, r.stdout, r.stderr)
+    r = em("query", "select sum(events), count(*) from my_events_hourly", "--format", "json", "-p", str(d))
+    assert r.returncode == 0 and '"sum(events)": 500' in r.stdout.replace(" ", "").replace(":", ": ")
+    from eventmart import Project
+    from eventmart.dashboards.app import create_server
+
+    with Project.load(d) as p:
+        assert create_server(p).test_client().get("/d/overview/").status_code == 200
+
+
+def test_demo_help_describes_each_example_and_a_taken_port_is_one_line(tmp_path):
+    r = em("demo", "--help")
+    assert "zen:" in r.stdout and "feed:" in r.stdout
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        write_events_csv(tmp_path / "data" / "e.csv", random_events(20, seed=1, hours=1))
+        write_project(tmp_path, events_config())
+        r = em("serve", "--port", str(port), "-p", str(tmp_path))
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"error: port {port} on 127.0.0.1 is in use (another eventmart serve, or another " \
+                               "program); pass --port N"

@@ -90,6 +90,15 @@ def test_the_cli_works_while_serve_owns_the_warehouse(recent):
         # the Runs page lists the runs
         page = httpx.get(f"http://127.0.0.1:{srv.port}/runs/")
         assert page.status_code == 200
+        # a backfill through the server reports each window as it finishes (the CLI's progress bar)
+        from eventmart.server.api import RemoteProject
+
+        remote = RemoteProject(d, running_server(d), p.config)
+        remote.reset("by_topic")
+        seen = []
+        res = remote.backfill(progress=lambda r, i, n: seen.append((r.status, i, n)))
+        assert len(res) == len(seen) >= 3 and seen == [("ok", i, len(seen)) for i in range(1, len(seen) + 1)]
+        assert_frames_equal(mart_frame(p), reference_by_topic(events, start, start + 3 * DAY))
     finally:
         srv.stop()
         p.close()

@@ -204,8 +204,10 @@ def backfill(
             out.print(f"{len(plan)} window(s) to run")
             return
         if sys.stderr.isatty():
+            from rich.progress import TimeRemainingColumn
+
             with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                          console=err, transient=True) as pr:
+                          TimeRemainingColumn(), console=err, transient=True) as pr:
                 task = pr.add_task("backfill", total=None)
 
                 def tick(r: Any, i: int, n: int) -> None:
@@ -509,29 +511,63 @@ def reset(mart: str, project: ProjectOpt = Path(".")) -> None:
 @app.command()
 def init(
     directory: Annotated[Path, typer.Argument(help="Folder to create the project in.")],
-    example: Annotated[str, typer.Option(help="Bundled example: zen or feed.")] = "zen",
+    from_: Annotated[Path | None, typer.Option("--from", help="A CSV file of your events: the project is proposed "
+                                                                "from it (columns, time, key, a mart, a dashboard).")] = None,
+    example: Annotated[str | None, typer.Option(help="Copy a bundled example instead: zen or feed.")] = None,
 ) -> None:
-    """Write an example project (project file and empty data folder) into DIRECTORY."""
-    from .examples import init_example
+    """Start a project: a minimal commented eventmart.yml, one proposed from your CSV (--from), or an example."""
+    if example:
+        from .examples import init_example
 
-    path = init_example(example, directory)
-    out.print(f"wrote {path}")
+        path = init_example(example, directory)
+    else:
+        from .scaffold import init_project
+
+        path = init_project(directory, from_)
+    out.print(f"wrote {path}", markup=False)
+    exe = _exe()
+    if from_:
+        out.print(f"next: cd {directory} && {exe} check && {exe} ingest <source> && {exe} backfill && {exe} serve",
+                  markup=False)
+
+
+def _exe() -> str:
+    """How to run eventmart again from a shell: `eventmart` when it is on PATH, else its full path."""
+    import shutil
+
+    me = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
+    found = shutil.which("eventmart")
+    if found and me and Path(found).resolve() == me:
+        return "eventmart"
+    if me and me.name == "eventmart":
+        return str(me)
+    return f"{sys.executable} -m eventmart"
 
 
 @app.command()
 def demo(
-    example: Annotated[str, typer.Argument(help="Bundled example: zen or feed.")],
-    directory: Annotated[Path, typer.Argument(help="Folder for the demo project.")],
-    scale: Annotated[float, typer.Option(help="Data size multiplier (1 = the real Zen hour).")] = 1.0,
-    days: Annotated[int, typer.Option(help="Days of data (beyond the calibrated real hour).")] = 0,
+    example: Annotated[str, typer.Argument(help="zen or feed.")],
+    directory: Annotated[Path, typer.Argument(help="Folder for the demo project (created).")],
+    scale: Annotated[float, typer.Option(help="zen: events per minute vs the real hour; feed: users (1 = ~20k "
+                                                "DAU).")] = 1.0,
+    days: Annotated[int, typer.Option(help="zen: days of generated log (0 = the real hour); feed: days (0 = "
+                                           "30).")] = 0,
     serve: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve the dashboard afterwards.")] = True,
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8050,
 ) -> None:
-    """Create an example project, generate its data, ingest it and build its marts."""
+    """Create a bundled example project, generate its data, ingest it, build its marts and serve it.
+
+    zen: seeds 000/001, the real Yandex.Zen hour (dash_visits, 310,207 events) as raw events, its two
+    per-minute marts and the seed's dashboard; --scale/--days generate bigger logs with the same mix.
+
+    feed: seed 002, a feed & messenger simulator (30 days, ~20k DAU, 7M events at scale 1): daily slices,
+    15-minute marts, a dashboard, the morning digest (written to reports/dry-run) and anomaly alerts.
+    """
     from .examples import run_demo
 
-    run_demo(example, directory, scale=scale, days=days, say=out.print)
+    run_demo(example, directory, scale=scale, days=days, say=lambda m: out.print(m, markup=False), exe=_exe())
     if serve:
-        _serve(directory, "127.0.0.1", 8050)
+        _serve(directory, "127.0.0.1", port)
 
 
 def _serve(project: Path, host: str, port: int) -> None:

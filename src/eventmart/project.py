@@ -204,6 +204,15 @@ class Project:
         return runner.backfill(names, _time(start, "--start"), _time(end, "--end"), progress)
 
     @_locked
+    def run_window(self, mart: str, start: datetime, end: datetime, trigger: str = "backfill") -> RunResult:
+        """One planned window of one mart (what a backfill runs, one call per window)."""
+        self.mart(mart)
+        runner = self.runner
+        runner.compiled(mart)
+        runner.check_window(mart, start, end)
+        return runner.run_window(mart, start, end, trigger=trigger)
+
+    @_locked
     def plan_backfill(self, marts: list[str] | None = None, *, start=None, end=None) -> list[tuple[str, datetime, datetime]]:
         runner = self.runner
         return [

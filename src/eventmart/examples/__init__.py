@@ -65,7 +65,7 @@ def generate_feed(directory: Path, scale: float = 1.0, days: int = 30) -> list[P
 
 
 def run_demo(example: str, directory: Path, scale: float = 1.0, days: int = 0,
-             say: Callable[[str], None] = print) -> None:
+             say: Callable[[str], None] = print, exe: str = "eventmart") -> None:
     from ..project import Project
 
     if example not in EXAMPLES:
@@ -86,4 +86,4 @@ def run_demo(example: str, directory: Path, scale: float = 1.0, days: int = 0,
             say(f"daily digest for {res.day}: {res.folder}/index.html")
     hint = {"zen": "select * from dash_visits order by dt, visits desc limit 5",
             "feed": "select * from daily_metrics order by dt desc limit 7"}[example]
-    say(f"try: cd {directory} && eventmart query \"{hint}\"")
+    say(f"try: cd {directory} && {exe} query \"{hint}\"")

@@ -29,7 +29,7 @@ STATE_DIR = ".eventmart"
 STATE_FILE = "server.json"
 TOKEN_HEADER = "X-Eventmart-Token"
 # what another process may ask the server to do: the commands, nothing else
-METHODS = ("check", "ingest", "ingests", "undo_ingest", "rejects", "replay_rejects", "run", "backfill", "plan_backfill", "status", "query", "reset",
+METHODS = ("check", "run_window", "ingest", "ingests", "undo_ingest", "rejects", "replay_rejects", "run", "backfill", "plan_backfill", "status", "query", "reset",
            "runs", "backup", "report", "alerts_check", "alerts_silence", "alerts_silences", "alerts_unsilence",
            "alerts_history", "alerts_state",
            "alerts_backtest")
@@ -199,6 +199,17 @@ class RemoteProject:
         if name in METHODS:
             return lambda *a, **k: self._call(name, *a, **k)
         raise AttributeError(name)
+
+    def backfill(self, marts=None, *, start=None, end=None, progress=None):
+        """Window by window through the server, so a progress bar sees each one finish."""
+        if progress is None:
+            return self._call("backfill", marts, start=start, end=end)
+        plan = self._call("plan_backfill", marts, start=start, end=end)
+        results = []
+        for i, (mart, s, e) in enumerate(plan, 1):
+            results.append(self._call("run_window", mart, s, e))
+            progress(results[-1], i, len(plan))
+        return results
 
     def restore(self, path: Any) -> str:
         raise UserError("eventmart serve is running on this project: stop it before `eventmart restore`")

@@ -17,6 +17,28 @@ if TYPE_CHECKING:
     from ..project import Project
 
 
+def _check_port(host: str, port: int) -> None:
+    import errno
+    import socket
+
+    from ..errors import UserError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise UserError(f"cannot serve on {host}: {e.strerror}; pass --host with an address of this machine") from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise UserError(f"port {port} on {host} is in use (another eventmart serve, or another program); "
+                                "pass --port N") from None
+            raise UserError(f"cannot serve on {host}:{port}: {e.strerror}; pass --host/--port") from None
+
+
 class Server:
     """Start with :meth:`start`, stop with :meth:`stop`; :func:`serve` runs one until Ctrl-C."""
 
@@ -30,6 +52,7 @@ class Server:
         if not is_loopback(host) and not auth_configured():
             say(f"warning: serving on {host} without authentication: anyone who can reach this machine sees the "
                 f"dashboards; set {AUTH_USER} and {AUTH_PASSWORD}")
+        _check_port(host, port)  # Werkzeug would print a paragraph and exit 1
         self.httpd = make_server(host, port, self.flask, threaded=True)
         self.port = self.httpd.server_port
         self.host = host
