@@ -24,6 +24,7 @@ $(AIRFLOW_VENV)/bin/airflow: pyproject.toml
 
 demo: venv
 	rm -rf $(DEMO)
+	@echo "eventmart is installed in $(CURDIR)/$(BIN); to run it by name: export PATH=\"$(CURDIR)/$(BIN):\$$PATH\""
 	$(BIN)/eventmart demo zen $(DEMO)
 
 system-deps:

@@ -344,6 +344,7 @@ class Warehouse(Strict):
     path: str = "warehouse.duckdb"  # duckdb: file in the project folder
     url: str | None = None  # postgres: default from $EVENTMART_PG_URL
     schema_: str | None = Field(default=None, alias="schema")  # postgres schema (default: public)
+    read_url: str | None = None  # postgres: a read-only role for `eventmart query` (default: url, read-only)
 
 
 class Channel(Strict):

@@ -77,6 +77,9 @@ class Project:
     # --- plumbing -------------------------------------------------------------------------------
     @property
     def warehouse(self) -> Warehouse:
+        if self._wh is not None and getattr(self._wh, "read_only", False):  # opened to read (query, check)
+            self._wh.close()
+            self._wh = None
         if self._wh is None:
             self._wh = open_warehouse(self.config.warehouse, self.dir)
         return self._wh
@@ -91,8 +94,8 @@ class Project:
             else:
                 from .warehouse.duckdb import DuckDBWarehouse
 
-                self._wh = DuckDBWarehouse(None)
-        return self.warehouse
+                self._wh = DuckDBWarehouse(None, read_only=True)
+        return self._wh if self._wh is not None else self.warehouse
 
     def close(self) -> None:
         if self._wh is not None:
@@ -246,9 +249,12 @@ class Project:
 
     @_locked
     def query(self, sql: str) -> QueryResult:
-        """Read-only SQL on the warehouse."""
-        if self._wh is None and self.config.warehouse.type == "duckdb":
-            self._wh = open_warehouse(self.config.warehouse, self.dir, read_only=True)
+        """One read of the warehouse's tables (SELECT, DESCRIBE, SHOW), checked and run read-only; anything
+        else is refused with a UserError (see usersql.py)."""
+        from .usersql import check_read
+
+        wh = self.warehouse_for_reading()
+        check_read(sql, wh.dialect, set(wh.table_names()), getattr(wh, "schema", None))
         import duckdb
 
         errors: tuple[type[Exception], ...] = (duckdb.Error,)
@@ -257,7 +263,7 @@ class Project:
 
             errors = (duckdb.Error, psycopg.Error)
         try:
-            return self.warehouse.read_only_query(sql)
+            return wh.read_only_query(sql)
         except errors as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UserError(f"query failed: {first}") from None

@@ -25,4 +25,4 @@ def open_warehouse(cfg: WarehouseConfig, project_dir: Path, read_only: bool = Fa
             f"{project_dir / 'eventmart.yml'}: warehouse.url: a postgres warehouse needs a URL; "
             "set warehouse.url: ${MY_PG_URL} or export EVENTMART_PG_URL"
         )
-    return PostgresWarehouse(url, cfg.schema_, read_only=read_only)
+    return PostgresWarehouse(url, cfg.schema_, read_only=read_only, read_url=cfg.read_url)

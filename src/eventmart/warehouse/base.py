@@ -56,7 +56,14 @@ class Warehouse(ABC):
         """All statements inside commit together or not at all."""
 
     @abstractmethod
-    def read_only_query(self, sql: str) -> QueryResult: ...
+    def read_only_query(self, sql: str) -> QueryResult:
+        """User SQL (checked by usersql.check_read first): on a connection of its own, in a read-only
+        transaction that is rolled back, with no parameters (the text is the user's, sent as is)."""
+
+    def table_names(self) -> list[str]:
+        """Tables and views of the warehouse's schema."""
+        return [r[0] for r in self.fetch("SELECT table_name FROM information_schema.tables "
+                                         "WHERE table_schema = current_schema()").rows]
 
     # --- schema ----------------------------------------------------------------
     @abstractmethod

@@ -39,8 +39,12 @@ def _used(sql: str, params: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def connect(path: str | Path | None, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(str(path) if path else ":memory:", read_only=read_only)
+    """A connection in UTC. Read-only ones (queries, checks) cannot reach files or change settings."""
+    config = {"enable_external_access": False} if read_only else {}
+    con = duckdb.connect(str(path) if path else ":memory:", read_only=read_only and path is not None, config=config)
     con.execute("SET TimeZone = 'UTC'")
+    if read_only:
+        con.execute("SET lock_configuration = true")
     return con
 
 
@@ -102,14 +106,18 @@ class DuckDBWarehouse(Warehouse):
         self.con.execute("COMMIT")
 
     def read_only_query(self, sql: str) -> QueryResult:
-        if self.read_only:
-            return self.fetch(sql)
-        # a read-write handle (library use): whatever the statement did is rolled back
-        self.con.execute("BEGIN TRANSACTION")
+        # a cursor is a connection of its own (its own session state), in a read-only transaction
+        cur = self.con.cursor()
         try:
-            return self.fetch(sql)
+            cur.execute("BEGIN TRANSACTION READ ONLY")
+            try:
+                res = cur.execute(sql)
+                cols = [d[0] for d in res.description] if res.description else []
+                return QueryResult(cols, res.fetchall() if res.description else [])
+            finally:
+                cur.execute("ROLLBACK")
         finally:
-            self.con.execute("ROLLBACK")
+            cur.close()
 
     def table_columns(self, name: str) -> list[str] | None:
         rows = self.con.execute(

@@ -54,8 +54,9 @@ def pg_connect(url: str) -> psycopg.Connection:
 class PostgresWarehouse(Warehouse):
     dialect = "postgres"
 
-    def __init__(self, url: str, schema: str | None = None, read_only: bool = False):
+    def __init__(self, url: str, schema: str | None = None, read_only: bool = False, read_url: str | None = None):
         self.url = url
+        self.read_url = read_url  # a least-privileged role for user SQL (docs: "PostgreSQL")
         self.conn = pg_connect(url)
         self.read_only = read_only
         self.schema = schema or "public"
@@ -86,9 +87,29 @@ class PostgresWarehouse(Warehouse):
             yield
 
     def read_only_query(self, sql: str) -> QueryResult:
-        with self.conn.transaction(force_rollback=True):
-            self.conn.execute("SET TRANSACTION READ ONLY")
-            return self.fetch(sql)
+        # a connection of its own, read-only by default, as the reader role when one is configured; no
+        # parameters: the text is sent as the user wrote it ('50%' stays 50%)
+        url = self.read_url or self.url
+        try:
+            conn = psycopg.connect(url, autocommit=True, options="-c TimeZone=UTC -c default_transaction_read_only=on "
+                                                                 "-c statement_timeout=600000")
+        except psycopg.OperationalError as e:
+            first = str(e).strip().splitlines()[-1] if str(e).strip() else "connection failed"
+            raise UserError(f"cannot connect to PostgreSQL at {redact(url)}: {first}") from None
+        try:
+            if self.schema != "public":
+                conn.execute(f"SET search_path TO {self.q(self.schema)}")
+            with conn.transaction(force_rollback=True):
+                conn.execute("SET TRANSACTION READ ONLY")
+                cur = conn.execute(sql.encode())  # bytes: no placeholder processing at all
+                cols = [d.name for d in cur.description] if cur.description else []
+                return QueryResult(cols, cur.fetchall() if cur.description else [])
+        finally:
+            conn.close()
+
+    def table_names(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT table_name FROM information_schema.tables WHERE "
+                                                "table_schema = %s", (self.schema,)).fetchall()]
 
     def table_columns(self, name: str) -> list[str] | None:
         rows = self.conn.execute(
