@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -95,3 +97,26 @@ def test_seed_log_raw_table_as_a_source(tmp_path: Path, pg_url: str):
     assert p.ingest("log_raw").loaded == 0
     p.run(start="2019-09-24 18:28", end="2019-09-24 18:29")
     assert sorted(p.query("SELECT item_topic, visits FROM dash_visits").rows) == [("Деньги", 1), ("Кино, 'x'", 1)]
+
+
+def test_concurrent_runs_of_one_window_never_double_the_mart(tmp_path, pg_url):
+    """Two processes replace the same window at the same time (a slow query makes them overlap): one waits for
+    the other, and the mart holds the window once."""
+    cfg = events_config({"type": "postgres", "url": pg_url}, slow={
+        "from": "events", "grain": "1 hour",
+        "sql": "select date_trunc('hour', _time) as dt, count(*) as n from events, (select pg_sleep(0.6)) s "
+               "where _time >= {{ start }} and _time < {{ end }} group by 1"})
+    write_events_csv(tmp_path / "data" / "e.csv", random_events(500, seed=4, hours=6))
+    write_project(tmp_path, cfg)
+    with Project.load(tmp_path) as p:
+        p.ingest("events")
+    cmd = [sys.executable, "-m", "eventmart", "run", "slow", "by_topic", "--start", "2024-03-10", "--end",
+           "2024-03-10 06:00", "-p", str(tmp_path)]
+    for _ in range(3):
+        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        for pr in procs:
+            _, err = pr.communicate(timeout=120)
+            assert pr.returncode == 0, err
+        with Project.load(tmp_path) as p:
+            assert p.query("SELECT sum(n) FROM slow").rows[0][0] == 500
+            assert p.query("SELECT sum(events) FROM by_topic").rows[0][0] == 500

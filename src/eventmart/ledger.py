@@ -48,6 +48,7 @@ class RunResult:
 
 
 def ensure_ledger(wh: Warehouse) -> None:
+    wh.lock("ledger")  # two processes creating it at once would collide (PostgreSQL)
     have = wh.table_columns(RUNS)
     if have is None:
         wh.create_table(RUNS, [(c, wh.type_name(t)) for c, t in COLUMNS])

@@ -263,6 +263,7 @@ class MartRunner:
         run_id = begin(wh, RunResult(name, start, end, "running", attempt=attempt), trigger, started)
         try:
             with wh.transaction():
+                wh.lock(f"mart:{name}")  # one writer per mart across processes (engines that allow several)
                 self._ensure_table(name, sql, cols)
                 wh.execute(f"DELETE FROM {q(name)} WHERE {tc} >= {{{{ kstart }}}} AND {tc} < {{{{ kend }}}}", params)
                 if mart.sql is None:

@@ -40,6 +40,7 @@ ALL = "all"
 
 
 def ensure_tables(wh) -> None:
+    wh.lock("alerts")
     t = wh.type_name
     wh.create_table(STATE, [("rule", t("string")), ("series", t("string")), ("state", t("string")),
                             ("since", t("timestamp")), ("consecutive", t("int")), ("last_bucket", t("timestamp")),

@@ -113,6 +113,7 @@ def ensure_tables(wh: Warehouse, name: str, src: Source) -> None:
 
 
 def ensure_log(wh: Warehouse) -> None:
+    wh.lock("ingest-log")  # shared by every source: created once even by concurrent loads
     _add_missing(wh, INGESTS, [("source", "string"), ("files", "string"), ("started_at", "timestamp"),
                                ("seconds", "float"), ("loaded", "int"), ("duplicates", "int"), ("rejected", "int"),
                                ("min_time", "timestamp"), ("max_time", "timestamp"), ("id", "int"),
@@ -373,6 +374,7 @@ def ingest(wh: Warehouse, name: str, src: Source, files: list[str], progress: Pr
         return inner
 
     with wh.transaction():
+        wh.lock(f"source:{name}")  # concurrent loads of one source take turns
         ensure_tables(wh, name, src)
         res.id = _next_ingest(wh)
         loader = Loader(wh, name, src, res, started, res.id)
@@ -433,6 +435,7 @@ def replay_rejects(wh: Warehouse, name: str, src: Source) -> IngestResult:
         return res
     started = utcnow()
     with wh.transaction():
+        wh.lock(f"source:{name}")
         ensure_tables(wh, name, src)
         res.id = _next_ingest(wh)
         loader = Loader(wh, name, src, res, started, res.id, store_rejects=False)
@@ -534,6 +537,7 @@ def undo_ingest(wh: Warehouse, ingest: int, marts: dict[str, list[str]]) -> Undo
     if status == "undone":
         raise UserError(f"ingest {ingest} was undone already")
     with wh.transaction():
+        wh.lock(f"source:{source}")
         windows = {}
         raw = wh.q(source)
         for mart in marts.get(source, []):

@@ -55,6 +55,10 @@ class Warehouse(ABC):
     def transaction(self) -> Iterator[None]:
         """All statements inside commit together or not at all."""
 
+    def lock(self, key: str) -> None:  # noqa: B027 - a no-op where the engine has one writer
+        """Inside a transaction: wait until no other process holds ``key``; released at commit or rollback.
+        DuckDB has one writing process per file (eventmart serve forwards to it), so nothing to do there."""
+
     @abstractmethod
     def read_only_query(self, sql: str) -> QueryResult:
         """User SQL (checked by usersql.check_read first): on a connection of its own, in a read-only

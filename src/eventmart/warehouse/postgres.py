@@ -86,6 +86,12 @@ class PostgresWarehouse(Warehouse):
         with self.conn.transaction():
             yield
 
+    def lock(self, key: str) -> None:
+        # a transaction-scoped advisory lock: two processes running one mart's window take turns, so the second
+        # deletes what the first inserted instead of adding its rows beside them
+        self.conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                          (f"eventmart:{self.schema}:{key}",))
+
     def read_only_query(self, sql: str) -> QueryResult:
         # a connection of its own, read-only by default, as the reader role when one is configured; no
         # parameters: the text is sent as the user wrote it ('50%' stays 50%)
