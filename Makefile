@@ -16,6 +16,14 @@ $(BIN)/eventmart: pyproject.toml
 
 venv: $(BIN)/eventmart
 
+# the package as a user installs it, without extras: a runtime dependency missing from pyproject.toml shows here
+MIN_VENV ?= .venv-min
+$(MIN_VENV)/bin/eventmart: pyproject.toml $(shell find src -name '*.py' -o -name '*.yml' -o -name '*.gz')
+	$(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/pip install -q --upgrade pip
+	$(MIN_VENV)/bin/pip install -q .
+	@touch $@
+
 $(AIRFLOW_VENV)/bin/airflow: pyproject.toml
 	$(PYTHON) -m venv $(AIRFLOW_VENV)
 	$(AIRFLOW_VENV)/bin/pip install -q --upgrade pip
@@ -30,13 +38,14 @@ demo: venv
 system-deps:
 	bash scripts/system-deps.sh
 
-test: system-deps venv $(AIRFLOW_VENV)/bin/airflow
+test: system-deps venv $(AIRFLOW_VENV)/bin/airflow $(MIN_VENV)/bin/eventmart
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/python -m pytest -q
+	bash scripts/smoke-minimal.sh $(MIN_VENV)
 
 bench: venv system-deps
 	$(BIN)/pip install -q -e ".[test,bench]"
 	$(BIN)/python benchmarks/zen_marts.py
 
 clean:
-	rm -rf $(VENV) $(AIRFLOW_VENV) demo build *.egg-info
+	rm -rf $(VENV) $(AIRFLOW_VENV) $(MIN_VENV) demo build *.egg-info

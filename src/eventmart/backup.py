@@ -110,16 +110,36 @@ def _pg_tool(name: str) -> str:
     return found
 
 
+# libpq's environment variable per connection setting, where it is not PG + the name in capitals
+_PG_VARS = {"dbname": "PGDATABASE", "application_name": "PGAPPNAME", "connect_timeout": "PGCONNECT_TIMEOUT",
+            "target_session_attrs": "PGTARGETSESSIONATTRS", "client_encoding": "PGCLIENTENCODING",
+            "load_balance_hosts": "PGLOADBALANCEHOSTS", "ssl_min_protocol_version": "PGSSLMINPROTOCOLVERSION",
+            "ssl_max_protocol_version": "PGSSLMAXPROTOCOLVERSION", "channel_binding": "PGCHANNELBINDING"}
+_PG_PLAIN = {"host", "hostaddr", "port", "dbname", "user", "password", "passfile", "service", "options", "sslmode",
+             "sslcert", "sslkey", "sslrootcert", "sslcrl", "sslcrldir", "sslsni", "sslcompression", "requirepeer",
+             "gssencmode", "krbsrvname", "gsslib", "requiressl"}
+
+
 def _pg_env(url: str, dbname: str | None = None) -> dict[str, str]:
-    """libpq environment for the tools: keeps the password out of the process list."""
+    """libpq environment for the tools: every setting of the URL (sslmode, …), the password out of the process
+    list."""
     import psycopg
 
-    info = psycopg.conninfo.conninfo_to_dict(url)
+    from .warehouse.postgres import scrub
+
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.Error as e:
+        raise UserError(f"the PostgreSQL URL is not valid ({scrub(str(e).strip().splitlines()[0], url)})") from None
     env = dict(os.environ)
-    for key, var in (("host", "PGHOST"), ("port", "PGPORT"), ("user", "PGUSER"), ("password", "PGPASSWORD"),
-                     ("dbname", "PGDATABASE")):
-        if info.get(key):
-            env[var] = str(info[key])
+    for key, value in info.items():
+        if value is None or value == "":
+            continue
+        var = _PG_VARS.get(key) or (f"PG{key.upper()}" if key in _PG_PLAIN else None)
+        if var is None:
+            raise UserError(f"the warehouse URL's setting '{key}' cannot be passed to pg_dump/pg_restore; set it in "
+                            "a pg_service.conf service instead (service=…)")
+        env[var] = str(value)
     if dbname:
         env["PGDATABASE"] = dbname
     return env

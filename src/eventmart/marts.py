@@ -324,9 +324,13 @@ class MartRunner:
         self, name: str, start: datetime | None, end: datetime | None
     ) -> list[tuple[datetime, datetime]]:
         span = self.data_span(name)
-        lo = self.floor(name, self.from_user(name, start)) if start else (span[0] if span else None)
-        hi = self.ceil(name, self.from_user(name, end)) if end else (span[1] if span else None)
-        if lo is None or hi is None or hi <= lo:
+        if span is None:  # no data: nothing a backfill could fill
+            return []
+        # never outside the data: before the first event or after the last there is nothing to compute (and a
+        # far date such as 9999-12-31 must not be turned into millions of windows)
+        lo = max(self.floor(name, max(self.from_user(name, start), span[0])), span[0]) if start else span[0]
+        hi = min(self.ceil(name, min(self.from_user(name, end), span[1])), span[1]) if end else span[1]
+        if hi <= lo:
             return []
         out: list[tuple[datetime, datetime]] = []
         for gs, ge in subtract_intervals((lo, hi), self.covered(name)):

@@ -226,6 +226,9 @@ class Project:
 
     @_locked
     def status(self) -> list[MartStatus]:
+        from .ledger import mark_interrupted
+
+        mark_interrupted(self.warehouse)  # a run killed -9 shows as failed, not running
         runner = self.runner
         return [runner.status(n) for n in self.config.marts]
 

@@ -24,7 +24,7 @@ from dash import Input, Output, dcc, html
 from ..config import Dashboard, locate
 from ..timeutil import grain_label, parse_last, parse_time
 from . import figures
-from .query import DashboardQueries, State
+from .query import DashboardQueries, EmptyRange, State
 
 if TYPE_CHECKING:
     from ..project import Project
@@ -209,7 +209,10 @@ class DashboardApp:
     # --- figures --------------------------------------------------------------------------------
     def figures(self, st: State, version: tuple | None = None) -> list[Any]:
         version = version or self.q.version()
-        window = self.q.window(st, version)
+        try:
+            window = self.q.window(st, version)
+        except EmptyRange as e:
+            return [figures.empty(self.cfg.charts[c], str(e)) for c in self.charts]
         if window is None:
             return [figures.empty(self.cfg.charts[c], "no data yet: run the marts") for c in self.charts]
         return list(self.pool.map(lambda c: self.figure(c, st, window, version), self.charts))
@@ -241,7 +244,10 @@ class DashboardApp:
         if chart not in self.cfg.charts:
             flask.abort(404)
         st = State.from_query(flask.request.query_string.decode(), self.dims)
-        window = self.q.window(st)
+        try:
+            window = self.q.window(st)
+        except EmptyRange:
+            window = None
         out = io.StringIO()
         w = csv.writer(out)
         if window is not None:
@@ -252,10 +258,16 @@ class DashboardApp:
                               headers={"Content-Disposition": f'attachment; filename="{chart}.csv"'})
 
 
-def create_server(project: Project) -> flask.Flask:
+def create_server(project: Project, host: str = "127.0.0.1") -> flask.Flask:
     """The Flask server with every dashboard and the Runs page mounted; checks every dashboard first."""
+    from ..errors import UserError
     from .runs import RunsApp
 
+    user, password = os.environ.get(AUTH_USER), os.environ.get(AUTH_PASSWORD)
+    if bool(user) != bool(password):  # half a configuration must not silently mean "no authentication"
+        missing = AUTH_PASSWORD if user else AUTH_USER
+        raise UserError(f"{AUTH_USER} and {AUTH_PASSWORD} go together: {missing} is not set; set both (basic auth) "
+                        "or neither")
     server = flask.Flask("eventmart")
     pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="eventmart-query")
     apps = {n: DashboardApp(n, d, project, server, pool) for n, d in project.config.dashboards.items()}
@@ -277,13 +289,27 @@ def create_server(project: Project) -> flask.Flask:
 
     @server.route("/reports/<path:sub>")
     def reports(sub: str):
-        return flask.send_from_directory(report_root, sub)
+        target = (report_root / sub).resolve()  # a symlink pointing out of the folder is not followed
+        if not target.is_relative_to(report_root) or not target.is_file():
+            flask.abort(404)
+        return flask.send_file(target)
 
     @server.route("/healthz")
     def healthz():
         return {"ok": True, "dashboards": list(apps)}
 
-    user, password = os.environ.get(AUTH_USER), os.environ.get(AUTH_PASSWORD)
+    allowed = allowed_hosts(host)
+    if allowed is not None:
+        @server.before_request
+        def host_header():
+            # DNS rebinding: a page elsewhere that resolves its own name to 127.0.0.1 must not reach the server
+            name = flask.request.host.rsplit(":", 1)[0] if not flask.request.host.startswith("[") else \
+                flask.request.host.split("]")[0] + "]"
+            if name.lower() not in allowed:
+                return flask.Response("unknown Host header; set EVENTMART_ALLOWED_HOSTS to serve under this name",
+                                      400)
+            return None
+
     if user and password:
         expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
@@ -298,6 +324,14 @@ def create_server(project: Project) -> flask.Flask:
             return None
 
     return server
+
+
+def allowed_hosts(host: str) -> set[str] | None:
+    """Host names requests may use (None: any). On loopback: the loopback names and EVENTMART_ALLOWED_HOSTS."""
+    extra = {h.strip().lower() for h in os.environ.get("EVENTMART_ALLOWED_HOSTS", "").split(",") if h.strip()}
+    if is_loopback(host) or extra:
+        return {"127.0.0.1", "localhost", "[::1]", "::1", host.lower()} | extra
+    return None
 
 
 def auth_configured() -> bool:

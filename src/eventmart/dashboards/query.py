@@ -24,6 +24,11 @@ from ..warehouse import QueryResult, Warehouse
 from ..warehouse.base import TABLE_EXISTS_SQL
 
 MAX_POINTS = 2000
+MAX_FILTER_VALUES = 1000  # per dimension in a URL: more is a crafted request, not a selection
+
+
+class EmptyRange(Exception):
+    """The requested time range holds no data (or ends before it starts); the message says why."""
 # grains a chart may be drawn at, coarsest last; a mart's own grain is always a candidate
 GRAINS = (60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400)
 
@@ -58,7 +63,7 @@ class State:
                     setattr(st, attr, parse_time(qs[key][0], key))
                 except Exception:  # a hand-edited URL: fall back to the default range
                     pass
-        st.filters = {d: qs[d] for d in dims if qs.get(d)}
+        st.filters = {d: qs[d][:MAX_FILTER_VALUES] for d in dims if qs.get(d)}
         return st
 
 
@@ -184,10 +189,18 @@ class DashboardQueries:
         return (lo, hi) if lo is not None else None
 
     def window(self, st: State, version: tuple | None = None) -> tuple[datetime, datetime] | None:
+        """The chart range: the state's, within the data (None: no data at all). A range that ends before it
+        starts, or misses the data, raises :class:`EmptyRange` with a message for the page."""
         span = self.span(version)
         if span is None:
             return None
-        return (st.start or span[0], st.end or span[1])
+        if st.start and st.end and st.start >= st.end:
+            raise EmptyRange(f"'from' {st.start:%Y-%m-%d %H:%M} is not before 'to' {st.end:%Y-%m-%d %H:%M}")
+        start, end = max(st.start or span[0], span[0]), min(st.end or span[1], span[1])
+        if start >= end:
+            raise EmptyRange(f"no data in this range: the data runs from {span[0]:%Y-%m-%d %H:%M} to "
+                             f"{span[1]:%Y-%m-%d %H:%M} UTC")
+        return start, end
 
     def values(self, dim: str, version: tuple | None = None) -> list[str]:
         """Distinct values of a dimension over the dashboard's marts that have it, for filter options."""
@@ -327,6 +340,8 @@ class Cache:
         value = compute()
         with self._lock:
             self.misses += 1
+            if len(getattr(value, "rows", ())) > 50_000:  # a big answer is not worth its memory here
+                return value
             self._d[k] = value
             while len(self._d) > self.size:
                 self._d.popitem(last=False)

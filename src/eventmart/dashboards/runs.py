@@ -6,6 +6,7 @@ under the project's write lock, like the scheduler's jobs.
 
 from __future__ import annotations
 
+import secrets
 import threading
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 STATES = {"done": ("#54A24B", 0), "re-opened by lookback": ("#4C78A8", 1), "failed": ("#E45756", 2),
           "missing": ("#D8D8D8", 3), "running": ("#EECA3B", 4)}
 CALENDAR_WINDOWS = 400  # most recent windows per mart shown
+MAX_WINDOWS = 10_000  # per preview/backfill from this page
 
 
 class RunsApp:
@@ -36,6 +38,7 @@ class RunsApp:
         self.app.layout = self.layout
         self.backfill_thread: threading.Thread | None = None
         self.backfill_note = ""
+        self.previews: dict[str, list] = {}  # preview token -> the plan it showed
         self._callbacks()
 
     def layout(self) -> html.Div:
@@ -61,6 +64,7 @@ class RunsApp:
                 html.Button("Run backfill", id="bf-run", disabled=True),
             ], style={"display": "flex", "gap": "8px", "margin": "0 24px", "alignItems": "center"}),
             html.Pre(id="bf-plan", style={"margin": "8px 24px", "maxHeight": "300px", "overflow": "auto"}),
+            dcc.Store(id="bf-token"),
         ], style={"fontFamily": "system-ui, sans-serif"})
 
     # --- data -----------------------------------------------------------------------------------
@@ -193,24 +197,46 @@ class RunsApp:
                           "ygap": 2, "colorbar": {"tickvals": list(range(n)), "ticktext": order}}],
                 "layout": {**layout, "xaxis": {"type": "date"}}}
 
-    # --- backfill ---------------------------------------------------------------------------------
+    # --- backfill ----------------------------------------------------------------------------------
     def plan(self, marts: list[str] | None, start: str | None, end: str | None) -> list[tuple[str, datetime, datetime]]:
-        with self.project.lock:
-            return self.project.plan_backfill(marts or None, start=_time(start), end=_time(end))
+        plan = self.project.plan_backfill(marts or None, start=_time(start), end=_time(end))
+        if len(plan) > MAX_WINDOWS:
+            raise ValueError(f"{len(plan):,} windows: narrow the range or run `eventmart backfill` in a terminal "
+                             f"(this page runs at most {MAX_WINDOWS:,} at a time)")
+        return plan
 
-    def run_backfill(self, marts: list[str] | None, start: str | None, end: str | None) -> str:
+    def preview(self, marts: list[str] | None, start: str | None, end: str | None) -> tuple[str, str | None]:
+        """The plan as text, and the token that lets exactly this plan run."""
+        plan = self.plan(marts, start, end)
+        if not plan:
+            return "nothing to backfill: no gaps in that range", None
+        token = secrets.token_urlsafe(16)
+        self.previews[token] = plan
+        while len(self.previews) > 20:
+            self.previews.pop(next(iter(self.previews)))
+        lines = [f"{m} [{fmt(s)}, {fmt(e)})" for m, s, e in plan]
+        return f"{len(plan)} window(s) will run:\n" + "\n".join(lines[:500]) + \
+            (f"\n… and {len(lines) - 500} more" if len(lines) > 500 else ""), token
+
+    def run_backfill(self, token: str | None) -> str:
+        """Run a previewed plan in the background, one window at a time: other commands get the project between
+        windows instead of waiting for the whole backfill."""
+        plan = self.previews.pop(token, None) if token else None
+        if plan is None:
+            return "preview the backfill first: only a previewed plan runs"
         if self.backfill_thread and self.backfill_thread.is_alive():
             return "a backfill is running already; watch the table above"
 
         def work() -> None:
-            with self.project.lock:
-                res = self.project.backfill(marts or None, start=_time(start), end=_time(end))
-            failed = sum(r.status != "ok" for r in res)
-            self.backfill_note = f"backfill finished: {len(res) - failed} ok, {failed} failed"
+            ok = failed = 0
+            for mart, s, e in plan:
+                r = self.project.run_window(mart, s, e)
+                ok, failed = ok + (r.status == "ok"), failed + (r.status != "ok")
+            self.backfill_note = f"backfill finished: {ok} ok, {failed} failed"
 
         self.backfill_thread = threading.Thread(target=work, daemon=True, name="eventmart-backfill")
         self.backfill_thread.start()
-        return "backfill started; the runs appear above as they finish"
+        return f"backfill of {len(plan)} window(s) started; the runs appear above as they finish"
 
     def _callbacks(self) -> None:
         @self.app.callback(Output("runs", "children"), Output("calendar", "figure"),
@@ -218,21 +244,18 @@ class RunsApp:
         def refresh(_n, job, failed):
             return self.table(self.runs(job, "failed" in (failed or []))), self.calendar_figure()
 
-        @self.app.callback(Output("bf-plan", "children"), Output("bf-run", "disabled"),
+        @self.app.callback(Output("bf-plan", "children"), Output("bf-run", "disabled"), Output("bf-token", "data"),
                            Input("bf-preview", "n_clicks"), Input("bf-run", "n_clicks"),
                            State("bf-mart", "value"), State("bf-start", "value"), State("bf-end", "value"),
-                           prevent_initial_call=True)
-        def backfill(_p, _r, marts, start, end):
+                           State("bf-token", "data"), prevent_initial_call=True)
+        def backfill(_p, _r, marts, start, end, token):
+            if dash.ctx.triggered_id == "bf-run":
+                return self.run_backfill(token), True, None
             try:
-                if dash.ctx.triggered_id == "bf-run":
-                    return self.run_backfill(marts, start, end), True
-                plan = self.plan(marts, start, end)
-            except Exception as e:  # a bad date: say so, run nothing
-                return f"cannot plan: {e}", True
-            if not plan:
-                return "nothing to backfill: no gaps in that range", True
-            lines = [f"{m} [{fmt(s)}, {fmt(e)})" for m, s, e in plan]
-            return f"{len(plan)} window(s) will run:\n" + "\n".join(lines), False
+                text, token = self.preview(marts, start, end)
+            except Exception as e:  # a bad date, too many windows: say so, run nothing
+                return f"cannot plan: {e}", True, None
+            return text, token is None, token
 
 
 def _time(text: str | None) -> datetime | None:

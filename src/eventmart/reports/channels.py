@@ -262,6 +262,12 @@ def deliver(ch: Channel, name: str, d: Message, project_dir: Path, sleep=time.sl
             return str(write_files(d, folder))
         except OSError as e:
             raise ChannelError(f"channel {name}: cannot write {folder}: {e.strerror}") from None
+    for key in ("token", "chat_id", "webhook", "url", "user", "password", "secret", "host"):
+        value = getattr(ch, key, None)
+        if isinstance(value, str) and any(c in value for c in "\r\n\t\x00"):
+            # a secret pasted with its line break: say which setting, never its value
+            raise ChannelError(f"channel {name}: `{key}` contains a line break or control character; check the "
+                               "environment variable it comes from")
     SENDERS[ch.type](ch, name, d, sleep)
     if ch.type == "telegram":
         return f"telegram chat {ch.chat_id}"

@@ -147,6 +147,12 @@ def register(server: flask.Flask, project: Project, token: str) -> None:
                 result = getattr(project, method)(*decode(body.get("args", [])), **decode(body.get("kwargs", {})))
         except UserError as e:
             return {"ok": False, "error": str(e), "exit": e.exit_code}
+        except Exception as e:  # a bug: its traceback goes to the server's output, one line to the caller
+            import traceback
+
+            traceback.print_exc()
+            return {"ok": False, "error": f"the server failed on {method}: {type(e).__name__}; its output has the "
+                                          "traceback", "exit": 1}, 500
         return {"ok": True, "result": encode(result)}
 
     # the API is exempt from the dashboards' basic auth: it has its own token
@@ -185,14 +191,26 @@ class RemoteProject:
         import httpx
 
         kwargs.pop("progress", None)  # progress bars stay local
+        # connecting is quick or the server is not there; the work itself may take long (a backfill)
+        timeout = httpx.Timeout(connect=5, read=float(os.environ.get("EVENTMART_CALL_TIMEOUT", 6 * 3600)), write=60,
+                                pool=5)
         try:
             r = httpx.post(self.url, json={"method": method, "args": encode(list(args)), "kwargs": encode(kwargs)},
-                           headers={TOKEN_HEADER: self.token}, timeout=None)
+                           headers={TOKEN_HEADER: self.token}, timeout=timeout)
+        except httpx.TimeoutException:
+            raise UserError("eventmart serve holds this project but did not answer in time; check that it runs "
+                            "(or stop it) and retry") from None
         except httpx.HTTPError as e:
-            raise UserError(f"eventmart serve holds this project but does not answer ({e}); stop it or retry") from None
-        body = r.json()
+            raise UserError(f"eventmart serve holds this project but does not answer ({type(e).__name__}); stop it "
+                            "or retry") from None
+        try:
+            body = r.json()
+        except ValueError:
+            raise UserError(f"eventmart serve answered HTTP {r.status_code} without a result; see its output") from None
         if not body.get("ok"):
-            raise UserError(body.get("error", "the server refused the call"), )
+            err = UserError(body.get("error", "the server refused the call"))
+            err.exit_code = int(body.get("exit", 2))
+            raise err
         return decode(body["result"])
 
     def __getattr__(self, name: str) -> Any:

@@ -48,7 +48,7 @@ class Server:
 
         self.project, self.say = project, say
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
-        self.flask = create_server(project)
+        self.flask = create_server(project, host)
         if not is_loopback(host) and not auth_configured():
             say(f"warning: serving on {host} without authentication: anyone who can reach this machine sees the "
                 f"dashboards; set {AUTH_USER} and {AUTH_PASSWORD}")

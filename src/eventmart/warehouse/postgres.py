@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
@@ -42,13 +43,34 @@ def redact(url: str) -> str:
     return f"postgresql://{info.get('user', '')}@{info.get('host', '')}:{info.get('port', '5432')}/{info.get('dbname', '')}"
 
 
-def pg_connect(url: str) -> psycopg.Connection:
+def scrub(text: str, url: str) -> str:
+    """``text`` without the URL and anything that looks like its password (even when the URL does not parse)."""
+    out = text.replace(url, "<postgres url>")
+    secrets = set(re.findall(r"://[^:/@\s]*:([^@\s]+)@", url)) | set(re.findall(r"password=(\S+)", url))
     try:
-        return psycopg.connect(url, autocommit=True, options="-c TimeZone=UTC")
-    except psycopg.OperationalError as e:
-        # the server's message can echo the URL; name the target without the password
+        pw = psycopg.conninfo.conninfo_to_dict(url).get("password")
+        if pw:
+            secrets.add(str(pw))
+    except psycopg.Error:
+        pass
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret:
+            out = out.replace(secret, "***")
+    return out
+
+
+def pg_connect(url: str, **kw: Any) -> psycopg.Connection:
+    try:
+        return psycopg.connect(url, autocommit=True, **{"options": "-c TimeZone=UTC", **kw})
+    except psycopg.Error as e:
+        # the library's and the server's messages can echo the URL or its password: never show them
         first = str(e).strip().splitlines()[-1] if str(e).strip() else "connection failed"
-        raise UserError(f"cannot connect to PostgreSQL at {redact(url)}: {first}; check the URL and that the server runs") from None
+        if isinstance(e, psycopg.ProgrammingError):  # the URL itself does not parse
+            raise UserError(f"the PostgreSQL URL is not valid ({scrub(first, url)}); write it as "
+                            "postgresql://USER:PASSWORD@HOST:PORT/DB, percent-encoding special characters in the "
+                            "password (%25 for %)") from None
+        raise UserError(f"cannot connect to PostgreSQL at {redact(url)}: {scrub(first, url)}; check the URL and that "
+                        "the server runs") from None
 
 
 class PostgresWarehouse(Warehouse):
@@ -96,12 +118,8 @@ class PostgresWarehouse(Warehouse):
         # a connection of its own, read-only by default, as the reader role when one is configured; no
         # parameters: the text is sent as the user wrote it ('50%' stays 50%)
         url = self.read_url or self.url
-        try:
-            conn = psycopg.connect(url, autocommit=True, options="-c TimeZone=UTC -c default_transaction_read_only=on "
-                                                                 "-c statement_timeout=600000")
-        except psycopg.OperationalError as e:
-            first = str(e).strip().splitlines()[-1] if str(e).strip() else "connection failed"
-            raise UserError(f"cannot connect to PostgreSQL at {redact(url)}: {first}") from None
+        conn = pg_connect(url, options="-c TimeZone=UTC -c default_transaction_read_only=on "
+                                       "-c statement_timeout=600000")
         try:
             if self.schema != "public":
                 conn.execute(f"SET search_path TO {self.q(self.schema)}")
