@@ -217,7 +217,8 @@ def file_chunks(path: str, src: Source, tick: Callable[[int], None]) -> tuple[It
                 tick(int(size * t.num_rows / rows))
                 yield t
 
-        return arrow_chunks(batches(), list(src.columns), lambda t: t.nbytes), sha.hexdigest
+        return arrow_chunks(batches(), {n: c.type for n, c in src.columns.items()}, lambda t: t.nbytes), \
+            sha.hexdigest
     f = open(path, "rb")  # noqa: SIM115 - closed when its chunks are exhausted
     h = _Hashing(f, tick)
 
@@ -227,7 +228,47 @@ def file_chunks(path: str, src: Source, tick: Callable[[int], None]) -> tuple[It
         finally:
             f.close()
 
-    return chunks(), lambda: h.sha.hexdigest()
+    return prefetch(chunks()), lambda: h.sha.hexdigest()
+
+
+def prefetch(it: Iterator[Chunk]) -> Iterator[Chunk]:
+    """Read and parse the next chunk in a thread while the warehouse takes the current one (both release the
+    GIL: Arrow's parser and DuckDB's engine). At most two chunks are held at a time."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=1)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in it:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as e:  # handed to the consumer, raised there
+            q.put(e)
+
+    t = threading.Thread(target=produce, daemon=True, name="eventmart-read")
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        t.join(5)
 
 
 def _unchanged(wh: Warehouse, name: str, path: str) -> bool:
@@ -270,45 +311,51 @@ class Loader:
         self.con = wh.staging()
         self.cols = list(src.columns) + ["_time", "_loaded_at", "_ingest"]
 
-    def check(self, chunk: Chunk) -> list[tuple[int, str]]:
-        """Validate into _em_checked; returns (row, reason) of the rows that failed."""
+    def load(self, chunk: Chunk, file: str) -> list[int]:
+        """Check a chunk and load its good rows; returns the _row of every row that passed (replay needs them).
+
+        The checks are a view over the chunk's Arrow table: no copy of the rows is made on the way in."""
         con = self.con
         con.register("_em_chunk", chunk.table)
         try:
             json_lines = chunk.fmt == "json" and "_raw" in chunk.table.column_names
             rel = f"({json_text_sql(self.src, '_em_chunk')})" if json_lines else "_em_chunk"
-            con.execute(f"CREATE OR REPLACE TEMP TABLE _em_checked AS {validated_sql(self.src, rel, json_lines)}")
+            con.execute(f"CREATE OR REPLACE TEMP VIEW _em_checked AS "
+                        f"{validated_sql(self.src, rel, json_lines, chunk.typed)}")
+            rows = chunk.table.num_rows
+            k0 = self.wh.q(self.src.key[0])
+            good, lo, hi, klo, khi = con.execute(
+                "SELECT count(*) FILTER (WHERE _reason IS NULL), min(_time) FILTER (WHERE _reason IS NULL), "
+                f"max(_time) FILTER (WHERE _reason IS NULL), min({k0}) FILTER (WHERE _reason IS NULL), "
+                f"max({k0}) FILTER (WHERE _reason IS NULL) FROM _em_checked").fetchall()[0]
+            bad = con.execute("SELECT _row, _reason FROM _em_checked WHERE _reason IS NOT NULL ORDER BY _row"
+                              ).fetchall() if good < rows else []
+            assert good + len(bad) == rows, "every row is good or has a reason"
+            rejects = list(chunk.rejects)
+            if bad:
+                where = chunk.locate([r for r, _ in bad])
+                if where is None and chunk.exact is not None:  # the fast parser cannot place them: read it exactly
+                    con.execute("DROP VIEW _em_checked")
+                    con.unregister("_em_chunk")
+                    return self.load(chunk.exact(), file)
+                rejects += [(where[r][0], where[r][1], reason) for r, reason in bad]
+            loaded = 0
+            if good:
+                self.res.min_time = lo if self.res.min_time is None else min(lo, self.res.min_time)
+                self.res.max_time = hi if self.res.max_time is None else max(hi, self.res.max_time)
+                sel = ", ".join(self.wh.q(c) for c in self.src.columns)
+                loaded = self.wh.append_new(
+                    con, f"SELECT {sel}, _time, CAST({{{{ t }}}} AS TIMESTAMP) AS _loaded_at, CAST({{{{ i }}}} AS BIGINT) AS _ingest, "
+                         "_row AS _ord FROM _em_checked WHERE _reason IS NULL", {"t": self.started, "i": self.ingest},
+                    self.name, self.cols, self.src.key, (klo, khi))
+            passed = [] if self.store_rejects else \
+                [r[0] for r in con.execute("SELECT _row FROM _em_checked WHERE _reason IS NULL").fetchall()]
+            con.execute("DROP VIEW _em_checked")
         finally:
-            con.unregister("_em_chunk")
-        return con.execute("SELECT _row, _reason FROM _em_checked WHERE _reason IS NOT NULL ORDER BY _row").fetchall()
-
-    def load(self, chunk: Chunk, file: str) -> list[int]:
-        """Load a chunk; returns the _row of every row that loaded or was a duplicate (replay needs them)."""
-        bad = self.check(chunk)
-        rejects = list(chunk.rejects)
-        if bad:
-            where = chunk.locate([r for r, _ in bad])
-            if where is None and chunk.exact is not None:  # the fast parser cannot place them: read it exactly
-                return self.load(chunk.exact(), file)
-            rejects += [(where[r][0], where[r][1], reason) for r, reason in bad]
-        con = self.con
-        rows = chunk.table.num_rows
-        good = rows - len(bad)
-        assert good == con.execute("SELECT count(*) FROM _em_checked WHERE _reason IS NULL").fetchone()[0]
-        loaded = 0
-        if good:
-            sel = ", ".join(self.wh.q(c) for c in self.src.columns)
-            con.execute(f"CREATE OR REPLACE TEMP TABLE _em_good AS SELECT {sel}, _time, "
-                        "CAST($t AS TIMESTAMP) AS _loaded_at, CAST($i AS BIGINT) AS _ingest, _row AS _ord "
-                        "FROM _em_checked WHERE _reason IS NULL", {"t": self.started, "i": self.ingest})
-            lo, hi = con.execute("SELECT min(_time), max(_time) FROM _em_good").fetchone()
-            self.res.min_time = lo if self.res.min_time is None else min(lo, self.res.min_time)
-            self.res.max_time = hi if self.res.max_time is None else max(hi, self.res.max_time)
-            loaded = self.wh.append_new(con, "_em_good", self.name, self.cols, self.src.key)
-            con.execute("DROP TABLE _em_good")
-        passed = [] if self.store_rejects else \
-            [r[0] for r in con.execute("SELECT _row FROM _em_checked WHERE _reason IS NULL").fetchall()]
-        con.execute("DROP TABLE _em_checked")
+            try:
+                con.unregister("_em_chunk")
+            except Exception:  # unregistered already on the way to the exact path
+                pass
         self.res.read += rows + len(chunk.rejects)
         self.res.loaded += loaded
         self.res.duplicates += good - loaded

@@ -57,21 +57,31 @@ def typed_sql(name: str, t: str) -> str:
     return f"TRY_CAST({v} AS {READ_TYPES[t]})"
 
 
-def validated_sql(src: Source, text_rel: str, has_why: bool = False) -> str:
+def validated_sql(src: Source, text_rel: str, has_why: bool = False, typed_cols: set[str] | frozenset = frozenset()) -> str:
     """From text columns to typed columns plus ``_time`` and ``_reason`` (every problem, joined by '; ').
 
     ``has_why``: the relation carries ``_why``, a problem found before typing (not JSON, …); such a row has
-    that reason only.
+    that reason only. ``typed_cols`` arrive typed already (a reader parsed them exactly): only their presence
+    (and, for floats, finiteness) is checked.
     """
-    typed, checks = [], []
+    typed, checks, fails = [], [], []
     for name, col in src.columns.items():
-        v, t = q(name), typed_sql(name, col.type)
+        v = q(name)
+        if name in typed_cols:
+            t = f"CASE WHEN isfinite({v}) THEN {v} END" if col.type == "float" else v
+        else:
+            t = typed_sql(name, col.type)
         typed.append(f"{t} AS {v}")
         what = "a finite number" if col.type == "float" else col.type
-        missing = f"WHEN {v} IS NULL THEN {sql_str(f'missing required value for column {name}')}" \
-            if col.required or name == src.time.column else ""
+        required = col.required or name == src.time.column
+        missing = f"WHEN {v} IS NULL THEN {sql_str(f'missing required value for column {name}')}" if required else ""
         checks.append(f"CASE {missing} WHEN {v} IS NOT NULL AND {t} IS NULL THEN "
                       f"{sql_str(f'column {name}: cannot read ')} || {v} || {sql_str(f' as {what}')} END")
+        if name in typed_cols and col.type != "float":
+            if required:
+                fails.append(f"{v} IS NULL")
+        else:
+            fails.append(f"({v} IS NULL AND {'TRUE' if required else 'FALSE'}) OR ({v} IS NOT NULL AND {t} IS NULL)")
     lo, hi = valid_range(src)
     tcol = q(src.time.column)
     unit = {"ms": "unix ms", "s": "unix seconds", "timestamp": "a timestamp"}[src.time.unit]
@@ -90,7 +100,9 @@ def validated_sql(src: Source, text_rel: str, has_why: bool = False) -> str:
         f"COALESCE(' (' || strftime(_time0, '%Y-%m-%d %H:%M:%S') || {sql_str(f' as {unit})')}, '') || {hint}")
     reasons = ", ".join(checks)
     why = "_why" if has_why else "NULL"
-    inner = (f"SELECT _row, {', '.join(typed)}, {why} AS _why0, concat_ws('; ', {reasons}) AS _r0 "
+    # the reasons' text is built only for rows that fail (CASE evaluates lazily): the good rows pay for one test
+    inner = (f"SELECT _row, {', '.join(typed)}, {why} AS _why0, "
+             f"CASE WHEN {' OR '.join(fails) or 'FALSE'} THEN concat_ws('; ', {reasons}) ELSE '' END AS _r0 "
              f"FROM {text_rel}")
     return (
         f"SELECT * EXCLUDE (_why0, _r0, _time0), _time0 AS _time, "

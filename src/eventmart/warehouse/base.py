@@ -124,9 +124,12 @@ class Warehouse(ABC):
 
     @abstractmethod
     def append_new(
-        self, stage: duckdb.DuckDBPyConnection, staged: str, target: str, columns: Sequence[str], key: Sequence[str]
+        self, stage: duckdb.DuckDBPyConnection, select_sql: str, params: dict[str, Any], target: str,
+        columns: Sequence[str], key: Sequence[str], key_range: tuple | None = None,
     ) -> int:
-        """Insert staged rows whose key is not yet in ``target`` (first of equal keys wins); returns inserted."""
+        """Insert the rows of ``select_sql`` (run on ``stage``: ``columns`` plus ``_ord``, the read order) whose
+        key is not yet in ``target``; the first of equal keys wins. ``key_range``: min and max of the first key
+        column, when the caller knows them. Returns the rows inserted."""
 
     @abstractmethod
     def append_all(

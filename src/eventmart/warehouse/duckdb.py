@@ -152,19 +152,21 @@ class DuckDBWarehouse(Warehouse):
     def staging(self) -> duckdb.DuckDBPyConnection:
         return self.con
 
-    def append_new(self, stage, staged, target, columns, key) -> int:
+    def append_new(self, stage, select_sql, params, target, columns, key, key_range=None) -> int:
         cols = ", ".join(self.q(c) for c in columns)
         k = ", ".join(self.q(c) for c in key)
         join = " AND ".join(f"t.{self.q(c)} = s.{self.q(c)}" for c in key)
         # the staged keys' range: row groups of the raw table outside it are skipped by their min/max, so a
         # log whose keys grow with time is checked against the recent rows only (the same answer, faster)
         k0 = self.q(key[0])
-        lo, hi = self.con.execute(f"SELECT min({k0}), max({k0}) FROM {self.q(staged)}").fetchone()
+        if key_range is None:
+            key_range = self.fetch(f"SELECT min({k0}), max({k0}) FROM ({select_sql})", params).rows[0]
+        lo, hi = key_range
         return self.execute(
             f"INSERT INTO {self.q(target)} ({cols}) SELECT {cols} FROM "
-            f"(SELECT * FROM {self.q(staged)} QUALIFY row_number() OVER (PARTITION BY {k} ORDER BY _ord) = 1) s "
+            f"(SELECT * FROM ({select_sql}) QUALIFY row_number() OVER (PARTITION BY {k} ORDER BY _ord) = 1) s "
             f"WHERE NOT EXISTS (SELECT 1 FROM {self.q(target)} t WHERE {join} "
-            f"AND t.{k0} >= {{{{ lo }}}} AND t.{k0} <= {{{{ hi }}}})", {"lo": lo, "hi": hi}
+            f"AND t.{k0} >= {{{{ _lo }}}} AND t.{k0} <= {{{{ _hi }}}})", {**params, "_lo": lo, "_hi": hi}
         )
 
     def append_all(self, stage, staged, target, columns: Sequence[str]) -> int:

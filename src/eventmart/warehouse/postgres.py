@@ -16,6 +16,8 @@ import pyarrow as pa
 
 from ..errors import UserError
 from .base import PARAM_RE, QueryResult, Warehouse
+from .duckdb import _prepare as duck_prepare
+from .duckdb import _used as duck_used
 from .duckdb import connect as duck_connect
 
 _TYPES = {
@@ -181,14 +183,15 @@ class PostgresWarehouse(Warehouse):
             self._stage = duck_connect(None)
         return self._stage
 
-    def _copy_in(self, stage: duckdb.DuckDBPyConnection, staged: str, target: str, columns: Sequence[str]) -> None:
+    def _copy_in(self, stage: duckdb.DuckDBPyConnection, select_sql: str, params: dict | None, target: str,
+                 columns: Sequence[str]) -> None:
         cols = ", ".join(self.q(c) for c in columns)
         fd, tmp = tempfile.mkstemp(suffix=".csv", prefix="eventmart-copy-")
         os.close(fd)
         try:
-            stage.execute(
-                f"COPY (SELECT {cols} FROM {self.q(staged)}) TO '{tmp}' (FORMAT csv, HEADER false)"
-            )
+            # the path is eventmart's own temp file, never user input
+            sql = f"COPY ({select_sql}) TO '{tmp}' (FORMAT csv, HEADER false)"
+            stage.execute(duck_prepare(sql), duck_used(sql, params))
             with self.conn.cursor() as cur, cur.copy(f"COPY {self.q(target)} ({cols}) FROM STDIN (FORMAT csv)") as cp:
                 with open(tmp, "rb") as f:
                     while chunk := f.read(_COPY_CHUNK):
@@ -196,15 +199,12 @@ class PostgresWarehouse(Warehouse):
         finally:
             os.unlink(tmp)
 
-    def append_new(self, stage, staged, target, columns, key) -> int:
+    def append_new(self, stage, select_sql, params, target, columns, key, key_range=None) -> int:
         tmp = f"_stage_{target}"
         self.execute(f"CREATE TEMP TABLE IF NOT EXISTS {self.q(tmp)} (LIKE {self.q(target)})")
         self.execute(f"TRUNCATE {self.q(tmp)}")
-        ordered = f"_ordered_{staged}"
-        stage.execute(f"CREATE OR REPLACE TEMP TABLE {self.q(ordered)} AS SELECT * FROM {self.q(staged)} ORDER BY _ord")
-        self._copy_in(stage, ordered, tmp, columns)
-        stage.execute(f"DROP TABLE {self.q(ordered)}")
         cols = ", ".join(self.q(c) for c in columns)
+        self._copy_in(stage, f"SELECT {cols} FROM ({select_sql}) s ORDER BY _ord", params, tmp, columns)
         # rows keep file order in the temp table, and ON CONFLICT keeps the first of equal keys
         return self.execute(
             f"INSERT INTO {self.q(target)} ({cols}) SELECT {cols} FROM {self.q(tmp)} ON CONFLICT DO NOTHING"
@@ -212,7 +212,8 @@ class PostgresWarehouse(Warehouse):
 
     def append_all(self, stage, staged, target, columns) -> int:
         before = self.fetch(f"SELECT count(*) FROM {self.q(target)}").rows[0][0]
-        self._copy_in(stage, staged, target, columns)
+        cols = ", ".join(self.q(c) for c in columns)
+        self._copy_in(stage, f"SELECT {cols} FROM {self.q(staged)}", None, target, columns)
         return self.fetch(f"SELECT count(*) FROM {self.q(target)}").rows[0][0] - before
 
     def concurrent_fetch(self, sql: str, params: dict[str, Any] | None = None) -> QueryResult:
