@@ -8,26 +8,42 @@ import sys
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from .errors import UserError
-from .project import Project
 from .timeutil import fmt
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from .project import Project
 
 app = typer.Typer(
     help="eventmart: ingest event logs, build time-bucketed marts, keep them fresh.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help: fast, and like the usage errors
 )
+class _Console:
+    """rich's Console, created on first use: `eventmart --help` and quick commands do not import rich."""
+
+    def __init__(self, **kw: Any):
+        self.kw, self.console = kw, None
+
+    def __getattr__(self, name: str) -> Any:
+        if self.console is None:
+            from rich.console import Console
+
+            self.console = Console(**self.kw)
+        return getattr(self.console, name)
+
+
 # piped output (scripts, logs) gets wide lines instead of tables squeezed to 80 columns
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False)
+out = _Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+err = _Console(stderr=True, highlight=False)
 
 ProjectOpt = Annotated[Path, typer.Option("--project", "-p",
                                           help="Project folder or its eventmart.yml (default: current folder).")]
@@ -49,6 +65,8 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
 
 def _load(project: Path, local: bool = False) -> Project:
     """The project; while `eventmart serve` owns its embedded warehouse, a proxy that asks the server."""
+    from .project import Project
+
     p = Project.load(project)
     if not local and p.config.warehouse.type == "duckdb":
         from .server.api import RemoteProject, running_server
@@ -75,6 +93,8 @@ def _cell(v: Any) -> str:
 
 
 def _show(res: Any) -> None:
+    from rich.table import Table
+
     t = Table(*res.columns, show_lines=False)
     for r in res.rows:
         t.add_row(*(_cell(v) for v in r))
@@ -112,13 +132,20 @@ def ingest(
 
 
 def _bytes_progress() -> Progress:
-    from rich.progress import DownloadColumn, TimeRemainingColumn, TransferSpeedColumn
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
 
     return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                     TimeRemainingColumn(), console=err, transient=True)
 
 
-ingests_app = typer.Typer(help="The ingest log: list loads, undo one.", invoke_without_command=True)
+ingests_app = typer.Typer(help="The ingest log: list loads, undo one.", invoke_without_command=True, rich_markup_mode=None)
 app.add_typer(ingests_app, name="ingests")
 
 
@@ -204,7 +231,14 @@ def backfill(
             out.print(f"{len(plan)} window(s) to run")
             return
         if sys.stderr.isatty():
-            from rich.progress import TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                           TimeRemainingColumn(), console=err, transient=True) as pr:
@@ -229,6 +263,8 @@ def status(project: ProjectOpt = Path(".")) -> None:
     """Each mart's covered intervals, gaps and last run."""
     with _load(project) as p:
         sts = p.status()
+    from rich.table import Table
+
     t = Table("mart", "grain", "rows", "covered", "gaps", "last run")
     for s in sts:
         cov = "\n".join(f"[{fmt(a)}, {fmt(b)})" for a, b in s.covered) or "-"
@@ -295,7 +331,8 @@ def report(
         raise UserError(f"{len(failed)} of {len(res.deliveries)} channel(s) failed; see above and `eventmart runs --failed`")
 
 
-alerts_app = typer.Typer(help="Anomaly alerts: check, backtest, silence, history.", no_args_is_help=True)
+alerts_app = typer.Typer(help="Anomaly alerts: check, backtest, silence, history.", no_args_is_help=True,
+                         rich_markup_mode=None)
 app.add_typer(alerts_app, name="alerts")
 
 
@@ -358,6 +395,8 @@ def alerts_backtest(
         flagged = int(v.anomalous.sum())
         out.print(f"{rule}: {judged:,} bucket(s) judged over {len(keys)} series, {flagged:,} anomalous, "
                   f"{len(incs)} incident(s)", markup=False)
+        from rich.table import Table
+
         t = Table("series", "start", "end", "minutes")
         for x in incs:
             t.add_row(x.series, fmt(x.start), fmt(x.end) if x.end else "(open)", f"{x.minutes(times[-1]):.0f}")
@@ -433,7 +472,8 @@ def alerts_status(project: ProjectOpt = Path(".")) -> None:
         _show(p.alerts_state())
 
 
-airflow_app = typer.Typer(help="Airflow interop: export the scheduled jobs as DAGs.", no_args_is_help=True)
+airflow_app = typer.Typer(help="Airflow interop: export the scheduled jobs as DAGs.", no_args_is_help=True,
+                          rich_markup_mode=None)
 app.add_typer(airflow_app, name="airflow")
 
 
@@ -444,6 +484,7 @@ def airflow_dags(
 ) -> None:
     """Write one DAG file per scheduled job; each task runs the job for its data interval."""
     from .airflow import write_dags
+    from .project import Project
 
     for path in write_dags(Project.load(project).dir, out_dir):
         out.print(f"wrote {path}", markup=False, soft_wrap=True)
@@ -484,7 +525,7 @@ def query(
     format: Annotated[str, typer.Option("--format", "-f", help="table, csv or json.")] = "table",
     project: ProjectOpt = Path("."),
 ) -> None:
-    """Run read-only SQL on the warehouse."""
+    """One read (SELECT, DESCRIBE or SHOW) of the warehouse's tables; anything else is refused."""
     if format not in ("table", "csv", "json"):
         raise UserError(f"--format {format}: use table, csv or json")
     with _load(project) as p:
@@ -557,11 +598,12 @@ def demo(
 ) -> None:
     """Create a bundled example project, generate its data, ingest it, build its marts and serve it.
 
-    zen: seeds 000/001, the real Yandex.Zen hour (dash_visits, 310,207 events) as raw events, its two
-    per-minute marts and the seed's dashboard; --scale/--days generate bigger logs with the same mix.
+    zen: the real Yandex.Zen hour (dash_visits, 310,207 events) as raw events, two per-minute marts and the
+    Zen dashboard; --scale/--days generate bigger logs with the same mix.
 
-    feed: seed 002, a feed & messenger simulator (30 days, ~20k DAU, 7M events at scale 1): daily slices,
-    15-minute marts, a dashboard, the morning digest (written to reports/dry-run) and anomaly alerts.
+    feed: a feed & messenger simulator (30 days, ~20k DAU, 7M events at scale 1): daily slices by
+    os/gender/age, 15-minute marts, a dashboard, the morning digest (written to reports/dry-run) and
+    anomaly alerts.
     """
     from .examples import run_demo
 

@@ -33,6 +33,7 @@ from .chunks import Chunk, csv_chunks, json_text_sql, jsonl_chunks, read_layout
 from .validate import validated_sql
 
 INGESTS, FILES, SEQ = "_eventmart_ingests", "_eventmart_files", "_eventmart_ingests_seq"
+INGEST_MEMORY = "512MB"  # DuckDB's buffer limit while loading: pages written are not kept around
 REJECT_COLUMNS = ["rejected_at", "file", "line", "raw", "reason", "fmt", "header", "ingest"]
 # reasons a replay cannot change: the bytes behind them are not kept
 _UNREPLAYABLE = ("invalid UTF-8", "a NUL byte")
@@ -420,6 +421,17 @@ def ingest(wh: Warehouse, name: str, src: Source, files: list[str], progress: Pr
                 progress(file, min(done[0], total), total)
         return inner
 
+    stage = wh.staging()
+    # DuckDB would otherwise keep every page it wrote cached: a big file would cost its size in memory
+    stage.execute(f"SET memory_limit = '{INGEST_MEMORY}'")
+    try:
+        return _ingest(wh, name, src, files, res, started, tick, done, force, t0)
+    finally:
+        stage.execute("RESET memory_limit")
+
+
+def _ingest(wh: Warehouse, name: str, src: Source, files: list[str], res: IngestResult, started: datetime,
+            tick: Callable, done: list[int], force: bool, t0: float) -> IngestResult:
     with wh.transaction():
         wh.lock(f"source:{name}")  # concurrent loads of one source take turns
         ensure_tables(wh, name, src)
