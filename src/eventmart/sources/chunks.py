@@ -28,7 +28,8 @@ from ..config import Source
 from ..errors import InputError
 
 CHUNK_BYTES = 32 << 20  # EVENTMART_CHUNK_BYTES overrides it (tests use tiny chunks to cross boundaries)
-MAX_RECORD_BYTES = 16 << 20  # a quoted field longer than this is taken for an unterminated quote
+MAX_RECORD_BYTES = 16 << 20
+MAX_ODD = 50  # lines per chunk set aside for a number that does not parse; beyond it the chunk is read as text  # a quoted field longer than this is taken for an unterminated quote
 BOM = b"\xef\xbb\xbf"
 
 
@@ -42,6 +43,9 @@ class Chunk:
     where: Callable[[list[int]], dict[int, tuple[int, str]] | None] | None = None  # _row -> (line, raw)
     exact: Callable[[], Chunk] | None = None  # the same chunk parsed line by line (None: this is it)
     typed: frozenset[str] = frozenset()  # columns that arrive in their declared type (checked by the reader)
+    extra: Chunk | None = None  # lines of this chunk set aside to be read on their own (see fast_chunk)
+    end: int = 0  # where in the file the next chunk starts (bytes, or rows for Parquet): a resumed load seeks there
+    next_line: int = 0  # the line (row) number the next chunk starts with
 
     def locate(self, rows: list[int]) -> dict[int, tuple[int, str]] | None:
         return self.where(rows) if self.where else {}
@@ -179,60 +183,244 @@ def _dictionary_strings(t: pa.Table) -> pa.Table:
     return pa.table(cols, names=t.column_names)
 
 
+def _bad_utf8(buf: bytearray, pos: int) -> int | None:
+    """The position of the first byte at or after ``pos`` that is not valid UTF-8 (None: all valid), checked a
+    megabyte at a time (cut at line ends), never copying the chunk."""
+    mv = memoryview(buf)
+    i = pos
+    while i < len(buf):
+        end = buf.find(b"\n", min(i + (1 << 20), len(buf)))
+        end = len(buf) if end < 0 else end + 1
+        try:
+            str(mv[i:end], "utf-8")
+        except UnicodeDecodeError as e:
+            return i + e.start
+        i = end
+    return None
+
+
+def _spans(data: bytes | bytearray, quote: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(start, end, newlines before start) of every non-blank record, vectorised: a newline ends a record when
+    the quotes before it pair up. Arrow reads records the same way unless a quote sits inside an unquoted
+    field; the callers check that both count the same records."""
+    a = np.frombuffer(data, np.uint8)
+    nl = np.flatnonzero(a == 10)
+    q = np.flatnonzero(a == ord(quote))
+    ends = nl[(np.searchsorted(q, nl) & 1) == 0] if len(q) else nl
+    starts = np.concatenate([[0], ends + 1])
+    ends = np.concatenate([ends, [len(a)]])
+    if len(a) and starts[-1] >= len(a):
+        starts, ends = starts[:-1], ends[:-1]
+    # blank: nothing, or only a \r, between two newlines (Arrow skips those lines too)
+    length = ends - starts
+    cr = np.zeros(len(starts), dtype=bool)
+    nonempty = length > 0
+    cr[nonempty] = a[np.minimum(ends[nonempty] - 1, len(a) - 1)] == 13
+    keep = (length > 1) | ((length == 1) & ~cr)
+    return starts[keep], ends[keep], np.searchsorted(nl, starts[keep])
+
+
+def _blank_line(data: bytearray, pos: int) -> tuple[bytearray, int, bytes]:
+    """The line holding byte ``pos`` emptied in place (its newline kept): (the data, its start, its old bytes)."""
+    start = data.rfind(b"\n", 0, pos) + 1
+    end = data.find(b"\n", pos)
+    end = len(data) if end < 0 else end
+    old = bytes(data[start:end])
+    del data[start:end]
+    return data, start, old
+
+
 def fast_chunk(data: bytes, first_line: int, layout: CsvLayout, nbytes: int,
                types: dict[str, str] | None = None) -> Chunk | None:
-    """Arrow's multithreaded parser on a clean chunk; None when the chunk needs the exact path.
+    """Arrow's parser on the chunk, with the problems of single lines taken out first; None when the chunk
+    needs the exact path (the two ways of reading records disagree on it).
 
-    Numbers are parsed to their declared type right here (Arrow is strict: `500.5`, `0x10` or `1e3` are not
-    int64); a chunk where one does not parse is read again as text, so the SQL checks name the value."""
+    Lines with a NUL byte or invalid UTF-8 are rejected and emptied, a quote left open rejects its line and
+    is emptied too, a line with the wrong number of fields is skipped by Arrow and rejected — emptying a line
+    keeps every line number right. Numbers are parsed to their declared type right here (Arrow is strict:
+    `500.5`, `0x10` or `1e3` are not int64); a chunk where one does not parse is read again as text, so the
+    SQL checks name the value."""
     import pyarrow.csv as pacsv
 
-    if b"\x00" in data:
-        return None
-    invalid = [0]
+    buf = bytearray(data)
+    rejects: list[tuple[int, str, str]] = []
 
-    def on_invalid(_row: object) -> str:
-        invalid[0] += 1
-        return "skip"
+    def line_of(pos: int) -> int:
+        return first_line + buf.count(b"\n", 0, pos)
 
+    def take_out(pos: int, reason: str | None = None) -> None:
+        nonlocal buf
+        line = line_of(pos)
+        buf, _, old = _blank_line(buf, pos)
+        rejects.append((line, old.rstrip(b"\r").decode("utf-8", "replace").replace("\x00", "\ufffd"),
+                        reason or _reason_bytes(old) or "malformed line"))
+
+    def clean_bytes() -> None:
+        """Lines with a NUL byte or invalid UTF-8 out (Arrow refuses the whole chunk for one of those)."""
+        while (pos := buf.find(b"\x00")) >= 0:
+            take_out(pos)
+        pos = 0
+        while (at := _bad_utf8(buf, pos)) is not None:
+            take_out(at)
+            pos = buf.rfind(b"\n", 0, at) + 1 if at > 0 else 0
+
+    def open_quotes() -> bool:
+        """Records spanning more than MAX_RECORD_LINES lines are a quote left open: reject the line it opened
+        on (found by pairing quotes, before Arrow would swallow the lines after it)."""
+        starts, _, nls = _spans(buf, layout.quote)
+        spread = np.diff(np.append(nls, buf.count(b"\n") + 1))
+        bad = np.flatnonzero(spread > MAX_RECORD_LINES)
+        for k in reversed(bad.tolist()):
+            take_out(int(starts[k]), f"a quote opened on line {first_line + int(nls[k])} is not closed; the line "
+                                     "is rejected and reading goes on with the next one")
+        return bool(len(bad))
+
+    if b"\x00" in buf:
+        clean_bytes()
+    cleaned = False
+    if b'"' in buf:
+        while open_quotes():
+            pass
     numeric = {c: _ARROW_TYPES[t] for c, t in (types or {}).items() if t in _ARROW_TYPES}
-    t = None
-    for column_types in ([numeric, {}] if numeric else [{}]):
+    if b"0x" in buf or b"0X" in buf:  # Arrow reads 0x10 as 16: such a chunk's numbers are checked as text
+        numeric = {}
+    try_typed = bool(numeric)
+    for _ in range(1000):
+        invalid: list = []
+
+        def on_invalid(row: object, invalid: list = invalid) -> str:
+            invalid.append(row)
+            return "skip"
+
         try:
             t = pacsv.read_csv(
-                io.BytesIO(data),
-                # one thread: the warehouse inserts the previous chunk on the other core meanwhile (ingest.prefetch)
-                read_options=pacsv.ReadOptions(column_names=layout.header, block_size=8 << 20, use_threads=False),
+                pa.BufferReader(pa.py_buffer(buf)),  # no copy of the chunk
+                # one thread: the warehouse inserts the previous chunk on the other core (ingest.prefetch);
+                # one block: a quote left open may swallow most of the chunk into one record
+                read_options=pacsv.ReadOptions(column_names=layout.header, block_size=len(buf) + (1 << 16),
+                                               use_threads=False),
                 parse_options=pacsv.ParseOptions(delimiter=layout.delimiter, quote_char=layout.quote,
                                                  newlines_in_values=True, invalid_row_handler=on_invalid),
                 convert_options=pacsv.ConvertOptions(
-                    column_types={c: column_types.get(c, pa.string()) for c in layout.header},
+                    column_types={c: (numeric.get(c, pa.string()) if try_typed else pa.string())
+                                  for c in layout.header},
                     include_columns=layout.declared, strings_can_be_null=True, null_values=[""],
                     quoted_strings_can_be_null=True))
-            typed = frozenset(column_types)
+        except (pa.ArrowInvalid, UnicodeDecodeError) as e:
+            if try_typed and "conversion error" in str(e):  # a number that does not parse: read text, check below
+                try_typed = False
+                continue
+            if not cleaned and ("UTF8" in str(e) or "UTF-8" in str(e) or isinstance(e, UnicodeDecodeError)):
+                cleaned = True
+                clean_bytes()
+                continue
+            return None
+        if not invalid and b'"' not in buf and b"\r" not in buf:
+            break  # one line, one record: nothing to check (line numbers are found when a row is rejected)
+        starts, ends, nls = _spans(buf, layout.quote)
+        if len(starts) != t.num_rows + len(invalid) or any(r.number is None for r in invalid):
+            return None
+        # a quote left open swallows the lines after it: into a record with the wrong number of fields, or —
+        # when a later stray quote closes it — into one with the right number but a thousand lines
+        spread = np.diff(np.append(nls, buf.count(b"\n") + 1))
+        open_quote = sorted({r.number - 1 for r in invalid if "\n" in r.text.rstrip("\r\n")}
+                            | {int(k) for k in np.flatnonzero(spread > MAX_RECORD_LINES)})
+        if not open_quote:
             break
-        except (pa.ArrowInvalid, UnicodeDecodeError):
-            invalid[0] = 0
-            t = None
-    if t is None or invalid[0]:
+        for k in reversed(open_quote):  # from the end: earlier positions stay valid
+            line = first_line + int(nls[k])
+            take_out(int(starts[k]), f"a quote opened on line {line} is not closed; the line is rejected and reading "
+                                     "goes on with the next one")
+    else:
         return None
+    spans: list = []
+
+    def spans_now() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if not spans:
+            spans.extend(_spans(buf, layout.quote))
+        return spans[0], spans[1], spans[2]
+
+    if invalid:
+        starts, ends, nls = spans_now()
+    bad_records = {r.number - 1 for r in invalid}
+    for r in invalid:
+        k = r.number - 1
+        rejects.append((first_line + int(nls[k]),
+                        bytes(buf[int(starts[k]):int(ends[k])]).rstrip(b"\r").decode("utf-8", "replace"),
+                        f"wrong number of fields: expected {len(layout.header)}, found {r.actual_columns}"))
+    good = np.array([k for k in range(t.num_rows + len(invalid)) if k not in bad_records], dtype=np.int64) \
+        if bad_records else np.arange(t.num_rows, dtype=np.int64)
+    typed = frozenset(numeric) if try_typed else frozenset()
+    extra = None
+    if numeric and not try_typed:
+        # numbers came as text: the rows whose numbers are plain go on typed, the others are checked (and named)
+        # by the SQL checks in a small chunk of their own
+        t, plain = _numbers(t, numeric)
+        if not plain.all():
+            starts, ends, nls = spans_now()
+            odd = np.flatnonzero(~plain)
+            lines = [first_line + int(nls[good[r]]) for r in odd]
+            raws = [bytes(buf[int(starts[good[r]]):int(ends[good[r]])]).rstrip(b"\r").decode("utf-8", "replace")
+                    for r in odd]
+            side = t.take(pa.array(odd)).select(layout.declared)
+            side = side.cast(pa.schema([(c, pa.string()) for c in layout.declared]))
+            side = side.add_column(0, "_line", pa.array(lines, pa.int64()))
+            side = side.add_column(0, "_row", pa.array(np.arange(len(odd), dtype=np.int64)))
+            extra = Chunk(side, 0, [], "csv", layout.header_line,
+                          where=lambda rs, lines=lines, raws=raws: {r: (lines[r], raws[r]) for r in rs})
+            keep = pa.array(plain)
+            t = t.filter(keep)
+            good = good[plain]
+        t = t.cast(pa.schema([(c, numeric.get(c, t.schema.field(c).type)) for c in t.column_names]))
+        typed = frozenset(numeric)
     t = _dictionary_strings(t)
     t = t.add_column(0, "_row", pa.array(np.arange(t.num_rows, dtype=np.int64)))
+    frozen = buf  # not changed from here on
 
-    def where(rows: list[int]) -> dict[int, tuple[int, str]] | None:
-        wanted = set(rows)
-        found: dict[int, tuple[int, str]] = {}
-        k = -1
-        for line, raw, fields, _ in records(data, first_line, layout):
+    def where(rows: list[int]) -> dict[int, tuple[int, str]]:
+        starts, ends, nls = spans_now()
+        out = {}
+        for r in rows:
+            k = int(good[r])
+            out[r] = (first_line + int(nls[k]),
+                      bytes(frozen[int(starts[k]):int(ends[k])]).rstrip(b"\r").decode("utf-8", "replace"))
+        return out
+
+    rejects.sort()
+    return Chunk(t, nbytes, rejects, "csv", layout.header_line, where=where, typed=typed, extra=extra)
+
+
+_PLAIN = {"int": r"^[+-]?[0-9]{1,18}$", "float": r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"}
+
+
+def _numbers(t: pa.Table, numeric: dict[str, pa.DataType]) -> tuple[pa.Table, np.ndarray]:
+    """Which rows have plain numbers (or none) in every numeric column: those can be cast exactly."""
+    import pyarrow.compute as pc
+
+    plain = np.ones(t.num_rows, dtype=bool)
+    for c, typ in numeric.items():
+        pattern = _PLAIN["int" if pa.types.is_integer(typ) else "float"]
+        ok = pc.or_kleene(pc.is_null(t[c]), pc.match_substring_regex(t[c], pattern))
+        plain &= ok.to_numpy(zero_copy_only=False)
+    return t, plain
+
+
+def lines_chunk(lines: list[tuple[int, bytes]], layout: CsvLayout) -> Chunk:
+    """Single lines (line number, bytes) read exactly, as text."""
+    good: list[list[str]] = []
+    nums: list[int] = []
+    raws: list[str] = []
+    rejects: list[tuple[int, str, str]] = []
+    for number, raw in lines:
+        for line, text, fields, reason in records(raw + b"\n", number, layout):
             if fields is None:
-                return None  # the two parsers disagree on this chunk: read it the exact way
-            k += 1
-            if k in wanted:
-                found[k] = (line, raw)
-        return found if k + 1 == t.num_rows else None
-
-    return Chunk(t, nbytes, [], "csv", layout.header_line, where=where,
-                 exact=lambda: exact_chunk(data, first_line, layout, nbytes), typed=typed)
+                rejects.append((line, text, reason or "malformed line"))
+            else:
+                good.append(fields)
+                nums.append(line)
+                raws.append(text)
+    table = text_table(good, layout, list(range(len(good))), nums)
+    return Chunk(table, 0, rejects, "csv", layout.header_line, where=lambda rows: {r: (nums[r], raws[r]) for r in rows})
 
 
 def _cut(buf: bytes, at_eof: bool) -> int | None:
@@ -247,8 +435,15 @@ def _cut(buf: bytes, at_eof: bool) -> int | None:
     a = np.frombuffer(buf, np.uint8)
     quotes = np.flatnonzero(a == 34)
     newlines = np.flatnonzero(a == 10)
-    outside = newlines[(np.searchsorted(quotes, newlines) & 1) == 0]
-    return int(outside[-1]) + 1 if len(outside) else None
+    even = (np.searchsorted(quotes, newlines) & 1) == 0
+    outside = newlines[even]
+    if len(outside) and len(newlines) - np.searchsorted(newlines, outside[-1]) <= MAX_RECORD_LINES:
+        return int(outside[-1]) + 1
+    # an open quote: no legitimate record spans that many lines, so cut at the last line and let the parser
+    # reject the line where the quote opened (reading more would only grow the chunk)
+    if len(newlines) - (np.searchsorted(newlines, outside[-1]) if len(outside) else 0) > MAX_RECORD_LINES:
+        return int(newlines[-1]) + 1
+    return None
 
 
 def read_layout(path: str, src: Source, head: bytes) -> tuple[CsvLayout, int]:
@@ -286,7 +481,9 @@ def default_chunk_bytes() -> int:
     return int(os.environ.get("EVENTMART_CHUNK_BYTES", CHUNK_BYTES))
 
 
-def csv_chunks(f: io.BufferedReader, path: str, src: Source, size: int | None = None) -> Iterator[Chunk]:
+def csv_chunks(f: io.BufferedReader, path: str, src: Source, size: int | None = None,
+               resume: tuple[int, int] | None = None) -> Iterator[Chunk]:
+    """The file's chunks; ``resume`` = (byte offset, line number) of a load that stopped there."""
     chunk_bytes = size or default_chunk_bytes()
     head = f.read(chunk_bytes)
     consumed = 0
@@ -296,6 +493,12 @@ def csv_chunks(f: io.BufferedReader, path: str, src: Source, size: int | None = 
     pending, consumed = head[skip:], consumed + skip
     line = 2 if src.csv.header else 1
     eof = len(head) < chunk_bytes
+    if resume is not None and resume[0] > consumed:
+        f.seek(resume[0])
+        consumed, line = resume
+        pending = f.read(chunk_bytes)
+        eof = len(pending) < chunk_bytes
+    types = {n: c.type for n, c in src.columns.items()}
     while pending or not eof:
         cut = _cut(pending, eof)
         if cut is None:
@@ -304,12 +507,12 @@ def csv_chunks(f: io.BufferedReader, path: str, src: Source, size: int | None = 
                 eof = len(more) < chunk_bytes
                 pending += more
                 continue
-            cut = pending.rfind(b"\n") + 1 or len(pending)  # an open quote: the exact path rejects its line
+            cut = pending.rfind(b"\n") + 1 or len(pending)  # an open quote: the parsers reject its line
         data, pending = pending[:cut], pending[cut:]
         consumed += len(data)
-        types = {n: c.type for n, c in src.columns.items()}
         chunk = fast_chunk(data, line, layout, len(data), types) or exact_chunk(data, line, layout, len(data))
         line += data.count(b"\n")
+        chunk.end, chunk.next_line = consumed, line
         yield chunk
         if not eof and len(pending) < chunk_bytes:
             more = f.read(chunk_bytes)
@@ -320,16 +523,20 @@ def csv_chunks(f: io.BufferedReader, path: str, src: Source, size: int | None = 
 # --- JSON Lines -----------------------------------------------------------------------------------
 
 
-def jsonl_chunks(f: io.BufferedReader, path: str, size: int | None = None) -> Iterator[Chunk]:
+def jsonl_chunks(f: io.BufferedReader, path: str, size: int | None = None,
+                 resume: tuple[int, int] | None = None) -> Iterator[Chunk]:
     """JSON Lines: a line is a record; its columns are read from the JSON in SQL (:func:`json_text_sql`)."""
     chunk_bytes = size or default_chunk_bytes()
-    line, pending, eof, checked = 1, b"", False, False
+    line, pending, eof, checked, consumed = 1, b"", False, False, 0
+    if resume is not None:
+        f.seek(resume[0])
+        consumed, line = resume
     while True:
         if not eof:
             more = f.read(chunk_bytes)
             eof = len(more) < chunk_bytes
             if line == 1 and not pending and more.startswith(BOM):
-                more = more[len(BOM):]
+                more, consumed = more[len(BOM):], consumed + len(BOM)
             pending += more
         if not pending:
             return
@@ -337,6 +544,7 @@ def jsonl_chunks(f: io.BufferedReader, path: str, size: int | None = None) -> It
         if cut == 0:
             continue
         data, pending = pending[:cut], pending[cut:]
+        consumed += len(data)
         parts = data.split(b"\n")
         if parts and parts[-1] == b"":
             parts.pop()
@@ -359,7 +567,8 @@ def jsonl_chunks(f: io.BufferedReader, path: str, size: int | None = None) -> It
         t = pa.table({"_row": pa.array(range(len(raws)), pa.int64()), "_line": pa.array(lines, pa.int64()),
                       "_raw": pa.array(raws, pa.string())})
         yield Chunk(t, len(data), rejects, "json", None,
-                    where=lambda rs, lines=lines, raws=raws: {r: (lines[r], raws[r]) for r in rs})
+                    where=lambda rs, lines=lines, raws=raws: {r: (lines[r], raws[r]) for r in rs}, end=consumed,
+                    next_line=line)
 
 
 def json_text_sql(src: Source, rel: str) -> str:
@@ -377,11 +586,18 @@ def json_text_sql(src: Source, rel: str) -> str:
 # --- Parquet and database rows: text values, raw text as JSON -----------------------------------------
 
 
-def arrow_chunks(batches: Iterator[pa.Table], columns: dict[str, str], nbytes: Callable[[pa.Table], int]) -> Iterator[Chunk]:
+def arrow_chunks(batches: Iterator[pa.Table], columns: dict[str, str], nbytes: Callable[[pa.Table], int],
+                 skip: int = 0) -> Iterator[Chunk]:
     """Typed rows (Parquet, a database): a column already in its declared type passes as it is; any other is
-    turned into text, so the same checks apply to it. Raw text of a reject is its row as JSON."""
+    turned into text, so the same checks apply to it. Raw text of a reject is its row as JSON. ``skip``: rows
+    a stopped load committed already."""
     first = 0
     for tbl in batches:
+        if first + tbl.num_rows <= skip:
+            first += tbl.num_rows
+            continue
+        if first < skip:
+            tbl, first = tbl.slice(skip - first), skip
         text = {"_row": pa.array(np.arange(tbl.num_rows, dtype=np.int64))}
         text["_line"] = pa.array(np.arange(first + 1, first + tbl.num_rows + 1, dtype=np.int64))
         typed = set()
@@ -400,8 +616,9 @@ def arrow_chunks(batches: Iterator[pa.Table], columns: dict[str, str], nbytes: C
             return {r: (first + r + 1, json.dumps(v, default=str, ensure_ascii=False)) for r, v in zip(rows, picked,
                                                                                                       strict=True)}
 
-        yield Chunk(t, nbytes(tbl), [], "json", None, where=where, typed=frozenset(typed))
         first += tbl.num_rows
+        yield Chunk(t, nbytes(tbl), [], "json", None, where=where, typed=frozenset(typed), end=first,
+                    next_line=first + 1)
 
 
 def _exact(col: pa.ChunkedArray, declared: str) -> pa.ChunkedArray | None:

@@ -1,10 +1,10 @@
-"""Ingest: read in bounded chunks, check, keep every bad line once, load each key once — one transaction.
+"""Ingest: read in bounded chunks, check, keep every bad line once, load each key once.
 
-A command's files load in one warehouse transaction: a kill -9 at any point leaves the warehouse as it was
-(nothing half-loaded, nothing to clean up; run the command again). Inside it each file streams through in
-chunks of ~32 MB (:mod:`.chunks`), so memory stays bounded whatever the file size; dedup by key holds across
-chunks and files. Every line read is accounted for — loaded, a duplicate of a key already loaded, or one
-reject row with all of its reasons — and ingest checks that the counts add up.
+Each file streams through in chunks of ~32 MB (:mod:`.chunks`), so memory stays bounded whatever the file
+size. Each chunk commits with its rejects, the ingest's counts and how far its file got: a kill -9 loses at
+most the chunk in flight, and the same command run again resumes after the last committed chunk (dedup by key
+means a chunk read twice loads nothing twice). Every line read is accounted for — loaded, a duplicate of a key
+already loaded, or one reject row with all of its reasons — and ingest checks that the counts add up.
 
 Each ingest has an id (``eventmart ingests``): its rows carry it in ``_ingest``, so ``eventmart ingests undo
 ID`` removes exactly that load and re-opens the mart windows it touched. A file ledger (size, mtime, SHA-256)
@@ -16,10 +16,11 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from .chunks import Chunk, csv_chunks, json_text_sql, jsonl_chunks, read_layout
 from .validate import validated_sql
 
 INGESTS, FILES, SEQ = "_eventmart_ingests", "_eventmart_files", "_eventmart_ingests_seq"
+EPOCH = datetime(1970, 1, 1)
 INGEST_MEMORY = "512MB"  # DuckDB's buffer limit while loading: pages written are not kept around
 REJECT_COLUMNS = ["rejected_at", "file", "line", "raw", "reason", "fmt", "header", "ingest"]
 # reasons a replay cannot change: the bytes behind them are not kept
@@ -118,9 +120,11 @@ def ensure_log(wh: Warehouse) -> None:
     _add_missing(wh, INGESTS, [("source", "string"), ("files", "string"), ("started_at", "timestamp"),
                                ("seconds", "float"), ("loaded", "int"), ("duplicates", "int"), ("rejected", "int"),
                                ("min_time", "timestamp"), ("max_time", "timestamp"), ("id", "int"),
-                               ("status", "string")])
+                               ("status", "string"), ("owner", "string")])
+    # per file: how far a load got (`offset`/`next_line` of the last committed chunk) and whether it finished
     _add_missing(wh, FILES, [("source", "string"), ("path", "string"), ("size", "int"), ("mtime_ns", "int"),
-                             ("sha256", "string"), ("ingest", "int"), ("loaded_at", "timestamp")])
+                             ("sha256", "string"), ("ingest", "int"), ("loaded_at", "timestamp"), ("offset", "int"),
+                             ("next_line", "int"), ("complete", "bool")])
     if not wh.sequence_exists(SEQ):
         top = wh.fetch(f"SELECT COALESCE(max(id), 0) FROM {wh.q(INGESTS)}").rows[0][0]
         wh.create_sequence(SEQ, int(top) + 1)
@@ -198,9 +202,15 @@ class _Hashing:
         self.tick(len(b))
         return b
 
+    def seek(self, pos: int) -> None:
+        self.tick(pos - self.f.tell())
+        self.f.seek(pos)
 
-def file_chunks(path: str, src: Source, tick: Callable[[int], None]) -> tuple[Iterator[Chunk], Callable[[], str]]:
-    """The file's chunks, and its SHA-256 once they have all been read."""
+
+def file_chunks(path: str, src: Source, tick: Callable[[int], None],
+                resume: tuple[int, int] | None = None) -> tuple[Iterator[Chunk], Callable[[], str]]:
+    """The file's chunks (from where a stopped load left off, if ``resume``), and its SHA-256 once they have all
+    been read."""
     if src.format == "parquet":
         pf = _parquet(path, src)
         sha = hashlib.sha256()
@@ -218,18 +228,22 @@ def file_chunks(path: str, src: Source, tick: Callable[[int], None]) -> tuple[It
                 tick(int(size * t.num_rows / rows))
                 yield t
 
-        return arrow_chunks(batches(), {n: c.type for n, c in src.columns.items()}, lambda t: t.nbytes), \
-            sha.hexdigest
+        return arrow_chunks(batches(), {n: c.type for n, c in src.columns.items()}, lambda t: t.nbytes,
+                            skip=resume[0] if resume else 0), sha.hexdigest
     f = open(path, "rb")  # noqa: SIM115 - closed when its chunks are exhausted
     h = _Hashing(f, tick)
 
     def chunks() -> Iterator[Chunk]:
         try:
-            yield from (csv_chunks(h, path, src) if src.format == "csv" else jsonl_chunks(h, path))
+            if src.format == "csv":
+                yield from csv_chunks(h, path, src, resume=resume)
+            else:
+                yield from jsonl_chunks(h, path, resume=resume)
         finally:
             f.close()
 
-    return prefetch(chunks()), lambda: h.sha.hexdigest()
+    # a resumed file was not read from its start: its hash takes a pass of its own
+    return prefetch(chunks()), (lambda: _sha256(path)) if resume else (lambda: h.sha.hexdigest())
 
 
 def prefetch(it: Iterator[Chunk]) -> Iterator[Chunk]:
@@ -273,9 +287,9 @@ def prefetch(it: Iterator[Chunk]) -> Iterator[Chunk]:
 
 
 def _unchanged(wh: Warehouse, name: str, path: str) -> bool:
-    """Loaded before and not changed since: same size and mtime, or the same content (a `touch`)."""
-    rows = wh.fetch(f"SELECT size, mtime_ns, sha256 FROM {wh.q(FILES)} WHERE source = {{{{ s }}}} AND path = {{{{ p }}}}",
-                    {"s": name, "p": path}).rows
+    """Loaded completely before and not changed since: same size and mtime, or the same content (a `touch`)."""
+    rows = wh.fetch(f"SELECT size, mtime_ns, sha256 FROM {wh.q(FILES)} WHERE source = {{{{ s }}}} AND path = {{{{ p }}}} "
+                    "AND COALESCE(complete, TRUE)", {"s": name, "p": path}).rows
     if not rows:
         return False
     st = os.stat(path)
@@ -284,19 +298,38 @@ def _unchanged(wh: Warehouse, name: str, path: str) -> bool:
         return False
     if mtime == st.st_mtime_ns:
         return True
+    return _sha256(path) == sha
+
+
+def _sha256(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while b := f.read(1 << 24):
             h.update(b)
-    return h.hexdigest() == sha
+    return h.hexdigest()
 
 
-def _remember(wh: Warehouse, name: str, path: str, sha: str, ingest: int, now: datetime) -> None:
+def _resume_point(wh: Warehouse, name: str, path: str) -> tuple[int, int] | None:
+    """(offset, line) where an interrupted load of this unchanged file stopped, or None."""
+    rows = wh.fetch(f"SELECT size, mtime_ns, \"offset\", next_line FROM {wh.q(FILES)} WHERE source = {{{{ s }}}} "
+                    "AND path = {{ p }} AND complete = FALSE", {"s": name, "p": path}).rows
+    if not rows:
+        return None
+    st = os.stat(path)
+    size, mtime, offset, line = rows[0]
+    return (int(offset), int(line)) if size == st.st_size and mtime == st.st_mtime_ns and offset else None
+
+
+def _progress(wh: Warehouse, name: str, path: str, ingest: int, now: datetime, end: int, line: int,
+              sha: str | None = None) -> None:
+    """The file's ledger row: how far its load got (committed with the chunk), or that it finished."""
     st = os.stat(path)
     wh.execute(f"DELETE FROM {wh.q(FILES)} WHERE source = {{{{ s }}}} AND path = {{{{ p }}}}", {"s": name, "p": path})
-    wh.execute(f"INSERT INTO {wh.q(FILES)} (source, path, size, mtime_ns, sha256, ingest, loaded_at) VALUES "
-               "({{ s }}, {{ p }}, {{ n }}, {{ m }}, {{ h }}, {{ i }}, {{ t }})",
-               {"s": name, "p": path, "n": st.st_size, "m": st.st_mtime_ns, "h": sha, "i": ingest, "t": now})
+    wh.execute(f"INSERT INTO {wh.q(FILES)} (source, path, size, mtime_ns, sha256, ingest, loaded_at, \"offset\", "
+               "next_line, complete) VALUES ({{ s }}, {{ p }}, {{ n }}, {{ m }}, {{ h }}, {{ i }}, {{ t }}, {{ o }}, "
+               "{{ l }}, {{ c }})",
+               {"s": name, "p": path, "n": st.st_size, "m": st.st_mtime_ns, "h": sha, "i": ingest, "t": now,
+                "o": end, "l": line, "c": sha is not None})
 
 
 # --- loading chunks ----------------------------------------------------------------------------------
@@ -324,11 +357,18 @@ class Loader:
             con.execute(f"CREATE OR REPLACE TEMP VIEW _em_checked AS "
                         f"{validated_sql(self.src, rel, json_lines, chunk.typed)}")
             rows = chunk.table.num_rows
-            k0 = self.wh.q(self.src.key[0])
-            good, lo, hi, klo, khi = con.execute(
-                "SELECT count(*) FILTER (WHERE _reason IS NULL), min(_time) FILTER (WHERE _reason IS NULL), "
-                f"max(_time) FILTER (WHERE _reason IS NULL), min({k0}) FILTER (WHERE _reason IS NULL), "
-                f"max({k0}) FILTER (WHERE _reason IS NULL) FROM _em_checked").fetchall()[0]
+            stats = None if json_lines else clean_stats(self.src, chunk)
+            if stats is not None:  # the reader's types and Arrow's counts prove every row good: no SQL pass
+                good, lo, hi, klo, khi, repeats = rows, *stats
+            else:
+                k0 = self.wh.q(self.src.key[0])
+                # a one-column key: whether the chunk repeats a key (a hash count is cheaper than ranking rows)
+                distinct = f"count(DISTINCT {k0}) FILTER (WHERE _reason IS NULL)" if len(self.src.key) == 1 else "-1"
+                good, lo, hi, klo, khi, nkeys = con.execute(
+                    "SELECT count(*) FILTER (WHERE _reason IS NULL), min(_time) FILTER (WHERE _reason IS NULL), "
+                    f"max(_time) FILTER (WHERE _reason IS NULL), min({k0}) FILTER (WHERE _reason IS NULL), "
+                    f"max({k0}) FILTER (WHERE _reason IS NULL), {distinct} FROM _em_checked").fetchall()[0]
+                repeats = nkeys != good
             bad = con.execute("SELECT _row, _reason FROM _em_checked WHERE _reason IS NOT NULL ORDER BY _row"
                               ).fetchall() if good < rows else []
             assert good + len(bad) == rows, "every row is good or has a reason"
@@ -348,7 +388,7 @@ class Loader:
                 loaded = self.wh.append_new(
                     con, f"SELECT {sel}, _time, CAST({{{{ t }}}} AS TIMESTAMP) AS _loaded_at, CAST({{{{ i }}}} AS BIGINT) AS _ingest, "
                          "_row AS _ord FROM _em_checked WHERE _reason IS NULL", {"t": self.started, "i": self.ingest},
-                    self.name, self.cols, self.src.key, (klo, khi))
+                    self.name, self.cols, self.src.key, (klo, khi), repeats=repeats)
             passed = [] if self.store_rejects else \
                 [r[0] for r in con.execute("SELECT _row FROM _em_checked WHERE _reason IS NULL").fetchall()]
             con.execute("DROP VIEW _em_checked")
@@ -362,7 +402,7 @@ class Loader:
         self.res.duplicates += good - loaded
         self.res.rejected += len(rejects)
         for _, _, reason in rejects:
-            key = reason.split(":")[0].split(";")[0].split(" (")[0]
+            key = re.sub(r"line \d+", "line N", reason.split(":")[0].split(";")[0].split(" (")[0])
             self.res.reasons[key] = self.res.reasons.get(key, 0) + 1
         if rejects and self.store_rejects:
             self.keep_rejects(file, rejects, chunk)
@@ -391,21 +431,60 @@ class Loader:
         self.con.execute("DROP TABLE _em_rej")
 
 
+def clean_stats(src: Source, chunk: Chunk) -> tuple | None:
+    """(first time, last time, first key, last key, keys may repeat) when Arrow alone shows every row of the
+    chunk is good — required columns without nulls, numbers parsed by the reader, floats finite, event times
+    inside the valid range — else None (the SQL checks decide, row by row)."""
+    import pyarrow.compute as pc
+
+    from .validate import valid_range
+
+    t = chunk.table
+    if not t.num_rows:
+        return None
+    for name, col in src.columns.items():
+        if col.type not in ("string",) and name not in chunk.typed:
+            return None  # a value that still has to be read as its type
+        if (col.required or name == src.time.column) and t[name].null_count:
+            return None
+        if col.type == "float" and not pc.all(pc.is_finite(t[name])).as_py():
+            return None
+    tc = src.time.column
+    if src.time.unit == "timestamp":
+        return None
+    mm = pc.min_max(t[tc])
+    scale = 1000 if src.time.unit == "ms" else 1
+    lo_v, hi_v = mm["min"].as_py(), mm["max"].as_py()
+    vlo, vhi = valid_range(src)
+    first, last = EPOCH + timedelta(seconds=lo_v / scale), EPOCH + timedelta(seconds=hi_v / scale)
+    if first < vlo or last >= vhi:
+        return None
+    key = t[src.key[0]]
+    km = pc.min_max(key)
+    repeats = True
+    if len(src.key) == 1 and key.type in (pa.int64(), pa.string()):
+        ordered = key.combine_chunks() if isinstance(key, pa.ChunkedArray) else key
+        if len(ordered) > 1 and not isinstance(ordered.type, pa.DictionaryType):
+            # keys that grow along the file (a log's ids) cannot repeat inside the chunk
+            repeats = not pc.all(pc.greater(ordered.slice(1), ordered.slice(0, len(ordered) - 1))).as_py()
+    # the event time as the engine computes it: rounded to microseconds
+    return (first.replace(microsecond=round(first.microsecond)), last, km["min"].as_py(), km["max"].as_py(), repeats)
+
+
 def _next_ingest(wh: Warehouse) -> int:
     return int(wh.fetch(f"SELECT {wh.next_value_sql(SEQ)}").rows[0][0])
 
 
-def _log(wh: Warehouse, name: str, res: IngestResult, started: datetime, files: list[str]) -> None:
-    wh.execute(f"INSERT INTO {wh.q(INGESTS)} (source, files, started_at, seconds, loaded, duplicates, rejected, "
-               "min_time, max_time, id, status) VALUES ({{ s }}, {{ f }}, {{ t }}, {{ sec }}, {{ l }}, {{ d }}, "
-               "{{ r }}, {{ mn }}, {{ mx }}, {{ id }}, 'ok')",
-               {"s": name, "f": "\n".join(files)[:10000], "t": started, "sec": res.seconds, "l": res.loaded,
-                "d": res.duplicates, "r": res.rejected, "mn": res.min_time, "mx": res.max_time, "id": res.id})
+def _log(wh: Warehouse, res: IngestResult, seconds: float, status: str) -> None:
+    wh.execute(f"UPDATE {wh.q(INGESTS)} SET seconds = {{{{ sec }}}}, loaded = {{{{ l }}}}, duplicates = {{{{ d }}}}, "
+               "rejected = {{ r }}, min_time = {{ mn }}, max_time = {{ mx }}, status = {{ st }} WHERE id = {{ id }}",
+               {"sec": seconds, "l": res.loaded, "d": res.duplicates, "r": res.rejected, "mn": res.min_time,
+                "mx": res.max_time, "st": status, "id": res.id})
 
 
 def ingest(wh: Warehouse, name: str, src: Source, files: list[str], progress: Progress | None = None,
            force: bool = False) -> IngestResult:
-    """Load files (or, for a postgres source, its table) into the raw table ``name``, in one transaction."""
+    """Load files (or, for a postgres source, its table) into the raw table ``name``, chunk by chunk."""
     t0 = time.perf_counter()
     res = IngestResult(name, files)
     started = utcnow()
@@ -424,41 +503,67 @@ def ingest(wh: Warehouse, name: str, src: Source, files: list[str], progress: Pr
     stage = wh.staging()
     # DuckDB would otherwise keep every page it wrote cached: a big file would cost its size in memory
     stage.execute(f"SET memory_limit = '{INGEST_MEMORY}'")
+    # a checkpoint after every chunk's commit would rewrite the table each time: once, at the end, instead
+    stage.execute("SET checkpoint_threshold = '16GB'")
     try:
         return _ingest(wh, name, src, files, res, started, tick, done, force, t0)
     finally:
         stage.execute("RESET memory_limit")
+        stage.execute("RESET checkpoint_threshold")
 
 
 def _ingest(wh: Warehouse, name: str, src: Source, files: list[str], res: IngestResult, started: datetime,
             tick: Callable, done: list[int], force: bool, t0: float) -> IngestResult:
+    """Chunk by chunk: each commits its rows, its rejects, the ingest's counts and how far its file got, so
+    memory stays bounded (DuckDB holds what a transaction inserted until it commits) and a stopped load resumes
+    where it stopped. Keys make a repeat harmless: a chunk read twice loads nothing twice."""
+    from ..ledger import OWNER
+
     with wh.transaction():
-        wh.lock(f"source:{name}")  # concurrent loads of one source take turns
+        wh.lock(f"source:{name}")
         ensure_tables(wh, name, src)
         res.id = _next_ingest(wh)
-        loader = Loader(wh, name, src, res, started, res.id)
-        read: list[str] = []
-        if src.format == "postgres":
-            from .database import postgres_chunks
+        wh.execute(f"INSERT INTO {wh.q(INGESTS)} (source, files, started_at, seconds, loaded, duplicates, rejected, "
+                   "id, status, owner) VALUES ({{ s }}, {{ f }}, {{ t }}, 0, 0, 0, 0, {{ id }}, 'running', {{ o }})",
+                   {"s": name, "f": "\n".join(files)[:10000], "t": started, "id": res.id, "o": OWNER})
+    loader = Loader(wh, name, src, res, started, res.id)
 
-            label = f"postgres:{src.table}"
-            for chunk in postgres_chunks(src, name):
-                loader.load(chunk, label)
-            read.append(label)
-        for f in files:
-            if not force and _unchanged(wh, name, f):
-                res.skipped.append(f)
-                done[0] += os.path.getsize(f)
-                continue
-            chunks, sha = file_chunks(f, src, tick(f))
-            for chunk in chunks:
-                loader.load(chunk, f)
-            _remember(wh, name, f, sha(), res.id, started)
-            read.append(f)
-        res.seconds = time.perf_counter() - t0
-        assert res.read == res.loaded + res.duplicates + res.rejected, "every line is loaded, a duplicate or a reject"
-        if read:
-            _log(wh, name, res, started, read)
+    def commit(chunk: Chunk, label: str, after=None) -> None:
+        with wh.transaction():
+            wh.lock(f"source:{name}")  # concurrent loads of one source take turns, chunk by chunk
+            loader.load(chunk, label)
+            if chunk.extra is not None:
+                loader.load(chunk.extra, label)
+            if after:
+                after()
+            _log(wh, res, time.perf_counter() - t0, "running")
+
+    read: list[str] = []
+    if src.format == "postgres":
+        from .database import postgres_chunks
+
+        label = f"postgres:{src.table}"
+        for chunk in postgres_chunks(src, name):
+            commit(chunk, label)
+        read.append(label)
+    for f in files:
+        if not force and _unchanged(wh, name, f):
+            res.skipped.append(f)
+            done[0] += os.path.getsize(f)
+            continue
+        resume = None if force else _resume_point(wh, name, f)
+        chunks, sha = file_chunks(f, src, tick(f), resume)
+        for chunk in chunks:
+            commit(chunk, f, lambda c=chunk, f=f: _progress(wh, name, f, res.id, started, c.end, c.next_line))
+        with wh.transaction():
+            _progress(wh, name, f, res.id, started, os.path.getsize(f), 0, sha())
+        read.append(f)
+    res.seconds = time.perf_counter() - t0
+    assert res.read == res.loaded + res.duplicates + res.rejected, "every line is loaded, a duplicate or a reject"
+    with wh.transaction():
+        wh.execute(f"UPDATE {wh.q(INGESTS)} SET files = {{{{ f }}}} WHERE id = {{{{ id }}}}",
+                   {"f": "\n".join(read)[:10000] or "(nothing new)", "id": res.id})
+        _log(wh, res, res.seconds, "ok")
     return res
 
 
@@ -532,7 +637,9 @@ def replay_rejects(wh: Warehouse, name: str, src: Source) -> IngestResult:
         res.seconds = time.perf_counter() - t0
         assert res.read == res.loaded + res.duplicates + res.rejected
         if fixed:
-            _log(wh, name, res, started, ["<rejects>"])
+            wh.execute(f"INSERT INTO {wh.q(INGESTS)} (source, files, started_at, id, status) VALUES "
+                       "({{ s }}, '<rejects>', {{ t }}, {{ id }}, 'ok')", {"s": name, "t": started, "id": res.id})
+            _log(wh, res, res.seconds, "ok")
     return res
 
 
@@ -555,14 +662,17 @@ def list_ingests(wh: Warehouse, source: str | None = None, limit: int = 50) -> t
     if wh.table_columns(INGESTS) is None:
         return cols, []
     where, params = ("WHERE source = {{ s }}", {"s": source}) if source else ("", {})
+    from ..ledger import _alive
+
     rows = wh.fetch(f"SELECT id, source, started_at, files, loaded, duplicates, rejected, min_time, max_time, "
-                    f"COALESCE(status, 'ok') FROM {wh.q(INGESTS)} {where} ORDER BY started_at DESC, id DESC "
+                    f"COALESCE(status, 'ok'), owner FROM {wh.q(INGESTS)} {where} ORDER BY started_at DESC, id DESC "
                     f"LIMIT {int(limit)}", params).rows
     out = []
     for r in rows:
         files = (r[3] or "").split("\n")
         label = Path(files[0]).name + (f" (+{len(files) - 1})" if len(files) > 1 else "")
-        out.append((r[0], r[1], r[2], label, *r[4:]))
+        status = "interrupted (ingest again to resume)" if r[9] == "running" and not _alive(r[10]) else r[9]
+        out.append((r[0], r[1], r[2], label, *r[4:9], status))
     return cols, out
 
 
@@ -595,6 +705,12 @@ def undo_ingest(wh: Warehouse, ingest: int, marts: dict[str, list[str]]) -> Undo
     source, status = row[0]
     if status == "undone":
         raise UserError(f"ingest {ingest} was undone already")
+    if status == "running":
+        from ..ledger import _alive
+
+        owner = wh.fetch(f"SELECT owner FROM {wh.q(INGESTS)} WHERE id = {{{{ i }}}}", {"i": ingest}).rows[0][0]
+        if _alive(owner):
+            raise UserError(f"ingest {ingest} is still running ({owner}); wait for it or stop it first")
     with wh.transaction():
         wh.lock(f"source:{source}")
         windows = {}

@@ -125,11 +125,12 @@ class Warehouse(ABC):
     @abstractmethod
     def append_new(
         self, stage: duckdb.DuckDBPyConnection, select_sql: str, params: dict[str, Any], target: str,
-        columns: Sequence[str], key: Sequence[str], key_range: tuple | None = None,
+        columns: Sequence[str], key: Sequence[str], key_range: tuple | None = None, repeats: bool = True,
     ) -> int:
         """Insert the rows of ``select_sql`` (run on ``stage``: ``columns`` plus ``_ord``, the read order) whose
         key is not yet in ``target``; the first of equal keys wins. ``key_range``: min and max of the first key
-        column, when the caller knows them. Returns the rows inserted."""
+        column, when the caller knows them; ``repeats`` False: the rows' keys are known to be distinct.
+        Returns the rows inserted."""
 
     @abstractmethod
     def append_all(

@@ -152,7 +152,7 @@ class DuckDBWarehouse(Warehouse):
     def staging(self) -> duckdb.DuckDBPyConnection:
         return self.con
 
-    def append_new(self, stage, select_sql, params, target, columns, key, key_range=None) -> int:
+    def append_new(self, stage, select_sql, params, target, columns, key, key_range=None, repeats=True) -> int:
         cols = ", ".join(self.q(c) for c in columns)
         k = ", ".join(self.q(c) for c in key)
         join = " AND ".join(f"t.{self.q(c)} = s.{self.q(c)}" for c in key)
@@ -162,9 +162,10 @@ class DuckDBWarehouse(Warehouse):
         if key_range is None:
             key_range = self.fetch(f"SELECT min({k0}), max({k0}) FROM ({select_sql})", params).rows[0]
         lo, hi = key_range
+        first = f"(SELECT * FROM ({select_sql}) QUALIFY row_number() OVER (PARTITION BY {k} ORDER BY _ord) = 1)" \
+            if repeats else f"({select_sql})"
         return self.execute(
-            f"INSERT INTO {self.q(target)} ({cols}) SELECT {cols} FROM "
-            f"(SELECT * FROM ({select_sql}) QUALIFY row_number() OVER (PARTITION BY {k} ORDER BY _ord) = 1) s "
+            f"INSERT INTO {self.q(target)} ({cols}) SELECT {cols} FROM {first} s "
             f"WHERE NOT EXISTS (SELECT 1 FROM {self.q(target)} t WHERE {join} "
             f"AND t.{k0} >= {{{{ _lo }}}} AND t.{k0} <= {{{{ _hi }}}})", {**params, "_lo": lo, "_hi": hi}
         )

@@ -199,7 +199,7 @@ class PostgresWarehouse(Warehouse):
         finally:
             os.unlink(tmp)
 
-    def append_new(self, stage, select_sql, params, target, columns, key, key_range=None) -> int:
+    def append_new(self, stage, select_sql, params, target, columns, key, key_range=None, repeats=True) -> int:
         tmp = f"_stage_{target}"
         self.execute(f"CREATE TEMP TABLE IF NOT EXISTS {self.q(tmp)} (LIKE {self.q(target)})")
         self.execute(f"TRUNCATE {self.q(tmp)}")
