@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from seedcode import check_anomaly  # noqa: E402  (the seed's detector, shared with the tests)
 
-DETECTORS = [("iqr", {"a": 4, "n": 5}), ("zscore", {"a": 4, "n": 16}), ("mad", {"a": 5, "n": 16}),
+DETECTORS = [("auto", {"a": 5.5}), ("iqr", {"a": 4, "n": 5}), ("zscore", {"a": 4, "n": 16}), ("mad", {"a": 5, "n": 16}),
              ("pct_change", {"threshold": 0.5, "lag": "1 day"}),
              ("seasonal", {"a": 4, "k": 7, "period": "1 day", "counts": True})]
 

@@ -41,3 +41,11 @@ def test_feed_demo_alert_rules_do_what_the_readme_says(tmp_path):
     assert all(inside(i) for _, i in found), found
     by_rule = {r for r, _ in found}
     assert {"views_by_os", "likes"} <= by_rule  # each injected incident is found by the rule made for it
+    # the untuned default: auto, no parameters
+    m = re.search(r"its two rules \(`views_auto`, `likes_auto`, no parameters\) raise exactly \*\*(\d+)\*\*", text)
+    assert m, "the README's auto paragraph changed: update this test with it"
+    with Project.load(d) as p:
+        assert p.config.alerts["views_auto"].detector == "auto" and not p.config.alerts["views_auto"].params
+        auto = [i for r in ("views_auto", "likes_auto") for i in p.alerts_backtest(r, start, end)[1]]
+    assert len(auto) == int(m.group(1)) == 2 and all(inside(i) for i in auto), auto
+    assert sorted(i.series for i in auto) == ["all", "os=iOS"]  # the like spike, the iOS drop

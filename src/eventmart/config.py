@@ -425,10 +425,12 @@ class AlertRule(Strict):
     sql: str | None = None  # or: SQL reading {{ start }}/{{ end }}, returning bucket [, by columns], value
     grain: str | None = None  # default: the mart's grain
     by: list[str] = []  # one series per value (e.g. os)
-    detector: Literal["iqr", "zscore", "mad", "pct_change", "seasonal", "threshold"] = "iqr"
-    params: dict[str, Any] = {}  # the detector's: a, n, k, period, lag, threshold, lower, upper, min_spread
+    # auto (recommended: daily cycles, level shifts, counts or ratios, stuck values) | iqr | zscore | mad |
+    # pct_change | seasonal | threshold
+    detector: Literal["auto", "iqr", "zscore", "mad", "pct_change", "seasonal", "threshold"] = "auto"
+    params: dict[str, Any] = {}  # the detector's: a, n, k, period, lag, threshold, lower, upper, min_spread, ...
     direction: Literal["up", "down", "both"] = "both"
-    min_history: int = Field(default=5, ge=0)  # buckets of history before a series is judged
+    min_history: int = Field(default=12, ge=0)  # buckets of history before a series is judged
     for_: int = Field(default=1, ge=1, alias="for")  # anomalous buckets in a row before it fires
     remind: str | None = None  # while firing, repeat every ... (e.g. "1 hour")
     cap: int = Field(default=10, ge=1)  # messages per channel per hour; the rest go out as one digest
@@ -456,8 +458,12 @@ class AlertRule(Strict):
                     parse_duration(getattr(self, key))
                 except ValueError as e:
                     raise _at(key, str(e)) from None
-        if self.detector == "threshold" and not ({"lower", "upper"} & set(self.params)):
-            raise _at("params", "a threshold detector needs params lower and/or upper")
+        from .alerts.params import DetectorError, check_params
+
+        try:
+            check_params(self.detector, self.params, self.direction)
+        except DetectorError as e:
+            raise _at("params", str(e)) from None
         return self
 
 

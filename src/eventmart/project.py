@@ -377,6 +377,55 @@ class Project:
         return backtest(self, name, s, e)
 
     @_locked
+    def alerts_evaluate(self, names: list[str] | None, labels: str, start: datetime | str, end: datetime | str,
+                        tolerance: int = 2) -> list:
+        """Backtest rules over [start, end) and score them against the labelled incidents in ``labels`` (CSV)."""
+        from .alerts.evaluate import evaluate_rule
+
+        names = names or list(self.config.alerts)
+        for n in names:
+            self._rule(n)
+        s, e = _time(start, "--start"), _time(end, "--end")
+        if e <= s:
+            raise UserError(f"--end {e} must be after --start {s}")
+        lab = self._labels(labels)
+        return [evaluate_rule(self, n, s, e, lab, tolerance) for n in names]
+
+    def _labels(self, labels: str) -> list:
+        """Labelled incidents from a CSV path, or from a warehouse table given as ``table:NAME``."""
+        from .alerts.evaluate import labels_from_rows, read_labels
+
+        if not labels.startswith("table:"):
+            return read_labels(labels)
+        name = labels[len("table:"):].strip()
+        wh = self.warehouse_for_reading()
+        if name not in set(wh.table_names()):
+            raise UserError(f"--labels {labels}: no table {name!r} in the warehouse; load one with columns "
+                            "start, end[, series] (or give a CSV path)")
+        import sqlglot
+
+        # the name is a known table; quoted by sqlglot for the engine's dialect, never pasted raw
+        ident = sqlglot.exp.to_table(name, dialect=wh.dialect).sql(dialect=wh.dialect, identify=True)
+        res = self.query(f"SELECT * FROM {ident}")
+        if "start" not in res.columns:
+            raise UserError(f"--labels {labels}: the table needs columns start, end[, series]; it has "
+                            f"{', '.join(res.columns)}")
+        return labels_from_rows([dict(zip(res.columns, r, strict=True)) for r in res.rows], f"table {name}, row")
+
+    @_locked
+    def alerts_tune(self, name: str, start: datetime | str, end: datetime | str, budget: float = 2.0,
+                    labels: str | None = None):
+        """Choose the rule's parameters on the earlier part of [start, end) within ``budget`` alerts per week per
+        series (or by F1 with labels), and report the later part."""
+        from .alerts.evaluate import tune
+
+        self._rule(name)
+        s, e = _time(start, "--start"), _time(end, "--end")
+        if e <= s:
+            raise UserError(f"--end {e} must be after --start {s}")
+        return tune(self, name, s, e, budget, self._labels(labels) if labels else None)
+
+    @_locked
     def alerts_silence(self, name: str, duration: str) -> datetime:
         from .alerts.engine import silence
         from .timeutil import parse_duration

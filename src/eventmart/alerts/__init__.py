@@ -1,5 +1,5 @@
 """Alerts: detectors.py (judged as of each bucket), engine.py (rules, state, noise control), backtest."""
 
-from .detectors import detect
+from .detectors import DetectorError, detect, incidents
 
-__all__ = ["detect"]
+__all__ = ["DetectorError", "detect", "incidents"]

@@ -1,12 +1,19 @@
 """Anomaly detectors. Every bucket is judged as of its own time: its bounds use only earlier buckets.
 
-The public entry for notebooks is :func:`detect` (a pandas Series with a DatetimeIndex in, a frame of
-value / lower / upper / anomalous out). The engine and the backtest call :func:`detect_matrix` on a
-(buckets × series) array, so thousands of series cost one vectorised pass.
+The public entry for notebooks is :func:`detect` (a pandas Series in, a frame of value / expected / lower /
+upper / score / anomalous / judged out; :func:`incidents` groups the anomalous buckets). The engine and the
+backtest call :func:`detect_matrix` on a regular (buckets × series) array, so thousands of series cost one
+vectorised pass.
 
-- ``iqr`` is seed 002's ``check_anomaly``: quartiles of the ``n`` buckets before, bounds
-  ``q25 - a·IQR`` / ``q75 + a·IQR``, smoothed with a centred rolling mean of ``n`` — which, judged at
-  the newest bucket, averages only that bucket and the ``n//2`` before it — and no alert while IQR = 0.
+- ``auto`` (the recommended default): the expected value is the better, over the last day, of a recent robust
+  level (median of the last ``n`` buckets) and a seasonal one (the same time on earlier days, shifted to the
+  recent level) — so a daily cycle is followed from its second day and a level shift is learnt within ``n/2``
+  buckets; the spread is the robust spread (MAD) of past residuals, floored for counts by Poisson noise and
+  for any metric by ``min_spread`` of its level; a value stuck on one number for ``stuck`` buckets while the
+  metric used to move is anomalous too.
+- ``iqr`` is the hand-written ``check_anomaly`` the feed pipeline used: quartiles of the ``n`` buckets before,
+  bounds ``q25 - a·IQR`` / ``q75 + a·IQR``, smoothed with a centred rolling mean of ``n`` — which, judged at the
+  newest bucket, averages only that bucket and the ``n//2`` before it — and no alert while IQR = 0.
 - ``zscore`` / ``mad``: mean ± a·std or median ± a·1.4826·MAD of the ``n`` buckets before.
 - ``pct_change``: more than ``threshold`` away from the bucket ``lag`` earlier (1 bucket, 1 day, 1 week).
 - ``seasonal``: median ± a·1.4826·MAD of the same time of day over the last ``k`` periods (days or weeks),
@@ -19,13 +26,26 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
+import bottleneck as bn
 import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-DETECTORS = ("iqr", "zscore", "mad", "pct_change", "seasonal", "threshold")
+from .params import (
+    DEFAULT_DETECTOR,
+    DEFAULT_MIN_HISTORY,
+    DETECTORS,
+    DIRECTIONS,
+    PARAMS,
+    DetectorError,
+    check_params,
+    lag_buckets,
+)
+
 _MAD = 1.4826  # MAD to standard deviation for normal data
 
+__all__ = ["DEFAULT_DETECTOR", "DEFAULT_MIN_HISTORY", "DETECTORS", "PARAMS", "DetectorError", "Judged",
+           "check_params", "detect", "detect_matrix", "incidents", "infer_grain", "lag_buckets"]
 
 @dataclass
 class Judged:
@@ -34,6 +54,9 @@ class Judged:
     lower: np.ndarray
     upper: np.ndarray
     anomalous: np.ndarray
+    expected: np.ndarray | None = None
+    score: np.ndarray | None = None  # signed distance from the expected value, in spreads (auto)
+    judged: np.ndarray | None = None  # the bucket had a value and enough history to be judged
 
 
 def _prev_windows(x: np.ndarray, n: int) -> np.ndarray:
@@ -88,11 +111,148 @@ def _quiet(fn, *a, **k):
         return fn(*a, **k)
 
 
-def bounds(x: np.ndarray, detector: str, grain_seconds: int, params: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(lower, upper, judgeable) for every bucket of every series of ``x`` (T × S)."""
-    p = dict(params)
+def _shift1(x: np.ndarray) -> np.ndarray:
+    return np.vstack([np.full((1, x.shape[1]), np.nan), x[:-1]])
+
+
+def _rolling_median(x: np.ndarray, n: int, min_periods: int) -> np.ndarray:
+    """Median of the ``n`` buckets before each bucket (NaN-aware, at least ``min_periods`` values)."""
+    x = _shift1(np.asarray(x, dtype=float))
+    n = max(1, min(n, len(x)))
+    return bn.move_median(x, n, min_count=min(min_periods, n), axis=0)
+
+
+def _centred_median(x: np.ndarray, h: int) -> np.ndarray:
+    """Median of buckets t-h .. t+h (NaN for the last h: only ever read a period later, through a lag)."""
+    if h == 0 or len(x) <= 2 * h:
+        return x
+    r = bn.move_median(x, 2 * h + 1, min_count=1, axis=0)
+    return np.vstack([r[h:], np.full((h, x.shape[1]), np.nan)])  # r[j] is centred on j - h
+
+
+def _run_length(flag: np.ndarray) -> np.ndarray:
+    """How many buckets in a row, up to and including t, ``flag`` has held (0 where it does not)."""
+    T = flag.shape[0]
+    t = np.arange(T)[:, None]
+    last_off = np.maximum.accumulate(np.where(flag, -1, t), axis=0)
+    return np.where(flag, t - last_off, 0)
+
+
+def _auto_pass(x: np.ndarray, hist: np.ndarray, period: int, counts_mask: np.ndarray, typical: np.ndarray,
+               p: dict) -> tuple[np.ndarray, ...]:
+    """(expected, spread, standard deviation of the residuals) for every bucket of ``x``, from the buckets of
+    ``hist`` before it (``x`` with the anomalies found so far left out: an incident does not teach the model)."""
+    T, S = x.shape
+    n = p["n"]
+    short = max(3, n // 4)
+    level = _rolling_median(hist, n, max(3, n // 2))
+    expected = level
+    nonneg = counts_mask | _seen_nonnegative(x)
+    if 1 < period < T:
+        # the same time on earlier days; at a fine grain smoothed over the neighbouring buckets (a minute's
+        # value a day ago is one noisy number; a quarter-hour around it is a level)
+        h = max(0, period // 192)
+        sm = _centred_median(hist, h)
+        refs = np.stack([_lagged(sm, i * period) for i in range(1, p["k"] + 1) if i * period < T])
+        seasonal = _quiet(_nanmedian, refs, axis=0)
+        # the seasonal shape moved to the recent level: by ratio for metrics that are never negative (a weekend
+        # or a release scales every hour alike), by difference otherwise
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(seasonal > 0, hist / seasonal, np.nan)
+        ratio = np.clip(_rolling_median(ratio, n // 2, short), 0.05, 20)
+        moved = seasonal * np.where(np.isnan(ratio), 1.0, ratio)
+        if not nonneg.all():
+            diff = _rolling_median(hist - seasonal, n // 2, short)
+            moved = np.where(nonneg, moved, seasonal + np.where(np.isnan(diff), 0.0, diff))
+        # which model explained the recent past better (past errors only) decides, bucket by bucket
+        day = max(n, period)
+        err_level = _rolling_median(np.abs(hist - level), day, short)
+        err_seas = _rolling_median(np.abs(hist - moved), day, short)
+        use_seasonal = ~np.isnan(moved) & (np.isnan(err_level) | (err_seas < err_level))
+        expected = np.where(use_seasonal, moved, level)
+    resid = np.abs(hist - expected)
+    spread = _MAD * _rolling_median(resid, 2 * n, max(6, n // 2))
+    floor = p["min_spread"] * np.abs(expected)
+    # counts: Poisson noise, and never less than one event (a count expected near 0 still jumps by 1 or 2)
+    floor = np.where(counts_mask, np.maximum(floor, np.sqrt(np.maximum(np.abs(expected), 1.0))), floor)
+    floor = np.maximum(floor, typical)
+    spread = np.fmax(spread, floor)
+    # the MAD ignores what a metric does now and then: a sparse metric's occasional jump (its MAD is 0), a heavy
+    # tail's usual extremes. The standard deviation of past residuals over the last day (or 4n buckets) sees them.
+    w = min(max(4 * n, period if 1 < period < T else 0), T)
+    sd = bn.move_std(_shift1(hist - expected), w, min_count=min(max(6, n // 2), w), axis=0)
+    return expected, np.where(spread > 0, spread, np.nan), sd
+
+
+def _seen_nonnegative(x: np.ndarray) -> np.ndarray:
+    """True at t while every value before t was >= 0."""
+    bad = np.cumsum(~np.isnan(x) & (x < 0), axis=0)
+    return np.vstack([np.ones((1, x.shape[1]), bool), (bad == 0)[:-1]])
+
+
+def _auto(x: np.ndarray, grain_seconds: int, p: dict) -> tuple[np.ndarray, ...]:
+    """The ``auto`` detector: (expected, spread, judgeable, stuck) per bucket, from earlier buckets only."""
+    T, S = x.shape
+    n = p["n"]
+    period = lag_buckets(p["period"], grain_seconds)
+    counts = p["counts"]
+    if counts is None:  # counts: never negative, always whole (over what has been seen so far)
+        seen_bad = np.cumsum(~np.isnan(x) & ((x < 0) | (x != np.round(x))), axis=0)
+        counts_mask = np.vstack([np.zeros((1, S), bool), (seen_bad == 0)[:-1]])
+    else:
+        counts_mask = np.full((T, S), bool(counts))
+    # two passes: the first finds the anomalies, the second leaves them out of the history it learns from — for
+    # up to n buckets in a row, after which a change that stays is the new normal and is learnt
+    # a metric that never moved has no spread: half its typical step keeps its first change from scoring infinity
+    typical = _rolling_median(np.abs(np.diff(np.vstack([x[:1], x]), axis=0)), 2 * n, max(6, n // 2))
+    typical = np.where(np.isnan(typical), 0.0, typical * 0.5)
+    expected, spread, sd = _auto_pass(x, x, period, counts_mask, typical, p)
+    lower, upper = _auto_bounds(expected, spread, sd, counts_mask, p)
+    with np.errstate(invalid="ignore"):
+        first = (x < lower) | (x > upper)
+    # ... unless anomalies are routine for this metric (more than 1% of the last day): then the model is wrong,
+    # not the data, and leaving them out would only make it more wrong
+    w = max(4 * n, period if 1 < period < T else 0)
+    rate = bn.move_mean(_shift1(first.astype(float)), min(w, T), min_count=1, axis=0)
+    keep_out = first & (_run_length(first) <= n) & (rate < 0.01)
+    expected, spread, sd = _auto_pass(x, np.where(keep_out, np.nan, x), period, counts_mask, typical, p)
+    lower, upper = _auto_bounds(expected, spread, sd, counts_mask, p)
+    # stuck: the same value `stuck` buckets in a row, where the last day saw it change
+    stuck = np.zeros((T, S), bool)
+    m = p["stuck"]
+    if m and T > m:
+        same = np.vstack([np.zeros((1, S), bool), x[1:] == x[:-1]])
+        run = bn.move_sum(same.astype(float), m, axis=0) >= m - 1
+        w = min(max(n, period if 1 < period < T else n), T)
+        moved = bn.move_mean(_shift1((~same).astype(float)), w, min_count=min(n, w), axis=0) >= 0.5
+        stuck = run & moved & ~np.isnan(x)
+    judgeable = ~np.isnan(expected) & ~np.isnan(spread)
+    return expected, lower, upper, judgeable, stuck
+
+
+def _auto_bounds(expected: np.ndarray, spread: np.ndarray, sd: np.ndarray, counts: np.ndarray,
+                 p: dict) -> tuple[np.ndarray, ...]:
+    """``a`` spreads either side (at least 0.8·a standard deviations of past residuals); for counts, also a fall of ``drop`` or more (an outage takes a share of the
+    traffic, and a noisy count hides it inside a·spread) when it is beyond a/2 spreads. Not for ratios: a zero
+    crash rate in a quiet bucket is good news, not an incident."""
+    a = p["a"]
+    half = np.fmax(a * spread, 0.8 * a * sd)
+    lower, upper = expected - half, expected + half
+    if p["drop"]:
+        fell = np.minimum(expected * (1 - p["drop"]), expected - a / 2 * spread)
+        lower = np.where(counts & (expected > 0), np.fmax(lower, fell), lower)
+    return lower, upper
+
+
+def bounds(x: np.ndarray, detector: str, grain_seconds: int, params: dict) -> tuple[np.ndarray, ...]:
+    """(lower, upper, judgeable, expected, stuck) for every bucket of every series of ``x`` (T × S)."""
+    p = check_params(detector, params)
+    nothing = np.zeros_like(x, dtype=bool)
+    if detector == "auto":
+        expected, lower, upper, ok, stuck = _auto(x, grain_seconds, p)
+        return lower, upper, ok, expected, stuck
     if detector == "iqr":
-        a, n = float(p.get("a", 4)), int(p.get("n", 5))
+        a, n = p["a"], p["n"]
         w = _prev_windows(x, n)
         q25, q75 = _sorted_quantiles(w, (0.25, 0.75))  # NaN unless all n are present, like rolling(n)
         iqr = q75 - q25
@@ -100,99 +260,211 @@ def bounds(x: np.ndarray, detector: str, grain_seconds: int, params: dict) -> tu
         m = n // 2 + 1  # the centred mean of n, seen from the newest bucket
         up = _quiet(np.nanmean, _upto_windows(up, m), axis=2)
         low = _quiet(np.nanmean, _upto_windows(low, m), axis=2)
-        return low, up, iqr != 0
+        return low, up, iqr != 0, (low + up) / 2, nothing
     if detector in ("zscore", "mad"):
-        a, n = float(p.get("a", 3 if detector == "zscore" else 3.5)), int(p.get("n", 20))
+        a, n = p["a"], p["n"]
         w = _prev_windows(x, n)
         if detector == "zscore":
-            center, spread = _quiet(np.mean, w, axis=2), _quiet(np.std, w, axis=2, ddof=1)
+            center, spread = _quiet(np.nanmean, w, axis=2), _quiet(np.nanstd, w, axis=2, ddof=1)
+            enough = np.sum(~np.isnan(w), axis=2) >= max(3, n // 2)
         else:
             (center,) = _sorted_quantiles(w, (0.5,))
             (mad,) = _sorted_quantiles(np.abs(w - center[..., None]), (0.5,))
             spread = _MAD * mad
-        return center - a * spread, center + a * spread, spread > 0
+            enough = ~np.isnan(center)
+        return center - a * spread, center + a * spread, enough & (spread > 0), center, nothing
     if detector == "pct_change":
-        thr = float(p.get("threshold", 0.3))
-        lag = lag_buckets(p.get("lag", "1 bucket"), grain_seconds)
+        thr = p["threshold"]
+        lag = lag_buckets(p["lag"], grain_seconds)
         ref = _lagged(x, lag)
         lo, hi = ref * (1 - thr), ref * (1 + thr)
-        return np.minimum(lo, hi), np.maximum(lo, hi), ~np.isnan(ref)
+        return np.minimum(lo, hi), np.maximum(lo, hi), ~np.isnan(ref), ref, nothing
     if detector == "seasonal":
-        a, k = float(p.get("a", 3)), int(p.get("k", 7))
-        period = lag_buckets(p.get("period", "1 day"), grain_seconds)
+        a, k = p["a"], p["k"]
+        period = lag_buckets(p["period"], grain_seconds)
         refs = np.stack([_lagged(x, i * period) for i in range(1, k + 1)])  # (k, T, S)
-        enough = np.sum(~np.isnan(refs), axis=0) >= int(p.get("min_periods", 3))
-        center = _nanmedian(refs, axis=0)
-        spread = _MAD * _nanmedian(np.abs(refs - center[None]), axis=0)
+        enough = np.sum(~np.isnan(refs), axis=0) >= p["min_periods"]
+        center = _quiet(_nanmedian, refs, axis=0)
+        spread = _MAD * _quiet(_nanmedian, np.abs(refs - center[None]), axis=0)
         # a floor on the spread: a perfectly regular history must not make every wiggle an anomaly;
         # for counts, at least Poisson noise (sqrt of the expected count) — small night-time counts wobble
-        spread = np.maximum(spread, float(p.get("min_spread", 0.05)) * np.abs(center))
-        if p.get("counts"):
+        spread = np.maximum(spread, p["min_spread"] * np.abs(center))
+        if p["counts"]:
             spread = np.maximum(spread, np.sqrt(np.abs(center)))
-        return center - a * spread, center + a * spread, enough
-    if detector == "threshold":
-        lo = float(p["lower"]) if p.get("lower") is not None else -np.inf
-        hi = float(p["upper"]) if p.get("upper") is not None else np.inf
-        return np.full_like(x, lo), np.full_like(x, hi), np.ones_like(x, dtype=bool)
-    raise ValueError(f"unknown detector '{detector}'; use one of {', '.join(DETECTORS)}")
-
-
-_LAG_UNITS = {"minute": 60, "hour": 3600, "day": 86400, "week": 7 * 86400}
-
-
-def lag_buckets(lag: str | int, grain_seconds: int) -> int:
-    """'1 bucket', '1 day', '2 weeks' -> a number of buckets at this grain."""
-    if isinstance(lag, int):
-        return lag
-    parts = str(lag).split()
-    num = int(parts[0]) if parts and parts[0].isdigit() else 1
-    unit = parts[-1].rstrip("s") if parts else "bucket"
-    if unit == "bucket":
-        return num
-    if unit not in _LAG_UNITS:
-        raise ValueError(f"'{lag}' is not a lag; use e.g. '1 bucket', '1 day', '1 week'")
-    return max(1, num * _LAG_UNITS[unit] // grain_seconds)
+        return center - a * spread, center + a * spread, enough, center, nothing
+    lo = p["lower"] if p["lower"] is not None else -np.inf
+    hi = p["upper"] if p["upper"] is not None else np.inf
+    return np.full_like(x, lo), np.full_like(x, hi), np.ones_like(x, dtype=bool), np.full_like(x, np.nan), nothing
 
 
 def detect_matrix(x: np.ndarray, detector: str, grain_seconds: int, params: dict | None = None,
-                  direction: str = "both", min_history: int = 0) -> Judged:
+                  direction: str = "both", min_history: int = DEFAULT_MIN_HISTORY) -> Judged:
+    """Judge a regular (buckets × series) array; NaN is a missing bucket: never judged, skipped by the history."""
     x = np.asarray(x, dtype=float)
-    low, up, ok = bounds(x, detector, grain_seconds, params or {})
-    if min_history:
+    if direction not in DIRECTIONS:
+        raise DetectorError(f"direction '{direction}' is not one of {', '.join(DIRECTIONS)}")
+    low, up, ok, expected, stuck = bounds(x, detector, grain_seconds, params or {})
+    if min_history and detector != "threshold":  # a static bound needs no history
         seen = np.vstack([np.zeros((1, x.shape[1])), np.cumsum(~np.isnan(x), axis=0)[:-1]])  # values before t
         ok = ok & (seen >= min_history)
-    valid = ok & ~np.isnan(x)
-    above = valid & ~np.isnan(up) & (x > up)
-    below = valid & ~np.isnan(low) & (x < low)
-    anomalous = {"up": above, "down": below}.get(direction, above | below)
-    return Judged(low, up, anomalous)
+    judged = ok & ~np.isnan(x)
+    above = judged & ~np.isnan(up) & (x > up)
+    below = judged & ~np.isnan(low) & (x < low)
+    if detector == "auto":  # a run goes on while the value stays most of the way out: one incident, not several
+        with np.errstate(invalid="ignore"):
+            k = 0.6
+            above = _hysteresis(above, judged & (x > expected + k * (up - expected)))
+            below = _hysteresis(below, judged & (x < expected - k * (expected - low)))
+    anomalous = {"up": above, "down": below}.get(direction, above | below) | (judged & stuck)
+    score = None
+    if detector == "auto":
+        half = (up - low) / 2
+        score = np.where(judged & (half > 0), (x - expected) / np.where(half > 0, half, 1), np.nan)
+    return Judged(low, up, anomalous, expected, score, judged)
 
 
-def detect(series: pd.Series, detector: str = "iqr", direction: str = "both", min_history: int = 0,
-           grain: str | None = None, **params) -> pd.DataFrame:
-    """Judge each bucket of ``series`` (a DatetimeIndex at a fixed grain) as of its own time.
+def _hysteresis(start: np.ndarray, stay: np.ndarray) -> np.ndarray:
+    """Anomalous where ``start`` holds, and on after it while ``stay`` holds (``start`` implies ``stay``)."""
+    stay = stay | start
+    t = np.arange(start.shape[0])[:, None]
+    last_start = np.maximum.accumulate(np.where(start, t, -1), axis=0)
+    last_break = np.maximum.accumulate(np.where(stay, -1, t), axis=0)
+    return stay & (last_start > last_break)
 
-    >>> detect(views_15min, "iqr", a=4, n=5)          # value, lower, upper, anomalous per bucket
+
+_NICE = np.array([1, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 604800])
+
+
+def infer_grain(index: pd.DatetimeIndex, steps: int = 8) -> int | None:
+    """The grain in seconds, from the first ``steps`` positive steps between timestamps only (so data added later
+    never changes it; buckets before it is known are not judged): the step most of them share, or — when a
+    collector's clock jitters them all apart — their median snapped to the nearest usual grain. None for fewer
+    than 2 distinct times."""
+    t = index.sort_values().unique()
+    if len(t) < 2:
+        return None
+    d = (np.diff(t[: steps + 1].to_numpy()) / np.timedelta64(1, "s")).astype(float)
+    d = d[d > 0]
+    if not len(d):
+        return None
+    vals, cnt = np.unique(np.round(d, 3), return_counts=True)
+    if cnt.max() >= 2 and float(vals[np.argmax(cnt)]).is_integer():
+        return int(vals[np.argmax(cnt)])
+    med = float(np.median(d))
+    return int(_NICE[np.argmin(np.abs(np.log(_NICE) - np.log(max(med, 1.0))))])
+
+
+_AGG = {"mean": "mean", "sum": "sum", "last": "last", "first": "first", "max": "max", "min": "min"}
+
+
+def detect(series: pd.Series, detector: str = DEFAULT_DETECTOR, direction: str = "both",
+           min_history: int = DEFAULT_MIN_HISTORY, grain: str | None = None, duplicates: str = "mean",
+           missing: str = "skip", for_: int = 1, **params) -> pd.DataFrame:
+    """Judge each bucket of ``series`` (a DatetimeIndex) as of its own time.
+
+    >>> detect(views_15min)                       # the recommended detector, its defaults
+    >>> detect(cpu, "mad", a=4, n=48, grain="1 minute")
+
+    The series is put on a regular grid first: sorted, timestamps floored to ``grain`` (declared, or inferred
+    from the first steps), several values in one bucket combined by ``duplicates`` (mean, sum, last, first, max,
+    min), buckets without a value missing — not judged, and left out of the history (``missing="zero"`` counts
+    them as 0 instead, for counts). Returns, per bucket: value, expected, lower, upper, score (auto), anomalous
+    (outside the bounds), judged (had a value and enough history: False is "not judged", not "normal") and
+    firing (what a rule with ``for_`` — ``for:`` in the project file — would be: on from the ``for_``-th anomalous
+    bucket in a row). A bucket's verdict and bounds use only earlier buckets: data added after it never changes
+    them. Bad arguments raise :class:`DetectorError` naming the argument and what is allowed.
     """
-    if not isinstance(series.index, pd.DatetimeIndex):
-        raise TypeError("detect() needs a Series with a DatetimeIndex")
-    if grain is None:
-        step = series.index.to_series().diff().dropna().min()
-        grain_seconds = int(step.total_seconds()) if pd.notna(step) else 60
-    else:
+    if "for" in params:  # detect(s, **{"for": 2}), as the project file spells it
+        for_ = params.pop("for")
+    if isinstance(for_, bool) or not isinstance(for_, int) or for_ < 1:
+        raise DetectorError(f"for_ must be a whole number of buckets, at least 1, not {for_!r}")
+    p = check_params(detector, params, direction)
+    if duplicates not in _AGG:
+        raise DetectorError(f"duplicates='{duplicates}' is not one of {', '.join(_AGG)}")
+    if missing not in ("skip", "zero"):
+        raise DetectorError(f"missing='{missing}' is not one of skip, zero")
+    if not isinstance(min_history, int) or min_history < 0:
+        raise DetectorError(f"min_history must be a whole number of buckets, not {min_history!r}")
+    if not isinstance(series, pd.Series):
+        raise DetectorError("detect() takes a pandas Series with a DatetimeIndex")
+    idx = series.index
+    if not isinstance(idx, pd.DatetimeIndex):
+        try:
+            idx = pd.DatetimeIndex(idx)
+        except (TypeError, ValueError):
+            raise DetectorError("detect() needs a Series indexed by time (a DatetimeIndex)") from None
+    if idx.tz is not None:
+        idx = idx.tz_convert("UTC").tz_localize(None)
+    values = pd.to_numeric(pd.Series(series.to_numpy(), index=idx), errors="coerce").astype(float)
+    cols = ["value", "expected", "lower", "upper", "score", "anomalous", "judged", "firing"]
+    values = values[~values.index.isna()]
+    if grain is not None:
         from ..timeutil import parse_duration
 
-        grain_seconds = parse_duration(grain)
-    j = detect_matrix(series.to_numpy(dtype=float)[:, None], detector, grain_seconds, params, direction, min_history)
-    return pd.DataFrame({"value": series.to_numpy(dtype=float), "lower": j.lower[:, 0], "upper": j.upper[:, 0],
-                         "anomalous": j.anomalous[:, 0]}, index=series.index)
+        try:
+            g = parse_duration(grain)
+        except ValueError as e:
+            raise DetectorError(f"grain: {e}") from None
+    else:
+        g = infer_grain(values.index)
+    if values.empty or g is None:
+        out = pd.DataFrame({c: pd.Series(dtype=float) for c in cols[:5]}, index=pd.DatetimeIndex([], name="bucket"))
+        for c in cols[5:]:
+            out[c] = pd.Series(dtype=bool)
+        if not values.empty:  # one timestamp: nothing to compare with
+            b = values.index.min()
+            out = pd.DataFrame({"value": [values.iloc[0]], "expected": [np.nan], "lower": [np.nan],
+                                "upper": [np.nan], "score": [np.nan], "anomalous": [False], "judged": [False],
+                                "firing": [False]}, index=pd.DatetimeIndex([b], name="bucket"))
+        return out
+    origin = pd.Timestamp("1970-01-01")
+    buckets = origin + pd.to_timedelta(((values.index - origin).total_seconds() // g).astype("int64") * g, unit="s")
+    grouped = values.groupby(buckets).agg(_AGG[duplicates])
+    grid = pd.date_range(grouped.index.min(), grouped.index.max(), freq=pd.Timedelta(seconds=g), name="bucket")
+    v = grouped.reindex(grid)
+    if missing == "zero":
+        v = v.fillna(0.0)
+    first_known = None
+    if grain is None and detector != "threshold":  # the grain came from the first steps: earlier buckets wait
+        t = values.index.sort_values().unique()
+        first_known = t[min(8, len(t) - 1)]
+    j = detect_matrix(v.to_numpy()[:, None], detector, g, p, direction, min_history)
+    out = pd.DataFrame({"value": v.to_numpy(), "expected": j.expected[:, 0], "lower": j.lower[:, 0],
+                        "upper": j.upper[:, 0],
+                        "score": j.score[:, 0] if j.score is not None else np.full(len(v), np.nan),
+                        "anomalous": j.anomalous[:, 0], "judged": j.judged[:, 0]}, index=grid)
+    # not judged for want of history: no bounds either, so "not judged" never looks like "normal"
+    if min_history and detector != "threshold":
+        seen = np.concatenate([[0], np.cumsum(~np.isnan(v.to_numpy()))[:-1]])
+        out.loc[seen < min_history, ["expected", "lower", "upper", "score"]] = np.nan
+    if first_known is not None:
+        early = out.index < first_known
+        out.loc[early, ["anomalous", "judged"]] = False
+        out.loc[early, ["expected", "lower", "upper", "score"]] = np.nan
+    out["firing"] = _run_length(out["anomalous"].to_numpy()[:, None])[:, 0] >= for_
+    return out
 
 
-def incidents(anomalous: np.ndarray, times: list, for_buckets: int = 1) -> list[tuple[int, int]]:
-    """(first, last+1) bucket indexes of each incident: ``for_buckets`` anomalous in a row start one,
-    the first normal bucket ends it — the live engine's state machine, over runs of anomalous buckets."""
+def incidents(anomalous: np.ndarray | pd.DataFrame | pd.Series, times: list | None = None,
+              for_buckets: int = 1) -> list[tuple]:
+    """Runs of anomalous buckets that last ``for_buckets`` or more: the live engine's state machine.
+
+    Given an array, (first, last+1) bucket indexes; given :func:`detect`'s frame (or its ``anomalous``
+    column), (first, last) bucket times.
+    """
+    if for_buckets < 1:
+        raise DetectorError(f"for must be at least 1 bucket, not {for_buckets}")
+    index = None
+    if isinstance(anomalous, pd.DataFrame):
+        anomalous = anomalous["anomalous"]
+    if isinstance(anomalous, pd.Series):
+        index = anomalous.index
+        anomalous = anomalous.to_numpy()
     a = np.concatenate([[False], np.asarray(anomalous, dtype=bool), [False]])
     edges = np.flatnonzero(a[1:] != a[:-1])
     starts, ends = edges[0::2], edges[1::2]
     keep = (ends - starts) >= for_buckets
-    return list(zip(starts[keep].tolist(), ends[keep].tolist(), strict=True))
+    pairs = list(zip(starts[keep].tolist(), ends[keep].tolist(), strict=True))
+    if index is not None:
+        return [(index[s], index[e - 1]) for s, e in pairs]
+    return pairs

@@ -30,13 +30,14 @@ STATE_FILE = "server.json"
 TOKEN_HEADER = "X-Eventmart-Token"
 # what another process may ask the server to do: the commands, nothing else
 METHODS = ("check", "run_window", "ingest", "ingests", "undo_ingest", "rejects", "replay_rejects", "run", "backfill", "plan_backfill", "status", "query", "reset",
-           "runs", "backup", "report", "alerts_check", "alerts_silence", "alerts_silences", "alerts_unsilence",
+           "runs", "backup", "report", "alerts_check", "alerts_evaluate", "alerts_tune", "alerts_silence", "alerts_silences", "alerts_unsilence",
            "alerts_history", "alerts_state",
            "alerts_backtest")
 
 
 def _types() -> dict[str, type]:
     from ..alerts.engine import EvalResult, Event, Incident, Series, Verdicts
+    from ..alerts.evaluate import Score, Tuning
     from ..backup import BackupResult
     from ..ledger import RunResult
     from ..marts import MartStatus
@@ -47,7 +48,7 @@ def _types() -> dict[str, type]:
 
     return {t.__name__: t for t in (RunResult, MartStatus, IngestResult, QueryResult, BackupResult,
                                              ReportResult, Delivery, EvalResult, Event, Incident, Series,
-                                             Verdicts, Chart, UndoResult)}
+                                             Verdicts, Chart, UndoResult, Score, Tuning)}
 
 
 def encode(v: Any) -> Any:
