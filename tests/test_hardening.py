@@ -159,7 +159,7 @@ def test_a_malformed_postgres_url_never_prints_its_password(tmp_path, url):
 
 
 def test_backups_keep_the_urls_settings(tmp_path, pg_url):
-    from eventmart.backup import _pg_env
+    from eventmart.warehouse.pgdump import _pg_env
 
     env = _pg_env(pg_url + "?sslmode=disable&application_name=nightly&connect_timeout=7")
     assert (env["PGSSLMODE"], env["PGAPPNAME"], env["PGCONNECT_TIMEOUT"]) == ("disable", "nightly", "7")

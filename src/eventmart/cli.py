@@ -67,8 +67,10 @@ def _load(project: Path, local: bool = False) -> Project:
     """The project; while `eventmart serve` owns its embedded warehouse, a proxy that asks the server."""
     from .project import Project
 
+    from .warehouse import single_writer
+
     p = Project.load(project)
-    if not local and p.config.warehouse.type == "duckdb":
+    if not local and single_writer(p.config.warehouse):
         from .server.api import RemoteProject, running_server
 
         state = running_server(p.dir)

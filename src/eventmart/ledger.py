@@ -56,7 +56,7 @@ def ensure_ledger(wh: Warehouse) -> None:
         return
     for c, t in COLUMNS:  # a ledger from an earlier version: add what it lacks
         if c not in have:
-            wh.execute(f"ALTER TABLE {wh.q(RUNS)} ADD COLUMN {wh.q(c)} {wh.type_name(t)}")
+            wh.add_column(RUNS, c, t)
     if "seq" not in have:  # number the old rows in the order they were started
         wh.execute(f"UPDATE {wh.q(RUNS)} SET seq = s.n FROM (SELECT run_id, row_number() OVER "
                    f"(ORDER BY started_at, window_start, run_id) AS n FROM {wh.q(RUNS)}) s "
@@ -186,5 +186,5 @@ def invalidate(wh: Warehouse, mart: str, windows_sql: str, params: dict) -> int:
     `stale`: they no longer count as covered, so status shows them as gaps and backfill/the scheduler rerun them."""
     if wh.table_columns(RUNS) is None:
         return 0
-    return wh.execute(f"UPDATE {wh.q(RUNS)} SET status = 'stale' WHERE mart = {{{{ m }}}} AND status = 'ok' "
-                      f"AND ({windows_sql})", {**params, "m": mart})
+    return wh.update_rows(RUNS, "status = 'stale'", f"mart = {{{{ m }}}} AND status = 'ok' AND ({windows_sql})",
+                          {**params, "m": mart})

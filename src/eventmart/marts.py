@@ -30,6 +30,7 @@ from .timeutil import (
     utcnow_precise,
 )
 from .warehouse import Warehouse
+from .warehouse.base import RowsOutsideWindow, TableLayout
 
 __all__ = ["RUNS", "MartRunner", "MartStatus", "RunResult", "compile_mart"]
 
@@ -232,12 +233,20 @@ class MartRunner:
         if end <= start:
             raise UserError(f"--end {fmt(end)} must be after --start {fmt(start)}")
 
+    def layout(self, name: str) -> TableLayout:
+        """The mart's physical layout where the engine wants one: read by time, grouped by its dimensions, one
+        partition per day (per month for daily and coarser marts, whose days are small)."""
+        mart = self.marts[name]
+        dims = [d.name for d in mart.dimensions if d.name != mart.time_column]
+        return TableLayout(mart.time_column, [mart.time_column, *dims], dims,
+                           "month" if mart.timezone or mart.grain_seconds >= 86400 else "day")
+
     def _ensure_table(self, name: str, sql: str, cols: list[str]) -> None:
         wh, mart = self.wh, self.marts[name]
         have = wh.table_columns(name)
         epoch = {"start": datetime(1970, 1, 1), "end": datetime(1970, 1, 1)}
         if have is None:
-            wh.create_table_as(name, sql, epoch)
+            wh.create_table_as(name, sql, epoch, self.layout(name))
             have = wh.table_columns(name) or []
             if mart.time_column not in have:
                 wh.drop_table(name)
@@ -252,8 +261,6 @@ class MartRunner:
                    attempt: int = 1) -> RunResult:
         wh, mart = self.wh, self.marts[name]
         sql, cols = self.compiled(name)
-        q = wh.q
-        tc = q(mart.time_column)
         started, t0 = utcnow_precise(), time.perf_counter()
         params: dict = {"start": start, "end": end}
         # the mart's own time column: UTC buckets, or local dates for a mart with a time zone
@@ -265,22 +272,16 @@ class MartRunner:
             with wh.transaction():
                 wh.lock(f"mart:{name}")  # one writer per mart across processes (engines that allow several)
                 self._ensure_table(name, sql, cols)
-                wh.execute(f"DELETE FROM {q(name)} WHERE {tc} >= {{{{ kstart }}}} AND {tc} < {{{{ kend }}}}", params)
-                if mart.sql is None:
-                    rows = wh.execute(f"INSERT INTO {q(name)} {sql}", params)
-                else:
-                    rows = wh.execute(f"INSERT INTO {q(name)} SELECT * FROM ({sql}) AS s", params)
-                    # a SQL mart may not write outside its window: that would corrupt its neighbours.
-                    # The window was emptied first, so every inserted row must be found inside it.
-                    inside = wh.fetch(
-                        f"SELECT count(*) FROM {q(name)} WHERE {tc} >= {{{{ kstart }}}} AND {tc} < {{{{ kend }}}}",
-                        params,
-                    ).rows[0][0]
-                    if inside != rows:
-                        raise UserError(
-                            f"marts.{name}.sql: {rows - inside} row(s) have {mart.time_column} outside the window "
-                            f"[{fmt(start)}, {fmt(end)}); filter the input with {{{{ start }}}} and {{{{ end }}}}"
-                        )
+                select = sql if mart.sql is None else f"SELECT * FROM ({sql}) AS s"
+                try:
+                    # a SQL mart may not write outside its window: that would corrupt its neighbours
+                    rows = wh.replace_window(name, mart.time_column, params["kstart"], params["kend"], select,
+                                             params, check_inside=mart.sql is not None)
+                except RowsOutsideWindow as e:
+                    raise UserError(
+                        f"marts.{name}.sql: {e.count} row(s) have {mart.time_column} outside the window "
+                        f"[{fmt(start)}, {fmt(end)}); filter the input with {{{{ start }}}} and {{{{ end }}}}"
+                    ) from None
                 res = RunResult(name, start, end, "ok", rows, time.perf_counter() - t0, attempt=attempt)
                 finish(wh, run_id, res)
             return res

@@ -85,17 +85,11 @@ class Project:
         return self._wh
 
     def warehouse_for_reading(self) -> Warehouse:
-        """The warehouse, opened so that nothing is written: a DuckDB file read-only (an empty in-memory one
+        """The warehouse, opened so that nothing is written (an embedded file read-only; an empty in-memory one
         when there is no file yet)."""
-        if self._wh is None and self.config.warehouse.type == "duckdb":
-            path = self.dir / self.config.warehouse.path
-            if path.exists():
-                self._wh = open_warehouse(self.config.warehouse, self.dir, read_only=True)
-            else:
-                from .warehouse.duckdb import DuckDBWarehouse
-
-                self._wh = DuckDBWarehouse(None, read_only=True)
-        return self._wh if self._wh is not None else self.warehouse
+        if self._wh is None:
+            self._wh = open_warehouse(self.config.warehouse, self.dir, read_only=True)
+        return self._wh
 
     def close(self) -> None:
         if self._wh is not None:
@@ -143,7 +137,8 @@ class Project:
 
         src = self.source(source)
         paths = [] if src.format == "postgres" else resolve_files(src, source, files, self.dir)
-        return ingest(self.warehouse, source, src, paths, progress, force)
+        dims = [d.name for m in self.config.marts.values() if m.from_ == source for d in m.dimensions]
+        return ingest(self.warehouse, source, src, paths, progress, force, dims)
 
     @_locked
     def ingests(self, source: str | None = None, limit: int = 50) -> QueryResult:
@@ -258,16 +253,9 @@ class Project:
 
         wh = self.warehouse_for_reading()
         check_read(sql, wh.dialect, set(wh.table_names()), getattr(wh, "schema", None))
-        import duckdb
-
-        errors: tuple[type[Exception], ...] = (duckdb.Error,)
-        if self.config.warehouse.type == "postgres":
-            import psycopg
-
-            errors = (duckdb.Error, psycopg.Error)
         try:
             return wh.read_only_query(sql)
-        except errors as e:
+        except wh.errors as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UserError(f"query failed: {first}") from None
 
@@ -314,21 +302,17 @@ class Project:
             return backup(self.warehouse, d, keep)
 
     def restore(self, path: str | Path) -> str:
-        """Bring a backup back as the warehouse; the current DuckDB file is kept beside it."""
-        from .backup import duckdb_restore, postgres_restore
-
+        """Bring a backup back as the warehouse (an embedded file: the current one is kept beside it)."""
         src = Path(path)
         if not src.is_absolute():
             src = (Path.cwd() / src) if src.exists() else self.dir / src
         if not src.is_file():
             raise UserError(f"{path}: no such backup file; list them with `ls {self.dir / 'backups'}`")
-        if self.config.warehouse.type == "duckdb":
-            self.close()
-            kept = duckdb_restore(src, self.dir / self.config.warehouse.path)
-            return f"restored {src.name}; the previous warehouse is kept as {kept.name}"
+        from .warehouse import restore
+
         with self.lock:
-            postgres_restore(self.warehouse, src)
-        return f"restored {src.name} into the PostgreSQL warehouse"
+            self.close()  # the next use opens the restored warehouse
+            return restore(self.config.warehouse, self.dir, src)
 
     # --- reports --------------------------------------------------------------------------------
     @_locked

@@ -102,7 +102,7 @@ def unsilence(project: Project, name: str, now: datetime | None = None) -> int:
     wh = project.warehouse
     with wh.transaction():
         ensure_tables(wh)
-        return max(wh.execute(f"UPDATE {SILENCES} SET silenced_until = {{{{ t }}}} WHERE rule = {{{{ r }}}} "
-                              "AND silenced_until > {{ t }}", {"r": name, "t": now}), 0)
+        return max(wh.update_rows(SILENCES, "silenced_until = {{ t }}", "rule = {{ r }} AND silenced_until > {{ t }}",
+                                  {"r": name, "t": now}), 0)
 
 

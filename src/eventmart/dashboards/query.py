@@ -21,7 +21,6 @@ from ..ledger import RUNS
 from ..measures import MeasureLayer, Metric, Query
 from ..timeutil import floor_time, parse_time
 from ..warehouse import QueryResult, Warehouse
-from ..warehouse.base import TABLE_EXISTS_SQL
 
 MAX_POINTS = 2000
 MAX_FILTER_VALUES = 1000  # per dimension in a URL: more is a crafted request, not a selection
@@ -128,7 +127,7 @@ class DashboardQueries:
         """Thread-safe: dashboards query from a pool, never on the warehouse's own connection."""
         if version is None:
             return self.wh.concurrent_table_exists(table)
-        return bool(self._fetch(TABLE_EXISTS_SQL, {"t": table}, version).rows[0][0])
+        return bool(self._fetch(self.wh.table_exists_sql, {"t": table}, version).rows[0][0])
 
     # data version: any ledger change (a mart run) makes every cached result stale
     def version(self) -> tuple:
@@ -205,11 +204,10 @@ class DashboardQueries:
     def values(self, dim: str, version: tuple | None = None) -> list[str]:
         """Distinct values of a dimension over the dashboard's marts that have it, for filter options."""
         version = version or self.version()
-        cast = "VARCHAR" if self.wh.dialect == "duckdb" else "TEXT"
         out: set[str] = set()
         for mart in {c.mart for c in self.dash.charts.values()}:
             if dim in self.columns[mart] and self.exists(mart, version):
-                rows = self._fetch(f"SELECT DISTINCT CAST({self.wh.q(dim)} AS {cast}) FROM {self.wh.q(mart)}", {},
+                rows = self._fetch(f"SELECT DISTINCT {self.wh.text_sql(self.wh.q(dim))} FROM {self.wh.q(mart)}", {},
                                    version).rows
                 out.update(r[0] for r in rows if r[0] is not None)
         return sorted(out)
@@ -318,8 +316,7 @@ class DashboardQueries:
                             f"never occur in {c.mart}.{c.dimension} (values: {', '.join(sorted(have)[:10])})")
 
     def values_in(self, mart: str, dim: str) -> list[str]:
-        cast = "VARCHAR" if self.wh.dialect == "duckdb" else "TEXT"
-        rows = self.wh.concurrent_fetch(f"SELECT DISTINCT CAST({self.wh.q(dim)} AS {cast}) FROM {self.wh.q(mart)}").rows
+        rows = self.wh.concurrent_fetch(f"SELECT DISTINCT {self.wh.text_sql(self.wh.q(dim))} FROM {self.wh.q(mart)}").rows
         return [r[0] for r in rows if r[0] is not None]
 
 

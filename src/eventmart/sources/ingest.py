@@ -18,7 +18,7 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -30,6 +30,7 @@ from ..config import Source
 from ..errors import InputError, ProjectError, UserError
 from ..timeutil import utcnow
 from ..warehouse import Warehouse
+from ..warehouse.base import TableLayout
 from .chunks import Chunk, csv_chunks, json_text_sql, jsonl_chunks, read_layout
 from .validate import validated_sql
 
@@ -81,7 +82,7 @@ def _evolve(wh: Warehouse, name: str, src: Source) -> None:
     have = wh.column_types(name)
     for col, c in src.columns.items():
         if col not in have:
-            wh.execute(f"ALTER TABLE {wh.q(name)} ADD COLUMN {wh.q(col)} {wh.type_name(c.type)}")
+            wh.add_column(name, col, c.type)
         elif have[col] != c.type:
             try:
                 wh.alter_column_type(name, col, c.type)
@@ -91,7 +92,7 @@ def _evolve(wh: Warehouse, name: str, src: Source) -> None:
                     f"({str(e).splitlines()[0][:160]}); declare a type the loaded values fit"
                 ) from None
     if "_ingest" not in have:  # a raw table from an earlier version: its old rows have no ingest id
-        wh.execute(f"ALTER TABLE {wh.q(name)} ADD COLUMN _ingest {wh.type_name('int')}")
+        wh.add_column(name, "_ingest", "int")
 
 
 def _add_missing(wh: Warehouse, table: str, columns: list[tuple[str, str]]) -> None:
@@ -101,12 +102,18 @@ def _add_missing(wh: Warehouse, table: str, columns: list[tuple[str, str]]) -> N
         return
     for c, t in columns:
         if c not in have:
-            wh.execute(f"ALTER TABLE {wh.q(table)} ADD COLUMN {wh.q(c)} {wh.type_name(t)}")
+            wh.add_column(table, c, t)
 
 
-def ensure_tables(wh: Warehouse, name: str, src: Source) -> None:
+def raw_layout(src: Source, dimensions: Sequence[str] = ()) -> TableLayout:
+    """Raw events are read by time windows; text columns that marts group by have few distinct values."""
+    return TableLayout("_time", ["_time"], [d for d in dimensions if d in src.columns and
+                                            src.columns[d].type == "string"], "month")
+
+
+def ensure_tables(wh: Warehouse, name: str, src: Source, dimensions: Sequence[str] = ()) -> None:
     if wh.table_columns(name) is None:
-        wh.create_table(name, raw_columns(wh, src), primary_key=src.key)
+        wh.create_table(name, raw_columns(wh, src), primary_key=src.key, layout=raw_layout(src, dimensions))
     else:
         _evolve(wh, name, src)
     _add_missing(wh, f"{name}_rejects", [("rejected_at", "timestamp"), ("file", "string"), ("line", "int"),
@@ -483,8 +490,9 @@ def _log(wh: Warehouse, res: IngestResult, seconds: float, status: str) -> None:
 
 
 def ingest(wh: Warehouse, name: str, src: Source, files: list[str], progress: Progress | None = None,
-           force: bool = False) -> IngestResult:
-    """Load files (or, for a postgres source, its table) into the raw table ``name``, chunk by chunk."""
+           force: bool = False, dimensions: Sequence[str] = ()) -> IngestResult:
+    """Load files (or, for a postgres source, its table) into the raw table ``name``, chunk by chunk.
+    ``dimensions``: the source's columns that marts group by (a layout hint for a new raw table)."""
     t0 = time.perf_counter()
     res = IngestResult(name, files)
     started = utcnow()
@@ -506,14 +514,14 @@ def ingest(wh: Warehouse, name: str, src: Source, files: list[str], progress: Pr
     # a checkpoint after every chunk's commit would rewrite the table each time: once, at the end, instead
     stage.execute("SET checkpoint_threshold = '16GB'")
     try:
-        return _ingest(wh, name, src, files, res, started, tick, done, force, t0)
+        return _ingest(wh, name, src, files, res, started, tick, done, force, t0, dimensions)
     finally:
         stage.execute("RESET memory_limit")
         stage.execute("RESET checkpoint_threshold")
 
 
 def _ingest(wh: Warehouse, name: str, src: Source, files: list[str], res: IngestResult, started: datetime,
-            tick: Callable, done: list[int], force: bool, t0: float) -> IngestResult:
+            tick: Callable, done: list[int], force: bool, t0: float, dimensions: Sequence[str] = ()) -> IngestResult:
     """Chunk by chunk: each commits its rows, its rejects, the ingest's counts and how far its file got, so
     memory stays bounded (DuckDB holds what a transaction inserted until it commits) and a stopped load resumes
     where it stopped. Keys make a repeat harmless: a chunk read twice loads nothing twice."""
@@ -521,7 +529,7 @@ def _ingest(wh: Warehouse, name: str, src: Source, files: list[str], res: Ingest
 
     with wh.transaction():
         wh.lock(f"source:{name}")
-        ensure_tables(wh, name, src)
+        ensure_tables(wh, name, src, dimensions)
         res.id = _next_ingest(wh)
         wh.execute(f"INSERT INTO {wh.q(INGESTS)} (source, files, started_at, seconds, loaded, duplicates, rejected, "
                    "id, status, owner) VALUES ({{ s }}, {{ f }}, {{ t }}, 0, 0, 0, 0, {{ id }}, 'running', {{ o }})",
@@ -718,8 +726,8 @@ def undo_ingest(wh: Warehouse, ingest: int, marts: dict[str, list[str]]) -> Undo
         for mart in marts.get(source, []):
             windows[mart] = invalidate(wh, mart, f"EXISTS (SELECT 1 FROM {raw} r WHERE r._ingest = {{{{ i }}}} AND "
                                                  "r._time >= window_start AND r._time < window_end)", {"i": ingest})
-        rows = wh.execute(f"DELETE FROM {raw} WHERE _ingest = {{{{ i }}}}", {"i": ingest})
-        rejects = wh.execute(f"DELETE FROM {wh.q(source + '_rejects')} WHERE ingest = {{{{ i }}}}", {"i": ingest})
+        rows = wh.delete_rows(source, "_ingest = {{ i }}", {"i": ingest})
+        rejects = wh.delete_rows(source + "_rejects", "ingest = {{ i }}", {"i": ingest})
         wh.execute(f"DELETE FROM {wh.q(FILES)} WHERE ingest = {{{{ i }}}}", {"i": ingest})
         wh.execute(f"UPDATE {wh.q(INGESTS)} SET status = 'undone' WHERE id = {{{{ i }}}}", {"i": ingest})
     return UndoResult(ingest, source, max(rows, 0), max(rejects, 0), windows)

@@ -1,7 +1,10 @@
-"""One small interface over the engines; every dialect difference lives in a subclass.
+"""One interface over the engines; every dialect difference lives in a subclass.
 
 SQL inside eventmart is written with ``{{ name }}`` placeholders; each adapter turns them into its
-own bound-parameter style, so values never become SQL text.
+own bound-parameter style, so values never become SQL text. Beside statements, an adapter offers the
+operations whose SQL differs between engines (replace a time range, delete and count, back up, restore)
+and says what the engine can do (``transactional``, ``errors``): code above ``warehouse/`` never asks
+which engine it runs on.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # imported lazily: every command pays for what it imports
@@ -33,9 +37,37 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+class RowsOutsideWindow(Exception):  # noqa: N818 - a condition the caller turns into a user error
+    """A query meant to fill a window returned rows outside it; nothing was replaced."""
+
+    def __init__(self, count: int):
+        super().__init__(f"{count} row(s) outside the window")
+        self.count = count
+
+
+@dataclass
+class TableLayout:
+    """How a table is used, for engines whose tables need a physical layout (ClickHouse's MergeTree):
+    the time column it is read by, the columns rows are looked up or grouped by, and the partition size."""
+
+    time_column: str | None = None
+    order_by: Sequence[str] = ()
+    low_cardinality: Sequence[str] = ()  # text columns with few distinct values (dimensions)
+    partition: str | None = None  # "day" | "month" of the time column (windows are replaced partition by partition)
+
+
 class Warehouse(ABC):
     #: sqlglot dialect name used to render measure expressions
     dialect: str
+    #: statements inside ``transaction()`` commit together. Where False (ClickHouse), each write is atomic on its
+    #: own and eventmart orders its writes so that a rerun after a crash converges (see replace_window)
+    transactional: bool = True
+    #: the engine's own error classes: a user's SQL or data that the engine refused
+    errors: tuple[type[BaseException], ...] = ()
+    #: file suffix of this engine's backups
+    backup_suffix: str = "backup"
+    #: SQL counting the tables named {{ t }} in the warehouse's schema (1 if it exists)
+    table_exists_sql: str = TABLE_EXISTS_SQL
 
     q = staticmethod(quote_ident)
 
@@ -94,17 +126,64 @@ class Warehouse(ABC):
         """SQL for the local date in zone ``tz`` of the naive-UTC timestamp ``expr`` (tz already validated)."""
 
     def create_table(
-        self, name: str, columns: Sequence[tuple[str, str]], primary_key: Sequence[str] = ()
+        self, name: str, columns: Sequence[tuple[str, str]], primary_key: Sequence[str] = (),
+        layout: TableLayout | None = None,
     ) -> None:
         cols = ", ".join(f"{self.q(c)} {t}" for c, t in columns)
         self.execute(f"CREATE TABLE IF NOT EXISTS {self.q(name)} ({cols})")
 
-    def create_table_as(self, name: str, select_sql: str, params: dict[str, Any]) -> None:
+    def create_table_as(self, name: str, select_sql: str, params: dict[str, Any],
+                        layout: TableLayout | None = None) -> None:
         """Create ``name`` with the columns (and types) of ``select_sql``, empty."""
         self.execute(f"CREATE TABLE {self.q(name)} AS SELECT * FROM ({select_sql}) AS s LIMIT 0", params)
 
     def drop_table(self, name: str) -> None:
         self.execute(f"DROP TABLE IF EXISTS {self.q(name)}")
+
+    def add_column(self, table: str, column: str, t: str) -> None:
+        """Add a column of eventmart type ``t`` (string, int, …) that existing rows hold as NULL."""
+        self.execute(f"ALTER TABLE {self.q(table)} ADD COLUMN {self.q(column)} {self.type_name(t)}")
+
+    # --- operations whose SQL differs between engines ----------------------------------------------
+    def replace_window(self, table: str, column: str, lo: Any, hi: Any, select_sql: str, params: dict[str, Any],
+                       check_inside: bool = False) -> int:
+        """Replace the rows of ``table`` whose ``column`` is in ``[lo, hi)`` by the rows of ``select_sql`` (same
+        columns, in order); returns the rows written. ``check_inside``: refuse (RowsOutsideWindow, nothing
+        replaced) when the query returns rows outside the window. Inside the caller's transaction here: the
+        delete and the insert commit with whatever else it writes (the ledger row)."""
+        q, p = self.q, {**params, "_lo": lo, "_hi": hi}
+        inside = f"{q(column)} >= {{{{ _lo }}}} AND {q(column)} < {{{{ _hi }}}}"
+        self.execute(f"DELETE FROM {q(table)} WHERE {inside}", p)
+        rows = self.execute(f"INSERT INTO {q(table)} SELECT * FROM ({select_sql}) AS s", p)
+        if check_inside:
+            # the window was emptied first, so every inserted row must be found inside it
+            n = self.fetch(f"SELECT count(*) FROM {q(table)} WHERE {inside}", p).rows[0][0]
+            if n != rows:
+                raise RowsOutsideWindow(rows - n)
+        return rows
+
+    def delete_rows(self, table: str, where: str, params: dict[str, Any] | None = None) -> int:
+        """Delete the rows matching ``where`` (SQL over the table's columns); returns how many."""
+        return self.execute(f"DELETE FROM {self.q(table)} WHERE {where}", params)
+
+    def update_rows(self, table: str, assignments: str, where: str, params: dict[str, Any] | None = None) -> int:
+        """``UPDATE table SET assignments WHERE where``; returns how many rows matched."""
+        return self.execute(f"UPDATE {self.q(table)} SET {assignments} WHERE {where}", params)
+
+    def text_sql(self, expr: str) -> str:
+        """``expr`` cast to the engine's text type."""
+        return f"CAST({expr} AS {self.type_name('string')})"
+
+    def backup_to(self, target: Path) -> dict[str, int]:
+        """Write a consistent copy of the warehouse to ``target``, verify it by restoring it to scratch, and return
+        the row count per table (the copy's, equal to the warehouse's). Nothing is left at ``target`` if it
+        fails."""
+        raise NotImplementedError(f"backups are not supported on {self.dialect}")
+
+    def restore_from(self, path: Path) -> str:
+        """Bring a backup written by ``backup_to`` back as the warehouse; returns what was done, for the user. The
+        adapter may close itself: the caller opens the warehouse again afterwards."""
+        raise NotImplementedError(f"restore is not supported on {self.dialect}")
 
     # --- sequences (the run ledger's order) ------------------------------------------
     def create_sequence(self, name: str, start: int = 1) -> None:
@@ -144,7 +223,7 @@ class Warehouse(ABC):
 
     def concurrent_table_exists(self, name: str) -> bool:
         """Whether table ``name`` exists in the current schema; callable from any thread, like concurrent_fetch."""
-        return bool(self.concurrent_fetch(TABLE_EXISTS_SQL, {"t": name}).rows[0][0])
+        return bool(self.concurrent_fetch(self.table_exists_sql, {"t": name}).rows[0][0])
 
     @abstractmethod
     def in_list_sql(self, expr: str, param: str) -> str:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +17,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 from ..errors import UserError
-from .base import PARAM_RE, QueryResult, Warehouse
+from .base import PARAM_RE, QueryResult, Warehouse, quote_ident
 
 _TYPES = {
     "string": "VARCHAR",
@@ -24,6 +27,18 @@ _TYPES = {
     "timestamp": "TIMESTAMP",
     "date": "DATE",
 }
+
+
+def _sql_text(s: str) -> str:
+    """A quoted SQL string for ATTACH, which takes no bound parameters; paths only, never user data."""
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    tables = [r[0] for r in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() "
+        "AND table_type = 'BASE TABLE' ORDER BY 1").fetchall()]
+    return {t: con.execute(f"SELECT count(*) FROM {quote_ident(t)}").fetchone()[0] for t in tables}
 
 
 def _prepare(sql: str) -> str:
@@ -50,6 +65,7 @@ def connect(path: str | Path | None, read_only: bool = False) -> duckdb.DuckDBPy
 
 class DuckDBWarehouse(Warehouse):
     dialect = "duckdb"
+    errors = (duckdb.Error,)
 
     def __init__(self, path: Path | None, read_only: bool = False):
         """A file, or in memory (``path`` None)."""
@@ -187,6 +203,57 @@ class DuckDBWarehouse(Warehouse):
 
     def in_list_sql(self, expr: str, param: str) -> str:
         return f"list_contains(CAST({{{{ {param} }}}} AS VARCHAR[]), CAST({expr} AS VARCHAR))"
+
+    # --- backups: COPY FROM DATABASE into a new file (checkpointed and consistent while eventmart holds the file) --
+    backup_suffix = "duckdb"
+
+    def backup_to(self, target: Path) -> dict[str, int]:
+        con = self.con
+        src_db = con.execute("SELECT current_database()").fetchone()[0]
+        tmp = target.with_suffix(".partial")
+        tmp.unlink(missing_ok=True)
+        con.execute(f"ATTACH {_sql_text(str(tmp))} AS em_backup")
+        try:
+            con.execute(f"COPY FROM DATABASE {self.q(src_db)} TO em_backup")
+        finally:
+            con.execute("DETACH em_backup")
+        want = _counts(con)
+        # restore to scratch: a copy of the file, opened on its own, must hold the same rows
+        with tempfile.TemporaryDirectory(prefix="eventmart-verify-") as scratch:
+            probe = Path(scratch) / "restored.duckdb"
+            shutil.copyfile(tmp, probe)
+            c = duckdb.connect(str(probe), read_only=True)
+            try:
+                got = _counts(c)
+            finally:
+                c.close()
+        if got != want:
+            tmp.unlink(missing_ok=True)
+            raise UserError(f"backup {target.name} failed verification: restored row counts {got} != {want}")
+        tmp.rename(target)
+        return want
+
+    @staticmethod
+    def restore_file(warehouse_file: Path, path: Path) -> str:
+        """The backup file becomes the warehouse file (not opened: it may be the damaged one); the current one is
+        kept beside it."""
+        try:
+            duckdb.connect(str(path), read_only=True).close()
+        except duckdb.Error as e:
+            raise UserError(f"{path}: not a readable DuckDB backup ({str(e).splitlines()[0]})") from None
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        keep = warehouse_file.with_name(warehouse_file.name + f".before-restore-{stamp}")
+        if warehouse_file.exists():
+            warehouse_file.rename(keep)
+        Path(str(warehouse_file) + ".wal").unlink(missing_ok=True)
+        shutil.copyfile(path, warehouse_file)
+        return f"restored {path.name}; the previous warehouse is kept as {keep.name}"
+
+    def restore_from(self, path: Path) -> str:
+        if self.path is None:
+            raise UserError("an in-memory warehouse cannot be restored into")
+        self.close()
+        return self.restore_file(self.path, path)
 
     def close(self) -> None:
         self.con.close()

@@ -77,6 +77,8 @@ def pg_connect(url: str, **kw: Any) -> psycopg.Connection:
 
 class PostgresWarehouse(Warehouse):
     dialect = "postgres"
+    errors = (duckdb.Error, psycopg.Error)  # files are parsed in DuckDB, the rest runs in the server
+    backup_suffix = "pgdump"
 
     def __init__(self, url: str, schema: str | None = None, read_only: bool = False, read_url: str | None = None):
         self.url = url
@@ -172,7 +174,7 @@ class PostgresWarehouse(Warehouse):
     def bucket_sql(self, expr: str, grain_seconds: int) -> str:
         return f"date_bin(INTERVAL '{grain_seconds} seconds', {expr}, TIMESTAMP '2000-01-01')"
 
-    def create_table(self, name, columns, primary_key=()) -> None:
+    def create_table(self, name, columns, primary_key=(), layout=None) -> None:
         cols = ", ".join(f"{self.q(c)} {t}" for c, t in columns)
         pk = f", PRIMARY KEY ({', '.join(self.q(c) for c in primary_key)})" if primary_key else ""
         self.execute(f"CREATE TABLE IF NOT EXISTS {self.q(name)} ({cols}{pk})")
@@ -228,6 +230,17 @@ class PostgresWarehouse(Warehouse):
 
     def in_list_sql(self, expr: str, param: str) -> str:
         return f"CAST({expr} AS TEXT) = ANY(CAST({{{{ {param} }}}} AS TEXT[]))"
+
+    def backup_to(self, target):
+        from . import pgdump
+
+        return pgdump.backup(self, target)
+
+    def restore_from(self, path) -> str:
+        from . import pgdump
+
+        pgdump.restore(self, path)
+        return f"restored {path.name} into the PostgreSQL warehouse"
 
     def close(self) -> None:
         self.conn.close()
