@@ -33,6 +33,74 @@ def pg_url(pg_server: str) -> Iterator[str]:
         c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(scope="session")
+def ch_folder(tmp_path_factory) -> Path:
+    """One chDB folder for the session (chDB opens one folder per process); each test gets its own database."""
+    return tmp_path_factory.mktemp("chdb") / "store"
+
+
+@pytest.fixture
+def ch_warehouse(ch_folder: Path) -> dict:
+    """An embedded ClickHouse (chDB) warehouse in a fresh database."""
+    return {"type": "clickhouse", "path": str(ch_folder), "database": f"t{int(time.time() * 1e6) % 10**12}"}
+
+
+@pytest.fixture(scope="session")
+def ch_server(tmp_path_factory) -> Iterator[dict]:
+    """chDB's engine behind ClickHouse's HTTP interface on loopback (tests/chserver.py), with a password; yields
+    {"url": base URL with credentials, "host_url": without, "password": …}. Fails (never skips) if it cannot start."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    from pgserver import free_port
+
+    port, password = free_port(), "pw-" + str(int(time.time() * 1000))
+    folder = tmp_path_factory.mktemp("chserver")
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / "chserver.py"), "--path", str(folder / "store"),
+                             "--port", str(port), "--user", "eventmart"],
+                            env={**__import__("os").environ, "CHSERVER_PASSWORD": password},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=1).read()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the ClickHouse stand-in did not start: {proc.stderr.read().decode()[-500:]}") from None
+            time.sleep(0.2)
+    try:
+        yield {"url": f"http://eventmart:{password}@127.0.0.1:{port}", "host_url": f"http://127.0.0.1:{port}",
+               "password": password}
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+ENGINES = ["duckdb", "postgres", "clickhouse"]
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request) -> dict:
+    """The warehouse section for each engine in turn: DuckDB (a file), PostgreSQL (a fresh database on the
+    session's server), ClickHouse (chDB, a fresh database). Tests use it as ``events_config(engine)``."""
+    if request.param == "postgres":
+        return {"type": "postgres", "url": request.getfixturevalue("pg_url")}
+    if request.param == "clickhouse":
+        return request.getfixturevalue("ch_warehouse")
+    return {"type": "duckdb"}
+
+
+def variant(warehouse: dict | None, tag: str) -> dict | None:
+    """The same engine, another namespace: for tests that need two warehouses side by side."""
+    if not warehouse or warehouse["type"] == "duckdb":
+        return warehouse
+    if warehouse["type"] == "postgres":
+        return {**warehouse, "schema": f"s_{tag}"}
+    return {**warehouse, "database": f"{warehouse['database']}_{tag}"}
+
+
 def write_project(d: Path, config: dict) -> Path:
     d.mkdir(parents=True, exist_ok=True)
     (d / "eventmart.yml").write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")

@@ -100,7 +100,8 @@ def test_threshold_and_direction():
 # --- the live engine on a small project ---------------------------------------------------------------
 
 
-def counts_project(tmp, counts: dict[str, list[int]], rules: dict, channels: dict | None = None):
+def counts_project(tmp, counts: dict[str, list[int]], rules: dict, channels: dict | None = None,
+                   warehouse: dict | None = None):
     """Events whose count per 15-minute bucket and os is given; a 15-minute mart; alert rules."""
     rng = np.random.default_rng(0)
     events, eid = [], 1
@@ -114,7 +115,8 @@ def counts_project(tmp, counts: dict[str, list[int]], rules: dict, channels: dic
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
         f.write("id,os,ts\n" + "".join(f"{e['id']},{e['os']},{e['ts']}\n" for e in events))
-    cfg = {"name": "a", "sources": {"ev": {"format": "csv", "path": "data/*.csv",
+    cfg = {"name": "a", "warehouse": warehouse or {"type": "duckdb"},
+           "sources": {"ev": {"format": "csv", "path": "data/*.csv",
                                            "columns": {"id": "int", "os": "string", "ts": "int"},
                                            "time": {"column": "ts", "unit": "ms"}, "key": ["id"]}},
            "marts": {"m15": {"from": "ev", "grain": "15 minutes", "dimensions": ["dt", "os"],
@@ -144,9 +146,9 @@ def run_until(p: Project, name: str, end_bucket: int, now_offset=timedelta(minut
     return evaluate(p, name, T0 + end_bucket * Q + now_offset)
 
 
-def test_fires_once_resolves_once_with_hysteresis(tmp_path):
+def test_fires_once_resolves_once_with_hysteresis(tmp_path, engine):
     counts = steady(40, spikes={20: 400, 30: 420, 31: 430})  # 20: one bucket only; 30-31: two in a row
-    p = counts_project(tmp_path, {"all": counts}, {"r": {**RULE, "for": 2}})
+    p = counts_project(tmp_path, {"all": counts}, {"r": {**RULE, "for": 2}}, warehouse=engine)
     events = []
     for b in range(12, 40):
         events += [(e.event, e.bucket) for e in run_until(p, "r", b).events]
@@ -161,9 +163,9 @@ def test_fires_once_resolves_once_with_hysteresis(tmp_path):
     p.close()
 
 
-def test_incomplete_bucket_is_not_judged_and_late_data_is_said(tmp_path):
+def test_incomplete_bucket_is_not_judged_and_late_data_is_said(tmp_path, engine):
     counts = steady(30, spikes={25: 500})
-    p = counts_project(tmp_path, {"all": counts}, {"r": RULE})
+    p = counts_project(tmp_path, {"all": counts}, {"r": RULE}, warehouse=engine)
     p.run(start=T0, end=T0 + 25 * Q)
     # now is inside bucket 25: only up to 24 is complete — the spike in 25 is not judged yet
     r = evaluate(p, "r", T0 + 25 * Q + timedelta(minutes=7))
@@ -178,9 +180,9 @@ def test_incomplete_bucket_is_not_judged_and_late_data_is_said(tmp_path):
     p.close()
 
 
-def test_restart_never_resends_a_firing_alert(tmp_path):
+def test_restart_never_resends_a_firing_alert(tmp_path, engine):
     counts = steady(30, spikes={20: 500, 21: 520})
-    p = counts_project(tmp_path, {"all": counts}, {"r": RULE})
+    p = counts_project(tmp_path, {"all": counts}, {"r": RULE}, warehouse=engine)
     for b in range(12, 22):
         run_until(p, "r", b)  # judged up to bucket 20: firing
     assert p.alerts_state().rows[0][2] == "FIRING"
@@ -194,10 +196,10 @@ def test_restart_never_resends_a_firing_alert(tmp_path):
     q.close()
 
 
-def test_reminders_cap_digest_and_silence(tmp_path):
+def test_reminders_cap_digest_and_silence(tmp_path, engine):
     counts = {f"os{k}": steady(40, level=100 + k, spikes={20 + k: 600}) for k in range(3)}
     rule = {**RULE, "by": ["os"], "cap": 2, "remind": "1 hour"}
-    p = counts_project(tmp_path, counts, {"r": rule})
+    p = counts_project(tmp_path, counts, {"r": rule}, warehouse=engine)
     for b in range(12, 25):
         run_until(p, "r", b)
     hist = p.alerts_history("r", limit=100).rows
@@ -212,8 +214,8 @@ def test_reminders_cap_digest_and_silence(tmp_path):
     p.close()
 
 
-def test_a_silenced_rule_keeps_state_but_sends_nothing(tmp_path):
-    p = counts_project(tmp_path, {"all": steady(30, spikes={20: 500})}, {"r": RULE})
+def test_a_silenced_rule_keeps_state_but_sends_nothing(tmp_path, engine):
+    p = counts_project(tmp_path, {"all": steady(30, spikes={20: 500})}, {"r": RULE}, warehouse=engine)
     for b in range(12, 20):
         run_until(p, "r", b)
     p.alerts_silence("r", "2h")
@@ -224,11 +226,11 @@ def test_a_silenced_rule_keeps_state_but_sends_nothing(tmp_path):
     p.close()
 
 
-def test_reminders_while_firing(tmp_path):
+def test_reminders_while_firing(tmp_path, engine):
     counts = steady(40, spikes={i: 600 for i in range(20, 30)})  # 150 minutes above a static bound
     rule = {"mart": "m15", "measure": "sum(n)", "detector": "threshold", "params": {"upper": 300},
             "remind": "1 hour", "channels": ["files"]}
-    p = counts_project(tmp_path, {"all": counts}, {"r": rule})
+    p = counts_project(tmp_path, {"all": counts}, {"r": rule}, warehouse=engine)
     events = []
     for b in range(12, 33):
         events += [(e.event, e.bucket) for e in run_until(p, "r", b).events]

@@ -54,10 +54,9 @@ def queries(p: Project) -> DashboardQueries:
     return DashboardQueries("d", p.config.dashboards["d"], p.config, p.warehouse)
 
 
-@pytest.fixture(params=["duckdb", "postgres"])
-def proj(request, tmp_path):
-    wh = {"type": "postgres", "url": request.getfixturevalue("pg_url")} if request.param == "postgres" else None
-    p, df = make(tmp_path, wh)
+@pytest.fixture
+def proj(engine, tmp_path):
+    p, df = make(tmp_path, engine)
     yield p, df
     p.close()
 
@@ -143,12 +142,10 @@ DISTINCT = {
 }
 
 
-@pytest.mark.parametrize("engine", ["duckdb", "postgres"])
-def test_distinct_counts_are_never_rolled_up_wrongly(tmp_path, request, engine):
+def test_distinct_counts_are_never_rolled_up_wrongly(tmp_path, engine):
     """Every distinct-count chart vs pandas on the raw events, for several filter states: a user counts once per
     group however many topics/actions they touched (the mart keeps users per minute x topic x action)."""
-    wh = {"type": "postgres", "url": request.getfixturevalue("pg_url")} if engine == "postgres" else None
-    p, df = make(tmp_path, wh, **DISTINCT)
+    p, df = make(tmp_path, engine, **DISTINCT)
     q = queries(p)
     states = [State(), State(T0 + timedelta(hours=2), T0 + timedelta(hours=9, minutes=17)),
               State(filters={"topic": TOPICS[:2]}),

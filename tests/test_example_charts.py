@@ -1,8 +1,10 @@
 """Every chart of the bundled example dashboards against pandas computed from the *raw events*, never from the
-marts the charts read, for several filter states (on DuckDB; tests/test_dashboard_queries.py covers PostgreSQL)."""
+marts the charts read, for several filter states — on DuckDB and on ClickHouse (chDB);
+tests/test_dashboard_queries.py covers PostgreSQL."""
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 
 import pandas as pd
@@ -24,10 +26,21 @@ def _close(got: dict, want: dict) -> None:
         assert float(got[k]) == pytest.approx(float(v)), k
 
 
-@pytest.fixture(scope="module")
-def zen(tmp_path_factory):
+def on_engine(d, request, name: str) -> None:
+    """Point the example project in ``d`` at the engine of the fixture's parameter."""
+    if request.param == "duckdb":
+        return
+    cfg = yaml.safe_load((d / "eventmart.yml").read_text())
+    cfg["warehouse"] = {"type": "clickhouse", "path": str(request.getfixturevalue("ch_folder")),
+                        "database": f"{name}_{int(time.time() * 1e6) % 10**12}"}
+    (d / "eventmart.yml").write_text(yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False))
+
+
+@pytest.fixture(scope="module", params=["duckdb", "clickhouse"])
+def zen(tmp_path_factory, request):
     d = tmp_path_factory.mktemp("zen")
     init_example("zen", d)
+    on_engine(d, request, "zen")
     generate_zen(d)
     with Project.load(d) as p:
         p.ingest("log_raw")
@@ -75,11 +88,12 @@ def test_zen_dashboard_vs_raw_events(zen, st):
             assert per_minute.mean() > 1000
 
 
-@pytest.fixture(scope="module")
-def feed(tmp_path_factory):
+@pytest.fixture(scope="module", params=["duckdb", "clickhouse"])
+def feed(tmp_path_factory, request):
     d = tmp_path_factory.mktemp("feed")
     cfg = yaml.safe_load((HERE / "feed" / "eventmart.yml").read_text())
     (d / "eventmart.yml").write_text(yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False))
+    on_engine(d, request, "feed")
     generate_feed(d, scale=0.05, days=10)
     with Project.load(d) as p:
         for s in p.config.sources:

@@ -29,11 +29,6 @@ HEADER = b"id,user_id,action,topic,amount,ts"
 GOOD_TS = ms(T0 + timedelta(hours=1))
 
 
-@pytest.fixture(params=["duckdb", "postgres"])
-def engine(request):
-    return {"type": "postgres", "url": request.getfixturevalue("pg_url")} if request.param == "postgres" else None
-
-
 def project(tmp: Path, wh=None, fmt: str = "csv", **src) -> Project:
     cfg = events_config(wh, grain="1 hour")
     cfg["sources"]["events"].update({"format": fmt, "path": f"data/*.{fmt}", **src})

@@ -1,4 +1,5 @@
-"""Marts against an independent pandas reference; idempotency; windows; ledger; gaps; backfill."""
+"""Marts against an independent pandas reference; idempotency; windows; ledger; gaps; backfill — on every engine
+(the ``engine`` fixture: DuckDB, PostgreSQL, ClickHouse via chDB) where the test is not about one engine."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import events_config, write_project
+from conftest import events_config, variant, write_project
 from eventmart import Project, ProjectError, UserError
 from helpers import (
     T0,
@@ -22,22 +23,22 @@ from helpers import (
 )
 
 
-def _loaded(tmp_path: Path, events: list[dict], **cfg) -> Project:
+def _loaded(tmp_path: Path, events: list[dict], warehouse: dict | None = None, **cfg) -> Project:
     write_events_csv(tmp_path / "data" / "e.csv", events)
-    write_project(tmp_path, events_config(**cfg))
+    write_project(tmp_path, events_config(warehouse, **cfg))
     p = Project.load(tmp_path)
     p.ingest("events")
     return p
 
 
-def test_window_matches_reference_and_excludes_boundaries(tmp_path: Path):
+def test_window_matches_reference_and_excludes_boundaries(tmp_path: Path, engine: dict):
     events = random_events(3000, seed=3, hours=30)
     # exactly on both window ends and 1 ms inside/outside them
     s, e = T0 + timedelta(hours=2), T0 + timedelta(hours=26)
     extra = [s - timedelta(milliseconds=1), s, e - timedelta(milliseconds=1), e]
     for i, t in enumerate(extra):
         events.append({"id": 10_000 + i, "user_id": 1, "action": "like", "topic": "edge", "amount": 1.0, "ts": ms(t)})
-    p = _loaded(tmp_path, events)
+    p = _loaded(tmp_path, events, engine)
     [r] = p.run(start=s, end=e)
     assert r.status == "ok", r.error
     got, ref = mart_frame(p), reference_by_topic(events, s, e)
@@ -46,14 +47,15 @@ def test_window_matches_reference_and_excludes_boundaries(tmp_path: Path):
     assert list(edge.dt) == [s, e - timedelta(minutes=1)]  # the end boundary belongs to the next window
 
 
+@pytest.mark.parametrize("engine", ["duckdb", "clickhouse"], indirect=True)
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(n=st.integers(0, 400), seed=st.integers(0, 10_000), grain=st.sampled_from(["1 minute", "15 minutes", "1 hour"]),
        dup=st.integers(0, 30))
-def test_property_any_log_any_grain(tmp_path_factory, n, seed, grain, dup):
+def test_property_any_log_any_grain(tmp_path_factory, engine, n, seed, grain, dup):
     tmp = tmp_path_factory.mktemp("prop")
     events = random_events(n, seed=seed, hours=6)
     events += events[:dup]  # exact duplicates must count once
-    p = _loaded(tmp, events, grain=grain)
+    p = _loaded(tmp, events, variant(engine, tmp.name), grain=grain)
     g = {"1 minute": 60, "15 minutes": 900, "1 hour": 3600}[grain]
     s, e = T0, T0 + timedelta(hours=6)
     p.run(start=s, end=e)
@@ -61,11 +63,11 @@ def test_property_any_log_any_grain(tmp_path_factory, n, seed, grain, dup):
     p.close()
 
 
-def test_day_at_once_equals_hourly_runs_and_reruns(tmp_path: Path):
+def test_day_at_once_equals_hourly_runs_and_reruns(tmp_path: Path, engine: dict):
     events = random_events(4000, seed=5, hours=24)
-    a = _loaded(tmp_path / "a", events)
+    a = _loaded(tmp_path / "a", events, variant(engine, "a"))
     a.run(start=T0, end=T0 + timedelta(days=1))
-    b = _loaded(tmp_path / "b", events)
+    b = _loaded(tmp_path / "b", events, variant(engine, "b"))
     for h in range(24):
         b.run(start=T0 + timedelta(hours=h), end=T0 + timedelta(hours=h + 1))
     b.run(start=T0, end=T0 + timedelta(days=1))  # twice over: still identical
@@ -76,8 +78,8 @@ def test_day_at_once_equals_hourly_runs_and_reruns(tmp_path: Path):
     assert_frames_equal(fa, reference_by_topic(events, T0, T0 + timedelta(days=1)))
 
 
-def test_empty_window_clears_old_rows(tmp_path: Path):
-    p = _loaded(tmp_path, random_events(200, hours=2))
+def test_empty_window_clears_old_rows(tmp_path: Path, engine: dict):
+    p = _loaded(tmp_path, random_events(200, hours=2), engine)
     p.run(start=T0, end=T0 + timedelta(hours=2))
     n = p.query("SELECT count(*) FROM by_topic").rows[0][0]
     assert n > 0
@@ -98,11 +100,11 @@ def test_unaligned_or_reversed_windows_are_refused(tmp_path: Path):
     assert p.query("SELECT count(*) FROM information_schema.tables WHERE table_name = 'by_topic'").rows == [(0,)]
 
 
-def test_failed_run_keeps_old_window_and_is_in_the_ledger(tmp_path: Path):
+def test_failed_run_keeps_old_window_and_is_in_the_ledger(tmp_path: Path, engine: dict):
     sql_mart = {"grain": "1 hour", "time_column": "hour",
-                "sql": "SELECT time_bucket(INTERVAL 1 HOUR, _time) AS hour, count(*) AS n FROM events "
+                "sql": "SELECT date_trunc('hour', _time) AS hour, count(*) AS n FROM events "
                        "WHERE _time >= {{ start }} AND _time < {{ end }} GROUP BY 1"}
-    p = _loaded(tmp_path, random_events(500, hours=4), hourly=sql_mart)
+    p = _loaded(tmp_path, random_events(500, hours=4), engine, hourly=sql_mart)
     s, e = T0, T0 + timedelta(hours=4)
     [r] = p.run(["hourly"], start=s, end=e)
     assert r.status == "ok" and r.rows == 4
@@ -110,28 +112,28 @@ def test_failed_run_keeps_old_window_and_is_in_the_ledger(tmp_path: Path):
     assert sum(x[1] for x in before) == 500
     # break the mart: it now writes a bucket outside its window
     p.close()
-    cfg = events_config(hourly={**sql_mart, "sql": sql_mart["sql"].replace("time_bucket(INTERVAL 1 HOUR, _time)",
-                                                                              "time_bucket(INTERVAL 1 HOUR, _time) + INTERVAL 1 HOUR")})
+    cfg = events_config(engine, hourly={**sql_mart, "sql": sql_mart["sql"].replace(
+        "date_trunc('hour', _time)", "date_trunc('hour', _time) + INTERVAL '1 hour'")})
     write_project(tmp_path, cfg)
     p = Project.load(tmp_path)
     [r] = p.run(["hourly"], start=s, end=e)
     assert r.status == "failed" and "outside the window" in r.error
     assert p.query("SELECT * FROM hourly ORDER BY hour").rows == before
-    ledger = p.query("SELECT status, rows, error IS NULL FROM _eventmart_runs WHERE mart = 'hourly' ORDER BY started_at, status DESC").rows
+    ledger = p.query("SELECT status, rows, error IS NULL FROM _eventmart_runs WHERE mart = 'hourly' ORDER BY seq").rows
     assert [x[0] for x in ledger] == ["ok", "failed"]
 
 
-def test_sql_mart_with_engine_error_is_recorded(tmp_path: Path):
+def test_sql_mart_with_engine_error_is_recorded(tmp_path: Path, engine: dict):
     bad = {"grain": "1 hour", "time_column": "hour",
            "sql": "SELECT no_such_column AS hour FROM events WHERE _time >= {{ start }} AND _time < {{ end }}"}
-    p = _loaded(tmp_path, random_events(10), bad=bad)
+    p = _loaded(tmp_path, random_events(10), engine, bad=bad)
     [r] = p.run(["bad"], start=T0, end=T0 + timedelta(hours=1))
     assert r.status == "failed" and "no_such_column" in r.error
 
 
-def test_status_gaps_and_backfill(tmp_path: Path):
+def test_status_gaps_and_backfill(tmp_path: Path, engine: dict):
     events = random_events(3000, seed=9, hours=72)
-    p = _loaded(tmp_path, events, grain="1 hour")
+    p = _loaded(tmp_path, events, engine, grain="1 hour")
     p.run(start=T0 + timedelta(hours=30), end=T0 + timedelta(hours=40))
     [s] = p.status()
     span = (T0, T0 + timedelta(hours=72))
@@ -169,12 +171,12 @@ def test_measure_and_dimension_errors_name_the_key(tmp_path: Path):
         Project.load(tmp_path).run(start=T0, end=T0 + timedelta(hours=1))
 
 
-def test_dimension_expressions_and_changed_definition(tmp_path: Path):
+def test_dimension_expressions_and_changed_definition(tmp_path: Path, engine: dict):
     events = random_events(500, hours=3)
-    p = _loaded(tmp_path, events)
+    p = _loaded(tmp_path, events, engine)
     p.run(start=T0, end=T0 + timedelta(hours=3))
     p.close()
-    cfg = events_config()
+    cfg = events_config(engine)
     cfg["marts"]["by_topic"]["dimensions"] = ["dt", {"big": "amount >= 50"}]
     cfg["marts"]["by_topic"]["measures"] = {"events": "count()"}
     write_project(tmp_path, cfg)
@@ -212,3 +214,27 @@ def test_a_reader_never_sees_a_half_replaced_window(tmp_path: Path):
     p.run(start=T0, end=T0 + timedelta(hours=1))
     wh.execute = orig
     assert len(seen) >= 3 and set(seen) == {n0}
+
+
+def test_a_reader_never_sees_a_half_replaced_window_on_clickhouse(tmp_path: Path, ch_warehouse: dict):
+    """No transactions there: the window is swapped in by REPLACE PARTITION. A reader on its own connection, reading
+    after every statement of the replacement, sees the old total or the new one, nothing else."""
+    events = random_events(2000, hours=1)
+    p = _loaded(tmp_path, events, ch_warehouse)
+    p.run(start=T0, end=T0 + timedelta(hours=1))
+    wh = p.warehouse
+    total = lambda: wh.concurrent_fetch("SELECT sum(events) FROM by_topic").rows[0][0]  # noqa: E731
+    n0 = total()
+    assert n0 == reference_by_topic(events, T0, T0 + timedelta(hours=1))["events"].sum()
+    seen, orig = [], wh.execute
+
+    def spy(sql, params=None):
+        n = orig(sql, params)
+        seen.append(total())
+        return n
+
+    wh.execute = spy
+    [r] = p.run(start=T0, end=T0 + timedelta(hours=1))
+    wh.execute = orig
+    assert r.status == "ok" and len(seen) >= 4 and set(seen) == {n0}
+    assert not [t for t in wh.table_names() if t.startswith("_em_stage")]  # the staging table is gone

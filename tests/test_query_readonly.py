@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import events_config, write_project
-from eventmart import Project
+from eventmart import Project, UserError
 from eventmart.server.serve import Server
 from helpers import random_events, write_events_csv
 
@@ -126,3 +126,35 @@ def test_the_library_can_read_then_write_with_one_project(tmp_path):
         assert p.query("select count(*) from events").rows[0][0] == 200
         assert p.ingest("events").loaded == 5  # the read-only handle gives way to a writing one
         assert p.query("select count(*) from events").rows[0][0] == 205
+
+
+CH_ATTACKS = [
+    ("SELECT * FROM file('/etc/passwd', 'LineAsString')", "is not a table of the warehouse"),
+    ("SELECT * FROM url('http://127.0.0.1:9/x', 'CSV')", "is not a table of the warehouse"),
+    ("SELECT * FROM remote('127.0.0.1', system.one)", "is not a table of the warehouse"),
+    ("SELECT name FROM system.users", "outside the warehouse's schema"),
+    ("INSERT INTO FUNCTION file('out.csv', 'CSV') SELECT 1", "is not a read"),
+    ("SELECT 1 SETTINGS readonly = 0", "readonly"),
+    ("ALTER TABLE events DELETE WHERE 1", "is not a read"),
+    ("OPTIMIZE TABLE events FINAL", ""),
+]
+
+
+def test_clickhouse_refuses_writes_files_and_settings(tmp_path, ch_warehouse):
+    d = fixture_project(tmp_path, ch_warehouse)
+    before = counts(d)
+    # DuckDB's attacks are refused too, some as text ClickHouse's parser does not take (in-process: each CLI run
+    # opens the engine anew); the ClickHouse-specific ones also through the console script
+    with Project.load(d) as p:
+        for sql, needle in [(a, "") for a, _ in ATTACKS] + CH_ATTACKS:
+            with pytest.raises(UserError) as e:
+                p.query(sql)
+            assert needle in str(e.value) and "\n" not in str(e.value), (sql, str(e.value))
+    for sql, needle in CH_ATTACKS[:3]:
+        r = em(d, "query", sql)
+        assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert counts(d) == before
+    assert not (Path.cwd() / "out.csv").exists() and not (tmp_path / "out.csv").exists()
+    r = em(d, "query", "select topic, count(*) as n from events group by topic order by n desc, topic limit 2",
+           "--format", "csv")
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 3, r.stdout + r.stderr

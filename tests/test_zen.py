@@ -15,6 +15,14 @@ from eventmart import Project
 from eventmart.examples.zen import COLUMNS, calibrated_events, read_real, scaled_events
 
 
+def real_rows() -> list[tuple[str, ...]]:
+    """The real dash_visits as CSV text rows, sorted."""
+    real = read_real()
+    cols = ["item_topic", "source_topic", "age_segment", "dt", "visits"]
+    return sorted((a, b, c, t.strftime("%Y-%m-%d %H:%M:%S"), str(v))
+                  for a, b, c, t, v in zip(*(real[k].to_pylist() for k in cols), strict=True))
+
+
 def test_demo_reproduces_the_real_dash_visits(tmp_path: Path):
     d = tmp_path / "zen"
     r = subprocess.run([sys.executable, "-m", "eventmart", "demo", "zen", str(d), "--no-serve"],
@@ -29,11 +37,7 @@ def test_demo_reproduces_the_real_dash_visits(tmp_path: Path):
                         "from dash_visits", "--format", "csv", "-p", str(d)], capture_output=True, text=True)
     assert q.returncode == 0, q.stderr
     got = sorted(tuple(row) for row in list(csv.reader(io.StringIO(q.stdout)))[1:])
-    real = read_real()
-    want = sorted(
-        (a, b, c, t.strftime("%Y-%m-%d %H:%M:%S"), str(v))
-        for a, b, c, t, v in zip(*(real[k].to_pylist() for k in ["item_topic", "source_topic", "age_segment", "dt", "visits"]), strict=True)
-    )
+    want = real_rows()
     assert len(want) == 30_745 and got == want
     with Project.load(d) as p:
         cols = p.query("SELECT * FROM dash_engagement LIMIT 0").columns
@@ -71,3 +75,23 @@ def test_scaled_log_keeps_the_real_mix():
         assert abs(got[a] - want[a]) < 0.01
     days = pc.floor(pc.divide(t["ts"], 86_400_000))
     assert len(pc.unique(days)) == 2
+
+
+def test_demo_on_clickhouse_gives_the_same_marts(tmp_path: Path):
+    """`eventmart demo zen DIR --engine clickhouse`, the installed console script: the same dash_visits, row for
+    row, from embedded chDB."""
+    d = tmp_path / "zen-ch"
+    exe = str(Path(sys.executable).parent / "eventmart")
+    r = subprocess.run([exe, "demo", "zen", str(d), "--engine", "clickhouse", "--no-serve"], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    assert "type: clickhouse" in (d / "eventmart.yml").read_text()
+    assert "310,207 loaded, 0 duplicate, 0 rejected" in r.stdout
+    q = subprocess.run([exe, "query", "select item_topic, source_topic, age_segment, toString(dt) as dt, visits "
+                        "from dash_visits", "--format", "csv", "-p", str(d)], capture_output=True, text=True)
+    assert q.returncode == 0, q.stderr
+    got = sorted(tuple(row) for row in list(csv.reader(io.StringIO(q.stdout)))[1:])
+    want = real_rows()
+    assert len(want) == 30_745 and got == want
+    s = subprocess.run([exe, "status", "-p", str(d)], capture_output=True, text=True)
+    assert s.returncode == 0 and "none" in s.stdout, s.stdout + s.stderr

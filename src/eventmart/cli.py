@@ -66,7 +66,6 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
 def _load(project: Path, local: bool = False) -> Project:
     """The project; while `eventmart serve` owns its embedded warehouse, a proxy that asks the server."""
     from .project import Project
-
     from .warehouse import single_writer
 
     p = Project.load(project)
@@ -571,7 +570,9 @@ def _jsonable(v: Any) -> Any:
 
 
 @app.command()
-def check(project: ProjectOpt = Path(".")) -> None:
+def check(project: ProjectOpt = Path("."),
+          sql: Annotated[bool, typer.Option("--sql", help="Also print the DDL of the raw tables and marts.")] = False,
+          ) -> None:
     """Check the project without writing anything: the file, every mart, dashboard, report and alert rule,
     the warehouse and the sources. Lists every problem with its file:line; exit 2 if there is any."""
     from .errors import ProjectError
@@ -584,6 +585,11 @@ def check(project: ProjectOpt = Path(".")) -> None:
         raise UserError(f"{len(getattr(e, 'problems', [e]))} problem(s) in the project file") from None
     with p:
         problems, done = p.check()
+        if sql and not problems:
+            for table, statements in p.ddl():
+                out.print(f"-- {table}", markup=False)
+                for st in statements:
+                    out.print(st + ";", markup=False, soft_wrap=True)
     for line in problems:
         err.print(line, markup=False, soft_wrap=True)
     if problems:
@@ -667,6 +673,8 @@ def demo(
                                            "30).")] = 0,
     serve: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve the dashboard afterwards.")] = True,
     port: Annotated[int, typer.Option(help="Port to serve on.")] = 8050,
+    engine: Annotated[str, typer.Option(help="Warehouse: duckdb (a file), clickhouse (embedded chDB) or postgres "
+                                             "($EVENTMART_PG_URL).")] = "duckdb",
 ) -> None:
     """Create a bundled example project, generate its data, ingest it, build its marts and serve it.
 
@@ -679,7 +687,8 @@ def demo(
     """
     from .examples import run_demo
 
-    run_demo(example, directory, scale=scale, days=days, say=lambda m: out.print(m, markup=False), exe=_exe())
+    run_demo(example, directory, scale=scale, days=days, say=lambda m: out.print(m, markup=False), exe=_exe(),
+             engine=engine)
     if serve:
         _serve(directory, "127.0.0.1", port)
 

@@ -340,11 +340,25 @@ class Dashboard(Strict):
 
 
 class Warehouse(Strict):
-    type: Literal["duckdb", "postgres"] = "duckdb"
-    path: str = "warehouse.duckdb"  # duckdb: file in the project folder
-    url: str | None = None  # postgres: default from $EVENTMART_PG_URL
+    type: Literal["duckdb", "postgres", "clickhouse"] = "duckdb"
+    path: str = ""  # duckdb: its file in the project folder; clickhouse without url: chDB's folder
+    url: str | None = None  # postgres: default from $EVENTMART_PG_URL; clickhouse: a server (default: embedded)
     schema_: str | None = Field(default=None, alias="schema")  # postgres schema (default: public)
     read_url: str | None = None  # postgres: a read-only role for `eventmart query` (default: url, read-only)
+    database: str | None = None  # clickhouse: the database (default: the URL's, else `default`)
+    cluster: str | None = None  # clickhouse server: a cluster name; tables are Replicated, reads Distributed
+
+    @model_validator(mode="after")
+    def _defaults(self) -> Warehouse:
+        if not self.path:
+            self.path = "warehouse.chdb" if self.type == "clickhouse" else "warehouse.duckdb"
+        if self.cluster and (self.type != "clickhouse" or not self.url):
+            raise _at("cluster", "a cluster is a ClickHouse server setting (type: clickhouse with url:)")
+        if self.database is not None and self.type != "clickhouse":
+            raise _at("database", "database is a ClickHouse setting; PostgreSQL takes it in the URL")
+        if self.database is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.database):
+            raise _at("database", f"'{self.database}' is not a plain name (letters, digits, _)")
+        return self
 
 
 class Channel(Strict):

@@ -70,8 +70,10 @@ def marts_reading(cfg, source: str) -> list[str]:
 # --- compiling declarative marts --------------------------------------------------------------
 
 
-def compile_mart(wh: Warehouse, name: str, mart: Mart, sources: dict[str, Source]) -> tuple[str, list[str]]:
-    """SQL that computes one window of the mart (placeholders start/end), and its output columns in order."""
+def compile_mart(wh: Warehouse, name: str, mart: Mart, sources: dict[str, Source],
+                 source_sql: str | None = None) -> tuple[str, list[str]]:
+    """SQL that computes one window of the mart (placeholders start/end), and its output columns in order.
+    ``source_sql``: a table expression to read instead of the source's raw table."""
     if mart.sql is not None:
         return mart.sql, []
     src = sources[mart.from_]  # checked at load
@@ -107,7 +109,8 @@ def compile_mart(wh: Warehouse, name: str, mart: Mart, sources: dict[str, Source
         order.append(m)
     select = ", ".join(f"{exprs[c]} AS {q(c)}" for c in order)
     sql = (
-        f"SELECT {select} FROM {q(mart.from_)} WHERE {q('_time')} >= {{{{ start }}}} AND {q('_time')} < {{{{ end }}}} "
+        f"SELECT {select} FROM {source_sql or q(mart.from_)} WHERE {q('_time')} >= {{{{ start }}}} "
+        f"AND {q('_time')} < {{{{ end }}}} "
         f"GROUP BY {', '.join(group)}"
     )
     return sql, order

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import re
 import threading
 from collections.abc import Callable
@@ -50,6 +51,11 @@ def _time(t: datetime | str | None, what: str) -> datetime | None:
     if t is None or isinstance(t, datetime):
         return t
     return parse_time(t, what)
+
+
+def _empty_select(wh: Warehouse, columns: list[tuple[str, str]]) -> str:
+    """A query with these columns and types and no rows."""
+    return "SELECT " + ", ".join(f"CAST(NULL AS {t}) AS {wh.q(c)}" for c, t in columns) + " WHERE 1 = 0"
 
 
 class Project:
@@ -156,7 +162,9 @@ class Project:
         from .sources.ingest import undo_ingest
 
         marts = {s: marts_reading(self.config, s) for s in self.config.sources}
-        return undo_ingest(self.warehouse, int(ingest_id), marts)
+        # windows start on grain boundaries (local midnights: whole quarter hours in every zone)
+        step = math.gcd(900, *(m.grain_seconds for m in self.config.marts.values()))
+        return undo_ingest(self.warehouse, int(ingest_id), marts, step)
 
     @_locked
     def rejects(self, source: str, limit: int | None = None) -> QueryResult:
@@ -244,6 +252,33 @@ class Project:
         from .check import check_project
 
         return check_project(self)
+
+    def ddl(self) -> list[tuple[str, list[str]]]:
+        """(table, the statements that create it) for every source's raw table and every mart, as this warehouse
+        would run them; nothing is written. A mart whose source has not been loaded yet is described from the
+        declared columns."""
+        from .marts import compile_mart
+        from .sources.ingest import raw_columns, raw_layout
+
+        wh = self.warehouse_for_reading()
+        out = []
+        for name, src in self.config.sources.items():
+            dims = [d.name for m in self.config.marts.values() if m.from_ == name for d in m.dimensions]
+            out.append((name, wh.table_ddl(name, raw_columns(wh, src), src.key, raw_layout(src, dims))))
+        epoch = {"start": datetime(1970, 1, 1), "end": datetime(1970, 1, 1)}
+        runner = MartRunner(wh, self.config.marts, self.config.sources)  # on the reading handle
+        for name, mart in self.config.marts.items():
+            sql, _ = runner.compiled(name)
+            src = mart.from_
+            if src and mart.sql is None and wh.table_columns(src) is None:  # not loaded: an empty stand-in
+                empty = f"({_empty_select(wh, raw_columns(wh, self.config.sources[src]))}) AS e"
+                sql, _ = compile_mart(wh, name, mart, self.config.sources, empty)
+            select = sql if mart.sql is None else f"SELECT * FROM ({sql}) AS s"
+            try:
+                out.append((name, wh.table_as_ddl(name, select, epoch, runner.layout(name))))
+            except wh.errors as e:  # a SQL mart reading tables that are not loaded yet
+                out.append((name, [f"-- not yet: {str(e).strip().splitlines()[0][:200]}"]))
+        return out
 
     @_locked
     def query(self, sql: str) -> QueryResult:

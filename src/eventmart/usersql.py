@@ -10,6 +10,8 @@ connection of its own inside a read-only transaction that is rolled back (see th
 
 from __future__ import annotations
 
+import logging
+
 import sqlglot
 from sqlglot import exp
 
@@ -37,10 +39,14 @@ def _fn_name(node: exp.Expression) -> str:
 def check_read(sql: str, dialect: str, tables: set[str], schema: str | None = None) -> None:
     """Raise :class:`UserError` unless ``sql`` is one read of ``tables`` (names in the warehouse's schema)."""
     what = "eventmart query runs one read-only statement (SELECT, DESCRIBE or SHOW) on the warehouse's tables"
+    log = logging.getLogger("sqlglot")
+    level, log.level = log.level, logging.ERROR  # its "falling back to a Command" warning is not for the user
     try:
         statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
     except sqlglot.errors.ParseError as e:
         raise UserError(f"query: cannot parse it ({str(e).splitlines()[0][:160]}); {what}") from None
+    finally:
+        log.level = level
     if len(statements) != 1:
         raise UserError(f"query: {len(statements)} statements given; {what}")
     (st,) = statements

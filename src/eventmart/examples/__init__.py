@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,16 +13,28 @@ from ..errors import UserError
 
 HERE = Path(__file__).parent
 EXAMPLES = ("zen", "feed")
+# the warehouse section of an example for each engine (`eventmart demo … --engine`)
+ENGINES = {
+    "duckdb": None,  # as shipped
+    "clickhouse": "warehouse:\n  type: clickhouse          # embedded chDB in this folder; `url: ${EVENTMART_CH_URL}` "
+                  "for a server\n  path: warehouse.chdb\n",
+    "postgres": "warehouse:\n  type: postgres\n  url: ${EVENTMART_PG_URL}\n",
+}
 
 
-def init_example(example: str, directory: Path) -> Path:
+def init_example(example: str, directory: Path, engine: str = "duckdb") -> Path:
     if example not in EXAMPLES:
         raise UserError(f"unknown example '{example}'; available: {', '.join(EXAMPLES)}")
+    if engine not in ENGINES:
+        raise UserError(f"unknown engine '{engine}'; available: {', '.join(ENGINES)}")
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / "eventmart.yml"
     if target.exists():
         raise UserError(f"{target}: a project file exists already; choose an empty folder")
-    shutil.copyfile(HERE / example / "eventmart.yml", target)
+    text = (HERE / example / "eventmart.yml").read_text(encoding="utf-8")
+    if ENGINES[engine]:
+        text = re.sub(r"^warehouse:\n(?:[ \t]+.*\n)+", ENGINES[engine], text, count=1, flags=re.M)
+    target.write_text(text, encoding="utf-8")
     (directory / "data").mkdir(exist_ok=True)
     return target
 
@@ -65,13 +77,13 @@ def generate_feed(directory: Path, scale: float = 1.0, days: int = 30) -> list[P
 
 
 def run_demo(example: str, directory: Path, scale: float = 1.0, days: int = 0,
-             say: Callable[[str], None] = print, exe: str = "eventmart") -> None:
+             say: Callable[[str], None] = print, exe: str = "eventmart", engine: str = "duckdb") -> None:
     from ..project import Project
 
     if example not in EXAMPLES:
         raise UserError(f"unknown example '{example}'; available: {', '.join(EXAMPLES)}")
     if not (directory / "eventmart.yml").exists():
-        init_example(example, directory)
+        init_example(example, directory, engine)
     paths = [generate_zen(directory, scale, days)] if example == "zen" else generate_feed(directory, scale, days)
     for path in paths:
         say(f"generated {path}")

@@ -698,10 +698,11 @@ class UndoResult:
                 f"removed; windows to recompute: {w} (eventmart backfill)")
 
 
-def undo_ingest(wh: Warehouse, ingest: int, marts: dict[str, list[str]]) -> UndoResult:
+def undo_ingest(wh: Warehouse, ingest: int, marts: dict[str, list[str]], step: int = 60) -> UndoResult:
     """Remove exactly the rows of one ingest, mark the mart windows they were in as stale; one transaction.
 
-    ``marts``: source -> the marts that read it."""
+    ``marts``: source -> the marts that read it; ``step``: seconds that divide every window boundary of theirs
+    (the load's event times are looked at to that precision)."""
     from ..ledger import invalidate
 
     if wh.table_columns(INGESTS) is None:
@@ -723,9 +724,11 @@ def undo_ingest(wh: Warehouse, ingest: int, marts: dict[str, list[str]]) -> Undo
         wh.lock(f"source:{source}")
         windows = {}
         raw = wh.q(source)
+        # which mart windows held the load's rows: their times floored to a step that no boundary falls inside
+        times = [r[0] for r in wh.fetch(f"SELECT DISTINCT {wh.bucket_sql('_time', step)} FROM {raw} "
+                                        "WHERE _ingest = {{ i }}", {"i": ingest}).rows] if marts.get(source) else []
         for mart in marts.get(source, []):
-            windows[mart] = invalidate(wh, mart, f"EXISTS (SELECT 1 FROM {raw} r WHERE r._ingest = {{{{ i }}}} AND "
-                                                 "r._time >= window_start AND r._time < window_end)", {"i": ingest})
+            windows[mart] = invalidate(wh, mart, times)
         rows = wh.delete_rows(source, "_ingest = {{ i }}", {"i": ingest})
         rejects = wh.delete_rows(source + "_rejects", "ingest = {{ i }}", {"i": ingest})
         wh.execute(f"DELETE FROM {wh.q(FILES)} WHERE ingest = {{{{ i }}}}", {"i": ingest})

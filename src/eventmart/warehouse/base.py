@@ -37,6 +37,17 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def keep_verified(tmp: Path, target: Path, got: dict[str, int], want: dict[str, int]) -> dict[str, int]:
+    """A backup written to ``tmp`` becomes ``target`` only if restoring it gave the warehouse's row counts."""
+    if got != want:
+        tmp.unlink(missing_ok=True)
+        from ..errors import UserError
+
+        raise UserError(f"backup {target.name} failed verification: restored row counts {got} != {want}")
+    tmp.rename(target)
+    return want
+
+
 class RowsOutsideWindow(Exception):  # noqa: N818 - a condition the caller turns into a user error
     """A query meant to fill a window returned rows outside it; nothing was replaced."""
 
@@ -125,17 +136,31 @@ class Warehouse(ABC):
     def local_date_sql(self, expr: str, tz: str) -> str:
         """SQL for the local date in zone ``tz`` of the naive-UTC timestamp ``expr`` (tz already validated)."""
 
+    def table_ddl(
+        self, name: str, columns: Sequence[tuple[str, str]], primary_key: Sequence[str] = (),
+        layout: TableLayout | None = None,
+    ) -> list[str]:
+        """The statements that create table ``name`` (``eventmart check --sql`` prints them)."""
+        cols = ", ".join(f"{self.q(c)} {t}" for c, t in columns)
+        return [f"CREATE TABLE IF NOT EXISTS {self.q(name)} ({cols})"]
+
     def create_table(
         self, name: str, columns: Sequence[tuple[str, str]], primary_key: Sequence[str] = (),
         layout: TableLayout | None = None,
     ) -> None:
-        cols = ", ".join(f"{self.q(c)} {t}" for c, t in columns)
-        self.execute(f"CREATE TABLE IF NOT EXISTS {self.q(name)} ({cols})")
+        for sql in self.table_ddl(name, columns, primary_key, layout):
+            self.execute(sql)
+
+    def table_as_ddl(self, name: str, select_sql: str, params: dict[str, Any],
+                     layout: TableLayout | None = None) -> list[str]:
+        """The statements that create ``name`` with the columns (and types) of ``select_sql``, empty (they may
+        contain ``{{ }}`` parameters of ``params``)."""
+        return [f"CREATE TABLE {self.q(name)} AS SELECT * FROM ({select_sql}) AS s LIMIT 0"]
 
     def create_table_as(self, name: str, select_sql: str, params: dict[str, Any],
                         layout: TableLayout | None = None) -> None:
-        """Create ``name`` with the columns (and types) of ``select_sql``, empty."""
-        self.execute(f"CREATE TABLE {self.q(name)} AS SELECT * FROM ({select_sql}) AS s LIMIT 0", params)
+        for sql in self.table_as_ddl(name, select_sql, params, layout):
+            self.execute(sql, params)
 
     def drop_table(self, name: str) -> None:
         self.execute(f"DROP TABLE IF EXISTS {self.q(name)}")

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 from ..errors import UserError
-from .base import PARAM_RE, QueryResult, Warehouse, quote_ident
+from .base import PARAM_RE, QueryResult, Warehouse, keep_verified, quote_ident
 
 _TYPES = {
     "string": "VARCHAR",
@@ -227,11 +227,7 @@ class DuckDBWarehouse(Warehouse):
                 got = _counts(c)
             finally:
                 c.close()
-        if got != want:
-            tmp.unlink(missing_ok=True)
-            raise UserError(f"backup {target.name} failed verification: restored row counts {got} != {want}")
-        tmp.rename(target)
-        return want
+        return keep_verified(tmp, target, got, want)
 
     @staticmethod
     def restore_file(warehouse_file: Path, path: Path) -> str:

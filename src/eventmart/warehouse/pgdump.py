@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from ..errors import UserError
+from .base import keep_verified
 
 
 def _pg_tool(name: str) -> str:
@@ -106,11 +107,7 @@ def backup(wh, target: Path) -> dict[str, int]:
             got = _pg_counts(c, wh.schema)
     finally:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch)))
-    if got != want:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"backup {target.name} failed verification: restored row counts differ")
-    tmp.rename(target)
-    return want
+    return keep_verified(tmp, target, got, want)
 
 
 def restore(wh, path: Path) -> None:

@@ -174,10 +174,10 @@ class PostgresWarehouse(Warehouse):
     def bucket_sql(self, expr: str, grain_seconds: int) -> str:
         return f"date_bin(INTERVAL '{grain_seconds} seconds', {expr}, TIMESTAMP '2000-01-01')"
 
-    def create_table(self, name, columns, primary_key=(), layout=None) -> None:
+    def table_ddl(self, name, columns, primary_key=(), layout=None) -> list[str]:
         cols = ", ".join(f"{self.q(c)} {t}" for c, t in columns)
         pk = f", PRIMARY KEY ({', '.join(self.q(c) for c in primary_key)})" if primary_key else ""
-        self.execute(f"CREATE TABLE IF NOT EXISTS {self.q(name)} ({cols}{pk})")
+        return [f"CREATE TABLE IF NOT EXISTS {self.q(name)} ({cols}{pk})"]
 
     # --- ingest: validated rows go from the DuckDB stage to PostgreSQL by COPY (CSV text) -------
     def staging(self) -> duckdb.DuckDBPyConnection:

@@ -1,0 +1,549 @@
+"""ClickHouse warehouse: embedded chDB (a folder in the project: the default for ``type: clickhouse``) or a server
+over HTTP (``url:``). One adapter and one SQL for both: clickhouse-connect drives either transport.
+
+Tables are MergeTree, designed for ClickHouse rather than translated:
+- raw events ordered by time, partitioned by month, a min/max index on the key, low-cardinality text for the
+  columns marts group by;
+- marts ordered by (time, dimensions) and partitioned by day (by month for daily marts), so a window is replaced
+  with ``REPLACE PARTITION`` from a staging table: atomic per partition, no mutation, and a reader sees a
+  partition's old rows or its new ones, never a mix;
+- eventmart's own small tables (ledger, ingest log, alert state) allow lightweight UPDATE/DELETE.
+There are no multi-statement transactions (``transactional`` is False): every write is atomic on its own and
+ordered so that a rerun after a crash converges — a window is replaced before its ledger row says ok; a loaded
+chunk is skipped by key when read again.
+
+Dedup by key without unique constraints: a chunk's rows go to a scratch table first and only those whose key is
+not yet in the raw table are inserted — an anti-join limited to the chunk's key range, which the key's min/max
+index turns into a read of the parts that can hold it. For keys that grow with time (event ids) that is the
+newest parts; random keys (UUIDs) cost a read of the key column per chunk, growing with the raw table.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+import tarfile
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import UserError
+from .base import PARAM_RE, QueryResult, RowsOutsideWindow, TableLayout, Warehouse, keep_verified
+
+if TYPE_CHECKING:
+    import duckdb
+    import pyarrow as pa
+
+    from ..config import Warehouse as WarehouseConfig
+
+_TYPES = {
+    "string": "String",
+    "int": "Int64",
+    "float": "Float64",
+    "bool": "Bool",
+    "timestamp": "DateTime64(6, 'UTC')",
+    "date": "Date32",
+}
+_BACK = {"String": "string", "Int64": "int", "Float64": "float", "Bool": "bool", "Date32": "date", "Date": "date"}
+
+# every session: SQL semantics where ClickHouse's defaults differ from the other engines'
+SETTINGS = {
+    "session_timezone": "UTC",
+    "aggregate_functions_null_for_empty": 1,  # sum() over no rows is NULL, as in SQL
+    "join_use_nulls": 1,  # an outer join's missing side is NULL, not the type's default
+    "transform_null_in": 1,  # NULL keys compare equal in IN: nullable keys deduplicate
+    "prefer_column_name_to_alias": 1,  # `ts` means the column ts even if the SELECT names a bucket ts
+    "max_partitions_per_insert_block": 0,  # a long window spans many daily partitions
+    "mutations_sync": 2,  # ALTER … MODIFY COLUMN returns when it is done
+}
+# MergeTree settings for eventmart's own bookkeeping tables (lightweight UPDATE) and nullable sorting keys
+_TABLE_SETTINGS = "allow_nullable_key = 1, enable_block_number_column = 1, enable_block_offset_column = 1"
+_PARTITION = {"day": "toYYYYMMDD({})", "month": "toYYYYMM({})"}
+_SAFE_PART = re.compile(r"^[0-9A-Za-z_-]+$")
+SEQUENCES = "_eventmart_sequences"
+
+
+def _param_type(v: Any) -> str:
+    if v is None:
+        return "Nullable(String)"
+    if isinstance(v, bool):
+        return "Bool"
+    if isinstance(v, int):
+        return "Int64"
+    if isinstance(v, float):
+        return "Float64"
+    if isinstance(v, datetime):
+        return "DateTime64(6)"
+    if isinstance(v, date):
+        return "Date32"
+    if isinstance(v, str):
+        return "String"
+    if isinstance(v, (list, tuple)):
+        return "Array(String)"
+    raise TypeError(f"no ClickHouse type for a parameter of type {type(v).__name__}")
+
+
+def _prepare(sql: str, params: dict[str, Any] | None) -> tuple[str, dict[str, Any] | None]:
+    """``{{ name }}`` → ClickHouse's typed server-side parameter ``{name:Type}``: values never become SQL text."""
+    if not params:
+        if PARAM_RE.search(sql):
+            raise KeyError(f"no value for parameter(s) {PARAM_RE.findall(sql)}")
+        return sql, None
+    used = set(PARAM_RE.findall(sql))
+    out = {k: ([str(x) for x in v] if isinstance(v, (list, tuple)) else v) for k, v in params.items() if k in used}
+    return PARAM_RE.sub(lambda m: "{" + m.group(1) + ":" + _param_type(params[m.group(1)]) + "}", sql), out
+
+
+def _unwrap(t: str) -> str:
+    while True:
+        m = re.fullmatch(r"(?:Nullable|LowCardinality)\((.*)\)", t)
+        if not m:
+            return t
+        t = m.group(1)
+
+
+def _nullable(t: str) -> str:
+    return t if t.startswith(("Nullable(", "LowCardinality(")) else f"Nullable({t})"
+
+
+def _stored(t: str, low_cardinality: bool) -> str:
+    """A query result's type as a table column: counts signed (UInt64 would wrap on subtraction), text dimensions
+    low-cardinality."""
+    inner = _unwrap(t)
+    nullable = "Nullable(" in t
+    if re.fullmatch(r"U?Int(8|16|32|64)", inner):
+        inner = "Int64"
+    if inner.startswith("DateTime64"):
+        inner = "DateTime64(6, 'UTC')"
+    elif inner.startswith("DateTime"):
+        inner = "DateTime('UTC')"
+    out = f"Nullable({inner})" if nullable else inner
+    if low_cardinality and inner == "String":
+        out = f"LowCardinality({out})"
+    return out
+
+
+# the client logs what it then raises; the exception is what reaches the user (once, in one line)
+logging.getLogger("clickhouse_connect").setLevel(logging.CRITICAL)
+
+
+def redact(url: str) -> str:
+    """A server URL without its credentials, for messages."""
+    return re.sub(r"//[^/@]*@", "//", url)
+
+
+def open_clickhouse(cfg: WarehouseConfig, project_dir: Path, read_only: bool = False) -> ClickHouseWarehouse:
+    if cfg.url:
+        return ClickHouseWarehouse(url=cfg.url, database=cfg.database, cluster=cfg.cluster, read_only=read_only)
+    return ClickHouseWarehouse(path=project_dir / cfg.path, database=cfg.database, read_only=read_only)
+
+
+class ClickHouseWarehouse(Warehouse):
+    dialect = "clickhouse"
+    transactional = False
+    backup_suffix = "chbackup"
+    table_exists_sql = "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = {{ t }}"
+
+    def __init__(self, path: Path | None = None, url: str | None = None, database: str | None = None,
+                 cluster: str | None = None, read_only: bool = False):
+        import duckdb
+
+        try:
+            from clickhouse_connect.driver import exceptions
+            if url is None:
+                import chdb  # noqa: F401  (the embedded engine)
+        except ImportError:
+            raise UserError("a ClickHouse warehouse needs the clickhouse extra: pip install 'eventmart[clickhouse]' "
+                            "(clickhouse-connect, and chdb for the embedded engine)") from None
+
+        self.errors = (exceptions.Error, duckdb.Error)
+        self.path, self.url, self.cluster, self.read_only = path, url, cluster, read_only
+        self._db_name = database
+        self._local = threading.local()
+        self._readers: list[Any] = []
+        self._stage: duckdb.DuckDBPyConnection | None = None
+        self._seq_lock = threading.Lock()
+        self.client = self._connect()
+        self.database = database or self.client.database or "default"
+        if self.client.database != self.database:
+            # the warehouse's database is created on first use, like PostgreSQL's schema (metadata only, so even
+            # a reader may create it)
+            self.client.command(f"CREATE DATABASE IF NOT EXISTS {self.q(self.database)}")
+            self.client.database = self.database
+
+    def _connect(self):
+        import clickhouse_connect
+        from clickhouse_connect.driver import exceptions
+
+        try:
+            if self.url:
+                # no session: every query stands alone (nothing of eventmart needs server-side session state)
+                return clickhouse_connect.get_client(dsn=self.url, settings=SETTINGS, autogenerate_session_id=False)
+            self.path.mkdir(parents=True, exist_ok=True)
+            return clickhouse_connect.get_client(dsn=f"chdb://{self.path}", settings=SETTINGS)
+        except exceptions.Error as e:
+            where = redact(self.url) if self.url else str(self.path)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if self.url:
+                first = first.replace(self.url, where)
+            if "already initialized with path" in first or "Cannot lock file" in first:
+                raise UserError(f"{where}: the warehouse is in use by another eventmart process (chDB opens one "
+                                "folder per process); stop it or wait for it") from None
+            errno = re.search(r"\[Errno -?\d+\] ([^\"')]+)", first)
+            if errno:  # the network said no: say what, without the driver's retry story
+                raise UserError(f"cannot reach the ClickHouse server at {where} ({errno.group(1).strip()}); check "
+                                "warehouse.url and that the server runs") from None
+            raise UserError(f"cannot open the ClickHouse warehouse at {where}: {first[:300]}; check warehouse.url "
+                            "and that the server runs") from None
+
+    # --- statements ------------------------------------------------------------------------------
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> int:
+        text, p = _prepare(sql, params)
+        self.client.command(text, parameters=p)
+        return -1  # ClickHouse does not report affected rows the same way; operations below count themselves
+
+    def fetch(self, sql: str, params: dict[str, Any] | None = None) -> QueryResult:
+        text, p = _prepare(sql, params)
+        res = self.client.query(text, parameters=p)
+        return QueryResult(list(res.column_names), [tuple(r) for r in res.result_rows])
+
+    def fetch_arrow(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
+        import pyarrow as pa
+
+        res = self.fetch(sql, params)
+        return pa.table({c: [r[i] for r in res.rows] for i, c in enumerate(res.columns)})
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        yield  # each statement is atomic on its own (see the module's docstring)
+
+    def read_only_query(self, sql: str) -> QueryResult:
+        # readonly=1: the engine refuses writes and setting changes for this query, whatever the text says
+        res = self.client.query(sql, settings={"readonly": 1})
+        return QueryResult(list(res.column_names), [tuple(r) for r in res.result_rows])
+
+    def table_names(self) -> list[str]:
+        return [r[0] for r in self.fetch("SELECT name FROM system.tables WHERE database = currentDatabase() "
+                                         "ORDER BY name").rows]
+
+    # --- schema ----------------------------------------------------------------------------------
+    def table_columns(self, name: str) -> list[str] | None:
+        rows = self.fetch("SELECT name FROM system.columns WHERE database = currentDatabase() AND table = {{ t }} "
+                          "ORDER BY position", {"t": name}).rows
+        return [r[0] for r in rows] or None
+
+    def column_types(self, name: str) -> dict[str, str]:
+        rows = self.fetch("SELECT name, type FROM system.columns WHERE database = currentDatabase() AND table = {{ t }} "
+                          "ORDER BY position", {"t": name}).rows
+        out = {}
+        for c, t in rows:
+            inner = _unwrap(t)
+            out[c] = "timestamp" if inner.startswith("DateTime") else _BACK.get(inner, t)
+        return out
+
+    def type_name(self, t: str) -> str:
+        return f"Nullable({_TYPES[t]})"
+
+    def alter_column_type(self, table: str, column: str, t: str) -> None:
+        self.execute(f"ALTER TABLE {self.q(table)}{self._on_cluster()} MODIFY COLUMN {self.q(column)} "
+                     f"{self.type_name(t)}")
+
+    def add_column(self, table: str, column: str, t: str) -> None:
+        self.execute(f"ALTER TABLE {self.q(table)}{self._on_cluster()} ADD COLUMN IF NOT EXISTS {self.q(column)} "
+                     f"{self.type_name(t)}")
+
+    def _on_cluster(self) -> str:
+        return f" ON CLUSTER {self.q(self.cluster)}" if self.cluster else ""
+
+    def _engine(self, layout: TableLayout | None) -> str:
+        # on a cluster every table is replicated (one shard: see the README); ZooKeeper paths from the macros
+        family = "ReplicatedMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')" \
+            if self.cluster else "MergeTree"
+        if layout is None or not layout.order_by:
+            return f"ENGINE = {family} ORDER BY tuple() SETTINGS {_TABLE_SETTINGS}"
+        part = ""
+        if layout.partition and layout.time_column:
+            part = " PARTITION BY " + _PARTITION[layout.partition].format(self.q(layout.time_column))
+        order = ", ".join(self.q(c) for c in layout.order_by)
+        return f"ENGINE = {family}{part} ORDER BY ({order}) SETTINGS {_TABLE_SETTINGS}"
+
+    def _create(self, name: str, cols: list[tuple[str, str]], layout: TableLayout | None,
+                extra: Sequence[str] = ()) -> list[str]:
+        body = ", ".join([*(f"{self.q(c)} {t}" for c, t in cols), *extra])
+        out = [f"CREATE TABLE IF NOT EXISTS {self.q(name)}{self._on_cluster()} ({body}) {self._engine(layout)}"]
+        if self.cluster:  # reads spread over the replicas (BI tools; eventmart reads the replicated table itself)
+            out.append(f"CREATE TABLE IF NOT EXISTS {self.q(name + '_dist')}{self._on_cluster()} AS {self.q(name)} "
+                       f"ENGINE = Distributed({self.q(self.cluster)}, {self.q(self.database)}, {self.q(name)}, rand())")
+        return out
+
+    def table_ddl(self, name, columns, primary_key=(), layout=None) -> list[str]:
+        low = set(layout.low_cardinality) if layout else set()
+        cols = []
+        for c, t in columns:
+            if layout is not None and c == layout.time_column:
+                t = _unwrap(t)  # the sorting and partition key is never NULL
+            elif c in low and _unwrap(t) == "String":
+                t = f"LowCardinality({t})"
+            cols.append((c, t))
+        # the key's min/max per granule: the dedup anti-join reads only the parts whose keys can match
+        index = [f"INDEX {self.q('_em_key_' + k)} {self.q(k)} TYPE minmax GRANULARITY 1" for k in primary_key[:1]]
+        return self._create(name, cols, layout, index)
+
+    def table_as_ddl(self, name, select_sql, params, layout=None) -> list[str]:
+        text, p = _prepare(f"DESCRIBE TABLE (SELECT * FROM ({select_sql}) AS s LIMIT 0)", params)
+        described = [(r[0], r[1]) for r in self.client.query(text, parameters=p).result_rows]
+        low = set(layout.low_cardinality) if layout else set()
+        cols = []
+        for c, t in described:
+            st = _stored(t, c in low)
+            if layout is not None and c == layout.time_column:
+                st = _unwrap(st)
+            cols.append((c, st))
+        return self._create(name, cols, layout)
+
+    def drop_table(self, name: str) -> None:
+        if self.cluster:
+            self.execute(f"DROP TABLE IF EXISTS {self.q(name + '_dist')}{self._on_cluster()} SYNC")
+        self.execute(f"DROP TABLE IF EXISTS {self.q(name)}{self._on_cluster()} SYNC")
+
+    # --- sequences: a table of counters (one writer per warehouse: see the README) ------------------
+    def create_sequence(self, name: str, start: int = 1) -> None:
+        self._ensure_sequences()
+        if not self.sequence_exists(name):
+            self.execute(f"INSERT INTO {self.q(SEQUENCES)} (name, value) VALUES ({{{{ n }}}}, {{{{ v }}}})",
+                         {"n": name, "v": int(start) - 1})
+
+    def _ensure_sequences(self) -> None:
+        for sql in self._create(SEQUENCES, [("name", "String"), ("value", "Int64")], TableLayout(order_by=["name"])):
+            self.execute(sql)
+
+    def sequence_exists(self, name: str) -> bool:
+        if self.table_columns(SEQUENCES) is None:
+            return False
+        return bool(self.fetch(f"SELECT count() FROM {self.q(SEQUENCES)} WHERE name = {{{{ n }}}}",
+                               {"n": name}).rows[0][0])
+
+    def next_value_sql(self, name: str) -> str:
+        """The next value, taken here and written into the statement as a number (eventmart's own)."""
+        with self._seq_lock:
+            v = int(self.fetch(f"SELECT max(value) FROM {self.q(SEQUENCES)} WHERE name = {{{{ n }}}}",
+                               {"n": name}).rows[0][0] or 0) + 1
+            self.execute(f"UPDATE {self.q(SEQUENCES)} SET value = {{{{ v }}}} WHERE name = {{{{ n }}}}",
+                         {"v": v, "n": name})
+        return str(v)
+
+    # --- SQL differences ---------------------------------------------------------------------------
+    def bucket_sql(self, expr: str, grain_seconds: int) -> str:
+        # buckets are aligned to the epoch, hence to midnight UTC for grains that divide a day
+        return f"toDateTime(toStartOfInterval({expr}, INTERVAL {int(grain_seconds)} SECOND), 'UTC')"
+
+    def local_date_sql(self, expr: str, tz: str) -> str:
+        return f"toDate({expr}, '{tz}')"
+
+    def in_list_sql(self, expr: str, param: str) -> str:
+        return f"has({{{{ {param} }}}}, toString({expr}))"
+
+    def text_sql(self, expr: str) -> str:
+        return f"toString({expr})"
+
+    # --- operations ----------------------------------------------------------------------------------
+    def _scratch(self, table: str) -> str:
+        return f"_em_stage_{table}_{uuid.uuid4().hex[:12]}"
+
+    def _stage_ddl(self, stage: str, table: str) -> str:
+        """A scratch table on this node only, with ``table``'s columns, partition key and sorting key: what REPLACE
+        PARTITION needs (a replicated table's engine would register the scratch table with ZooKeeper)."""
+        if not self.cluster:
+            return f"CREATE TABLE {self.q(stage)} AS {self.q(table)}"
+        part, order = self.fetch("SELECT partition_key, sorting_key FROM system.tables WHERE database = "
+                                 "currentDatabase() AND name = {{ t }}", {"t": table}).rows[0]
+        return (f"CREATE TABLE {self.q(stage)} AS {self.q(table)} ENGINE = MergeTree"
+                + (f" PARTITION BY {part}" if part else "") + f" ORDER BY ({order or 'tuple()'}) "
+                f"SETTINGS {_TABLE_SETTINGS}")
+
+    def replace_window(self, table, column, lo, hi, select_sql, params, check_inside=False) -> int:
+        """Build each partition the window touches in a staging table — the new rows, plus the partition's rows
+        outside the window — then swap it in with REPLACE PARTITION (or DROP PARTITION when nothing is left)."""
+        q = self.q
+        stage = self._scratch(table)
+        inside = f"{q(column)} >= {{{{ _lo }}}} AND {q(column)} < {{{{ _hi }}}}"
+        p = {**params, "_lo": lo, "_hi": hi}
+        self.execute(self._stage_ddl(stage, table))
+        try:
+            self.execute(f"INSERT INTO {q(stage)} SELECT * FROM ({select_sql}) AS s", p)
+            if check_inside:
+                out = self.fetch(f"SELECT count() FROM {q(stage)} WHERE NOT ({inside})", p).rows[0][0]
+                if out:
+                    raise RowsOutsideWindow(int(out))
+            rows = int(self.fetch(f"SELECT count() FROM {q(stage)}").rows[0][0])
+            parts = {r[0] for r in self.fetch(f"SELECT DISTINCT _partition_id FROM {q(stage)}").rows}
+            old = {r[0] for r in self.fetch(f"SELECT DISTINCT _partition_id FROM {q(table)} WHERE {inside}", p).rows}
+            for part in sorted(parts | old):
+                if not _SAFE_PART.match(part):
+                    raise RuntimeError(f"unexpected partition id {part!r}")
+                # the partition's rows outside the window stay as they are
+                self.execute(f"INSERT INTO {q(stage)} SELECT * FROM {q(table)} WHERE _partition_id = {{{{ _p }}}} "
+                             f"AND NOT ({inside})", {**p, "_p": part})
+            have = {r[0] for r in self.fetch(f"SELECT DISTINCT _partition_id FROM {q(stage)}").rows}
+            for part in sorted(parts | old):
+                if part in have:
+                    self.execute(f"ALTER TABLE {q(table)} REPLACE PARTITION ID '{part}' FROM {q(stage)}")
+                else:
+                    self.execute(f"ALTER TABLE {q(table)} DROP PARTITION ID '{part}'")
+        finally:
+            self.execute(f"DROP TABLE IF EXISTS {q(stage)} SYNC")
+        return rows
+
+    def delete_rows(self, table: str, where: str, params: dict[str, Any] | None = None) -> int:
+        n = int(self.fetch(f"SELECT count() FROM {self.q(table)} WHERE {where}", params).rows[0][0])
+        if n:
+            self.execute(f"DELETE FROM {self.q(table)} WHERE {where}", params)
+        return n
+
+    def update_rows(self, table: str, assignments: str, where: str, params: dict[str, Any] | None = None) -> int:
+        n = int(self.fetch(f"SELECT count() FROM {self.q(table)} WHERE {where}", params).rows[0][0])
+        if n:
+            self.execute(f"UPDATE {self.q(table)} SET {assignments} WHERE {where}", params)
+        return n
+
+    # --- ingest: files are parsed and checked in DuckDB; checked rows come over as Arrow --------------------
+    def staging(self) -> duckdb.DuckDBPyConnection:
+        from .duckdb import connect
+
+        if self._stage is None:
+            self._stage = connect(None)
+        return self._stage
+
+    def _arrow_from_stage(self, stage, sql: str, params: dict | None) -> pa.Table:
+        from .duckdb import _prepare as duck_prepare
+        from .duckdb import _used as duck_used
+
+        return stage.sql(duck_prepare(sql), params=duck_used(sql, params)).to_arrow_table()
+
+    def append_new(self, stage, select_sql, params, target, columns, key, key_range=None, repeats=True) -> int:
+        q = self.q
+        cols = ", ".join(q(c) for c in columns)
+        table = self._arrow_from_stage(stage, f"SELECT {cols}, _ord FROM ({select_sql}) s", params)
+        if table.num_rows == 0:
+            return 0
+        new, fresh = self._scratch(target), self._scratch(target)
+        keys = ", ".join(q(k) for k in key)
+        k0 = q(key[0])
+        if key_range is None:
+            col = table.column(key[0])
+            import pyarrow.compute as pc
+
+            mm = pc.min_max(col).as_py()
+            key_range = (mm["min"], mm["max"])
+        try:
+            self.execute(f"CREATE TABLE {q(new)} ENGINE = Memory AS SELECT {cols}, toInt64(0) AS _ord "
+                         f"FROM {q(target)} LIMIT 0")
+            self.client.insert_arrow(new, table)
+            first = f"ORDER BY _ord LIMIT 1 BY {keys}" if repeats else ""
+            lo, hi = key_range
+            self.execute(f"CREATE TABLE {q(fresh)} ENGINE = Memory AS SELECT {cols} FROM {q(new)} "
+                         f"WHERE ({keys}) NOT IN (SELECT {keys} FROM {q(target)} WHERE {k0} >= {{{{ _lo }}}} "
+                         f"AND {k0} <= {{{{ _hi }}}}) {first}", {"_lo": lo, "_hi": hi})
+            rows = int(self.fetch(f"SELECT count() FROM {q(fresh)}").rows[0][0])
+            if rows:
+                self.execute(f"INSERT INTO {q(target)} ({cols}) SELECT {cols} FROM {q(fresh)}")
+            return rows
+        finally:
+            self.execute(f"DROP TABLE IF EXISTS {q(new)} SYNC")
+            self.execute(f"DROP TABLE IF EXISTS {q(fresh)} SYNC")
+
+    def append_all(self, stage, staged, target, columns) -> int:
+        cols = ", ".join(self.q(c) for c in columns)
+        table = self._arrow_from_stage(stage, f"SELECT {cols} FROM {self.q(staged)}", None)
+        if table.num_rows:
+            self.client.insert_arrow(target, table)
+        return table.num_rows
+
+    # --- concurrent reads (dashboards): a client per thread ----------------------------------------------
+    def concurrent_fetch(self, sql: str, params: dict[str, Any] | None = None) -> QueryResult:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = self._connect()
+            client.database = self.database
+            self._readers.append(client)
+        text, p = _prepare(sql, params)
+        res = client.query(text, parameters=p)
+        return QueryResult(list(res.column_names), [tuple(r) for r in res.result_rows])
+
+    # --- backups: each table's DDL and its rows in ClickHouse's Native format, in one tar file ------------------
+    def _tables(self) -> list[tuple[str, str]]:
+        return [(n, ddl) for n, ddl in self.fetch(
+            "SELECT name, create_table_query FROM system.tables WHERE database = currentDatabase() AND NOT is_temporary "
+            "AND engine LIKE '%MergeTree' AND name NOT LIKE '\\_em\\_stage\\_%' ORDER BY name").rows]
+
+    def _create_in(self, ddl: str, database: str, name: str) -> str:
+        # `CREATE TABLE db.name (…)` → the same table in ``database``
+        head = re.match(r"CREATE TABLE\s+(\S+)\s", ddl)
+        if head is None:
+            raise RuntimeError(f"unexpected DDL for {name}")
+        return f"CREATE TABLE {self.q(database)}.{self.q(name)} " + ddl[head.end():]
+
+    def _load_into(self, database: str, tables: dict, tar: tarfile.TarFile) -> dict[str, int]:
+        counts = {}
+        for name, meta in tables.items():
+            self.execute(f"DROP TABLE IF EXISTS {self.q(database)}.{self.q(name)} SYNC")
+            self.execute(self._create_in(meta["ddl"], database, name))
+            member = tar.extractfile(f"{name}.native")
+            if meta["rows"]:
+                self.client.raw_insert(f"{self.q(database)}.{self.q(name)}", insert_block=member.read(), fmt="Native")
+            counts[name] = int(self.fetch(f"SELECT count() FROM {self.q(database)}.{self.q(name)}").rows[0][0])
+        return counts
+
+    def backup_to(self, target: Path) -> dict[str, int]:
+        tmp = target.with_suffix(".partial")
+        tables: dict[str, dict] = {}
+        with tarfile.open(tmp, "w") as tar:
+            for name, ddl in self._tables():
+                data = self.client.raw_query(f"SELECT * FROM {self.q(name)} FORMAT Native")
+                rows = int(self.fetch(f"SELECT count() FROM {self.q(name)}").rows[0][0])
+                tables[name] = {"ddl": ddl, "rows": rows}
+                info = tarfile.TarInfo(f"{name}.native")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            manifest = json.dumps({"tables": tables}, ensure_ascii=False).encode()
+            info = tarfile.TarInfo("manifest.json")
+            info.size = len(manifest)
+            tar.addfile(info, io.BytesIO(manifest))
+        want = {n: m["rows"] for n, m in tables.items()}
+        # restore to scratch: a database of its own on the same engine must hold the same rows
+        scratch = f"_em_verify_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        self.execute(f"CREATE DATABASE {self.q(scratch)}")
+        try:
+            with tarfile.open(tmp) as tar:
+                got = self._load_into(scratch, tables, tar)
+        finally:
+            self.execute(f"DROP DATABASE IF EXISTS {self.q(scratch)} SYNC")
+        return keep_verified(tmp, target, got, want)
+
+    def restore_from(self, path: Path) -> str:
+        try:
+            with tarfile.open(path) as tar:
+                tables = json.loads(tar.extractfile("manifest.json").read())["tables"]
+                counts = self._load_into(self.database, tables, tar)
+        except (tarfile.TarError, KeyError, json.JSONDecodeError) as e:
+            raise UserError(f"{path}: not an eventmart ClickHouse backup ({e})") from None
+        return f"restored {path.name}: {len(counts)} table(s), {sum(counts.values()):,} rows"
+
+    def close(self) -> None:
+        for c in [self.client, *self._readers]:
+            try:
+                c.close()
+            except Exception:  # closing twice, or a server gone: nothing to keep
+                pass
+        self._readers = []
+        if self._stage is not None:
+            self._stage.close()
+            self._stage = None
+
