@@ -36,8 +36,10 @@ def dashboard(**charts) -> dict:
     return {"d": {"title": "T", "filters": ["time", "topic", "action"], "charts": base}}
 
 
-def make(tmp: Path, warehouse: dict | None = None, hours: int = 24, **charts) -> tuple[Project, pd.DataFrame]:
+def make(tmp: Path, warehouse: dict | None = None, hours: int = 24, mart: dict | None = None,
+         **charts) -> tuple[Project, pd.DataFrame]:
     cfg = events_config(warehouse)
+    cfg["marts"]["by_topic"].update(mart or {})
     cfg["dashboards"] = dashboard(**charts)
     events = random_events(3000, seed=5, hours=hours)
     write_events_csv(tmp / "data" / "e.csv", events)
@@ -146,7 +148,53 @@ def test_distinct_counts_are_never_rolled_up_wrongly(tmp_path, engine):
     """Every distinct-count chart vs pandas on the raw events, for several filter states: a user counts once per
     group however many topics/actions they touched (the mart keeps users per minute x topic x action)."""
     p, df = make(tmp_path, engine, **DISTINCT)
+    check_distinct_charts(queries(p), df)
+    p.close()
+
+
+def test_clickhouse_kept_states_answer_distinct_counts_from_the_mart_alone(tmp_path, ch_warehouse):
+    """`keep_states: true`: each distinct count's uniqExact state is kept beside it, so every coarser chart merges
+    states — the same numbers as pandas on the raw events, with the raw table gone."""
+    p, df = make(tmp_path, ch_warehouse, mart={"keep_states": True,
+                                                "measures": {"events": "count()", "users": "count_distinct(user_id)",
+                                                             "approx_users": "approx_count_distinct(user_id)"}},
+                 **DISTINCT, approx={"type": "kpi", "mart": "by_topic", "measure": "approx_users"})
+    assert "users__state" in p.warehouse.table_columns("by_topic")
+    p.warehouse.drop_table("events")  # nothing can be recounted now
     q = queries(p)
+    seen = []
+    orig = q.layer.sql
+    q.layer.sql = lambda query: seen.append(c := orig(query)) or c  # noqa: E731
+    check_distinct_charts(q, df)
+    assert seen and not any(c.raw for c in seen)
+    assert any("uniqExactMerge" in c.sql for c in seen)
+    # the estimate: a sketch, labelled as one, close to the truth
+    st = State()
+    got = q.run("approx", st, q.window(st))[1].rows[0][0]
+    assert abs(got - df.user_id.nunique()) <= 0.05 * df.user_id.nunique()
+    assert q.layer.approximate(q.metrics["approx"]) and not q.layer.approximate(q.metrics["users"])
+    p.close()
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "postgres"], indirect=True)
+def test_kept_states_and_estimates_are_refused_where_the_engine_has_none(tmp_path, engine):
+    cfg = events_config(engine)
+    cfg["marts"]["by_topic"]["keep_states"] = True
+    write_events_csv(tmp_path / "data" / "e.csv", random_events(10))
+    write_project(tmp_path, cfg)
+    with Project.load(tmp_path) as p:
+        p.ingest("events")
+        with pytest.raises(ProjectError, match=r"marts\.by_topic\.keep_states: this warehouse keeps no mergeable"):
+            p.run(start=T0, end=T0 + timedelta(hours=1))
+    if engine["type"] == "postgres":
+        cfg["marts"]["by_topic"].pop("keep_states")
+        cfg["marts"]["by_topic"]["measures"]["approx"] = "approx_count_distinct(user_id)"
+        write_project(tmp_path, cfg)
+        with Project.load(tmp_path) as p, pytest.raises(ProjectError, match="no approximate distinct count"):
+            p.run(start=T0, end=T0 + timedelta(hours=1))
+
+
+def check_distinct_charts(q: DashboardQueries, df: pd.DataFrame) -> None:
     states = [State(), State(T0 + timedelta(hours=2), T0 + timedelta(hours=9, minutes=17)),
               State(filters={"topic": TOPICS[:2]}),
               State(T0 + timedelta(hours=1), T0 + timedelta(hours=3), {"action": ["like"], "topic": [TOPICS[0]]})]
@@ -178,7 +226,6 @@ def test_distinct_counts_are_never_rolled_up_wrongly(tmp_path, engine):
         assert dict(r.rows) == unfiltered.groupby("action").user_id.nunique().to_dict()
         _, r = q.run("users_pie", st, window)
         assert dict(r.rows) == sel.groupby("topic").user_id.nunique().to_dict()
-    p.close()
 
 
 def test_pinned_filters_read_the_mart_and_sql_marts_refuse_what_they_cannot_answer(tmp_path):

@@ -186,6 +186,9 @@ class Mart(Strict):
     timezone: str | None = None
     # SQL marts: how each measure column rolls up (default sum); `none` for distinct counts, averages, ratios
     rollup: dict[str, Literal["sum", "min", "max", "none"]] | None = None
+    # ClickHouse: keep each distinct count's mergeable state beside its value, so coarser charts merge states
+    # instead of counting the raw events again
+    keep_states: bool = False
 
     @field_validator("dimensions", mode="before")
     @classmethod

@@ -16,7 +16,7 @@ from .config import Mart, Source
 from .errors import ProjectError, UserError
 from .ledger import RUNS, RunResult, begin, finish, first_line, last_run
 from .ledger import covered as ledger_covered
-from .measures import check_expression, measure_sql
+from .measures import STATE_SUFFIX, STATEFUL, check_expression, measure_kind, measure_parts, measure_sql
 from .timeutil import (
     ceil_time,
     chunks,
@@ -105,8 +105,21 @@ def compile_mart(wh: Warehouse, name: str, mart: Mart, sources: dict[str, Source
         exprs[d.name] = e
         group.append(e)
     for m, text in mart.measures.items():
-        exprs[m] = measure_sql(text, allowed, wh.dialect, f"marts.{name}.measures.{m}")
+        where = f"marts.{name}.measures.{m}"
+        kind = measure_kind(text)
+        if kind == "approx_count_distinct" and not wh.approx_distinct:
+            raise ProjectError(f"{where}: this warehouse has no approximate distinct count; use count_distinct")
+        exprs[m] = measure_sql(text, allowed, wh.dialect, where)
         order.append(m)
+    if mart.keep_states:
+        if not wh.states:
+            raise ProjectError(f"marts.{name}.keep_states: this warehouse keeps no mergeable states (ClickHouse "
+                               "does); remove the key — distinct counts are then recounted from the raw events")
+        for m, text in mart.measures.items():
+            kind, args = measure_parts(text, allowed, f"marts.{name}.measures.{m}")
+            if kind in STATEFUL:
+                exprs[m + STATE_SUFFIX] = wh.state_sql(kind, args[0].sql(dialect=wh.dialect))
+                order.append(m + STATE_SUFFIX)
     select = ", ".join(f"{exprs[c]} AS {q(c)}" for c in order)
     sql = (
         f"SELECT {select} FROM {source_sql or q(mart.from_)} WHERE {q('_time')} >= {{{{ start }}}} "

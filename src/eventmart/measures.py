@@ -35,9 +35,12 @@ if TYPE_CHECKING:
     from .config import Mart, ProjectConfig
     from .warehouse import Warehouse
 
-_AGGS = {"count", "count_distinct", "sum", "min", "max", "avg", "count_if"}
+_AGGS = {"count", "count_distinct", "approx_count_distinct", "sum", "min", "max", "avg", "count_if"}
 ROLLUP = {"count": "sum", "count_if": "sum", "sum": "sum", "min": "min", "max": "max",
-          "count_distinct": "none", "avg": "none"}
+          "count_distinct": "none", "approx_count_distinct": "none", "avg": "none"}
+# distinct counts whose mergeable state a mart can keep (`keep_states`, where the engine has states)
+STATEFUL = ("count_distinct", "approx_count_distinct")
+STATE_SUFFIX = "__state"
 # aggregates a measure expression may apply over a mart's buckets
 _OUTER = (exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Count, exp.Median)
 
@@ -60,7 +63,7 @@ def check_expression(text: str, allowed: set[str], where: str, what: str = "the 
     return node
 
 
-def _measure_parts(text: str, allowed: set[str], where: str) -> tuple[str, list[exp.Expression]]:
+def measure_parts(text: str, allowed: set[str], where: str) -> tuple[str, list[exp.Expression]]:
     node = check_expression(text, allowed, where)
     if isinstance(node, exp.Anonymous):
         name, args = node.name.lower(), node.expressions
@@ -72,14 +75,16 @@ def _measure_parts(text: str, allowed: set[str], where: str) -> tuple[str, list[
             name, args = "count", ([] if inner is None or isinstance(inner, exp.Star) else [inner])
     elif isinstance(node, exp.CountIf):
         name, args = "count_if", [node.this]
+    elif isinstance(node, exp.ApproxDistinct):
+        name, args = "approx_count_distinct", [node.this]
     elif isinstance(node, (exp.Sum, exp.Min, exp.Max, exp.Avg)):
         name, args = node.key, [node.this]
     else:
         name, args = "", []
     if name not in _AGGS:
         raise ProjectError(
-            f"{where}: '{text}' is not a measure; use count(), count_distinct(col), sum(col), min(col), "
-            "max(col), avg(col) or count_if(condition)")
+            f"{where}: '{text}' is not a measure; use count(), count_distinct(col), approx_count_distinct(col), "
+            "sum(col), min(col), max(col), avg(col) or count_if(condition)")
     if name != "count" and len(args) != 1:
         raise ProjectError(f"{where}: {name} takes exactly one argument, got '{text}'")
     return name, args
@@ -95,21 +100,26 @@ def measure_kind(text: str) -> str:
         return "count_distinct" if isinstance(node.this, exp.Distinct) else "count"
     if isinstance(node, exp.CountIf):
         return "count_if"
+    if isinstance(node, exp.ApproxDistinct):
+        return "approx_count_distinct"
     if isinstance(node, exp.Anonymous):
         return node.name.lower()
     return node.key if isinstance(node, (exp.Sum, exp.Min, exp.Max, exp.Avg)) else ""
 
 
 def measure_sql(text: str, allowed: set[str], dialect: str, where: str, when: str | None = None) -> str:
-    """SQL for a declarative measure (``count()``, ``count_distinct(x)``, ``sum/min/max/avg(x)``,
-    ``count_if(cond)``) over source rows, counting only rows where ``when`` (rendered SQL) holds."""
-    name, args = _measure_parts(text, allowed, where)
+    """SQL for a declarative measure (``count()``, ``count_distinct(x)``, ``approx_count_distinct(x)``,
+    ``sum/min/max/avg(x)``, ``count_if(cond)``) over source rows, counting only rows where ``when`` (rendered
+    SQL) holds."""
+    name, args = measure_parts(text, allowed, where)
     r = [a.sql(dialect=dialect) for a in args]
     filt = f" FILTER (WHERE {when})" if when else ""
     if name == "count":
         return (f"COUNT({r[0]})" if r else "COUNT(*)") + filt
     if name == "count_distinct":
         return f"COUNT(DISTINCT {r[0]}){filt}"
+    if name == "approx_count_distinct":  # the engine's own sketch (DuckDB HyperLogLog, ClickHouse uniq)
+        return exp.ApproxDistinct(this=args[0]).sql(dialect=dialect) + filt
     if name == "count_if":
         return f"COUNT(*) FILTER (WHERE ({r[0]}){f' AND ({when})' if when else ''})"
     return f"{name.upper()}({r[0]}){filt}"
@@ -131,6 +141,8 @@ class MartShape:
     source: str | None = None  # declarative marts: the source that can answer what the rows cannot
     measure_text: dict[str, str] = field(default_factory=dict)  # declarative: column -> measure text
     dim_expr: dict[str, str | None] = field(default_factory=dict)  # declarative: dim -> source expression
+    states: dict[str, str] = field(default_factory=dict)  # `keep_states`: column -> its kind (count_distinct, …)
+    approximate: set[str] = field(default_factory=set)  # columns that are estimates (approx_count_distinct)
 
     @property
     def columns(self) -> list[str]:
@@ -144,9 +156,12 @@ def shape_from_config(cfg: ProjectConfig, name: str) -> MartShape:
     """A declarative mart's shape: the project file says it all."""
     m: Mart = cfg.marts[name]
     dims = [d.name for d in m.dimensions if d.name != m.time_column]
+    kinds = {k: measure_kind(v) for k, v in m.measures.items()}
     return MartShape(name, m.time_column, m.grain_seconds, m.timezone, dims,
-                     {k: ROLLUP[measure_kind(v)] for k, v in m.measures.items()}, m.from_, dict(m.measures),
-                     {d.name: d.expr for d in m.dimensions if d.name != m.time_column})
+                     {k: ROLLUP[kind] for k, kind in kinds.items()}, m.from_, dict(m.measures),
+                     {d.name: d.expr for d in m.dimensions if d.name != m.time_column},
+                     {k: kind for k, kind in kinds.items() if kind in STATEFUL} if m.keep_states else {},
+                     {k for k, kind in kinds.items() if kind == "approx_count_distinct"})
 
 
 def mart_shape(cfg: ProjectConfig, wh: Warehouse, name: str) -> MartShape:
@@ -297,6 +312,10 @@ class MeasureLayer:
     def metric(self, mart: str, text: str, where: str) -> Metric:
         return parse_metric(self.shape(mart), text, where)
 
+    def approximate(self, metric: Metric) -> bool:
+        """Whether the metric reads an estimate (approx_count_distinct): charts say so."""
+        return any(r.column in self.shape(metric.mart).approximate for r in metric.refs)
+
     def source_dims(self, shape: MartShape) -> dict[str, str]:
         """Dimension -> SQL over the raw events, for a declarative mart: its own dimensions, those other marts of
         the same source define (a dashboard filter means the same thing on every chart), and the source's columns."""
@@ -327,8 +346,8 @@ class MeasureLayer:
         exact = self.exact(shape, group, pinned)
         for m in metrics:
             for r in m.refs:
-                if shape.rollups[r.column] != "none":
-                    continue
+                if shape.rollups[r.column] != "none" or r.column in shape.states:
+                    continue  # adds up, or merges from its kept state at any grain
                 if not exact:
                     return (f"{r.column} is a distinct count or average: it cannot be rolled up over the "
                             f"dimension(s) {', '.join(sorted(set(shape.dimensions) - set(group) - pinned))}")
@@ -413,6 +432,9 @@ class MeasureLayer:
                 src = self.cfg.sources[shape.source]
                 base = measure_sql(shape.measure_text[r.column], set(src.columns) | {"_time"}, wh.dialect,
                                    f"marts.{q.mart}.measures.{r.column}", when)
+            elif r.column in shape.states:  # a distinct count merged from the states of the rows it covers
+                base = wh.merge_state_sql(shape.states[r.column], qi(r.column + STATE_SUFFIX)) + \
+                    (f" FILTER (WHERE {when})" if when else "")
             else:
                 fn = {"sum": "SUM", "min": "MIN", "max": "MAX", "none": "MAX"}[shape.rollups[r.column]]
                 base = f"{fn}({qi(r.column)})" + (f" FILTER (WHERE {when})" if when else "")

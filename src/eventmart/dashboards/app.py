@@ -45,6 +45,7 @@ body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0;b
 .em-card.em-kpi{min-width:150px}
 .em-card-head{display:flex;justify-content:space-between;align-items:baseline;gap:8px;padding:8px 12px 0}
 .em-title{font-size:15px;font-weight:600;color:#2a3f5f;overflow-wrap:anywhere}
+.em-approx{font-weight:400;color:#8a6d3b;font-size:12px}
 .em-csv{font-size:12px;color:#4C78A8;white-space:nowrap}
 button.em-reset{padding:7px 14px;border:1px solid #bbb;background:#fafafa;border-radius:4px;cursor:pointer}
 """
@@ -106,8 +107,12 @@ class DashboardApp:
                 c = self.cfg.charts[chart]
                 # the title and the CSV link sit above the chart: nothing covers Plotly's own buttons, and a long
                 # title wraps instead of running into its neighbour on a narrow screen
+                title = c.title or chart
+                if self.q.layer.approximate(self.q.metrics[chart]):  # an estimate is labelled as one
+                    title = html.Span([title, html.Span(" ≈ approximate", className="em-approx",
+                                                        title="an approximate distinct count (a sketch)")])
                 cells.append(html.Div([
-                    html.Div([html.Span(c.title or chart, className="em-title"),
+                    html.Div([html.Span(title, className="em-title"),
                               html.A("CSV", id=f"csv-{i}", className="em-csv", href=f"{self.base}csv/{chart}",
                                      download=f"{chart}.csv")], className="em-card-head"),
                     dcc.Graph(id=f"c-{i}", config={"displaylogo": False, "responsive": True},

@@ -77,6 +77,10 @@ class Warehouse(ABC):
     errors: tuple[type[BaseException], ...] = ()
     #: file suffix of this engine's backups
     backup_suffix: str = "backup"
+    #: the engine has an approximate distinct count (approx_count_distinct)
+    approx_distinct: bool = True
+    #: the engine keeps mergeable aggregate states (a mart's `keep_states`): see state_sql / merge_state_sql
+    states: bool = False
     #: SQL counting the tables named {{ t }} in the warehouse's schema (1 if it exists)
     table_exists_sql: str = TABLE_EXISTS_SQL
 
@@ -194,6 +198,15 @@ class Warehouse(ABC):
     def update_rows(self, table: str, assignments: str, where: str, params: dict[str, Any] | None = None) -> int:
         """``UPDATE table SET assignments WHERE where``; returns how many rows matched."""
         return self.execute(f"UPDATE {self.q(table)} SET {assignments} WHERE {where}", params)
+
+    def state_sql(self, kind: str, expr: str) -> str:
+        """SQL for the mergeable state of distinct count ``kind`` (count_distinct | approx_count_distinct) of
+        ``expr``, where ``states`` is True."""
+        raise NotImplementedError
+
+    def merge_state_sql(self, kind: str, column: str) -> str:
+        """SQL merging the states in ``column`` into the distinct count (an aggregate)."""
+        raise NotImplementedError
 
     def text_sql(self, expr: str) -> str:
         """``expr`` cast to the engine's text type."""

@@ -116,8 +116,10 @@ def _nullable(t: str) -> str:
 def _stored(t: str, low_cardinality: bool) -> str:
     """A query result's type as a table column: counts signed (UInt64 would wrap on subtraction), text dimensions
     low-cardinality."""
+    if t.startswith("AggregateFunction("):  # a kept state: as the engine made it
+        return t
     inner = _unwrap(t)
-    nullable = "Nullable(" in t
+    nullable = t.startswith(("Nullable(", "LowCardinality(Nullable("))
     if re.fullmatch(r"U?Int(8|16|32|64)", inner):
         inner = "Int64"
     if inner.startswith("DateTime64"):
@@ -352,6 +354,16 @@ class ClickHouseWarehouse(Warehouse):
 
     def text_sql(self, expr: str) -> str:
         return f"toString({expr})"
+
+    # distinct counts as mergeable states: exact (uniqExact: the set itself) or an estimate (uniq: a sketch)
+    states = True
+    _STATE_FN = {"count_distinct": "uniqExact", "approx_count_distinct": "uniq"}
+
+    def state_sql(self, kind: str, expr: str) -> str:
+        return f"{self._STATE_FN[kind]}State({expr})"
+
+    def merge_state_sql(self, kind: str, column: str) -> str:
+        return f"{self._STATE_FN[kind]}Merge({column})"
 
     # --- operations ----------------------------------------------------------------------------------
     def _scratch(self, table: str) -> str:

@@ -79,6 +79,7 @@ class PostgresWarehouse(Warehouse):
     dialect = "postgres"
     errors = (duckdb.Error, psycopg.Error)  # files are parsed in DuckDB, the rest runs in the server
     backup_suffix = "pgdump"
+    approx_distinct = False  # no sketch in core PostgreSQL
 
     def __init__(self, url: str, schema: str | None = None, read_only: bool = False, read_url: str | None = None):
         self.url = url
