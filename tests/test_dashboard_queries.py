@@ -173,6 +173,10 @@ def test_clickhouse_kept_states_answer_distinct_counts_from_the_mart_alone(tmp_p
     got = q.run("approx", st, q.window(st))[1].rows[0][0]
     assert abs(got - df.user_id.nunique()) <= 0.05 * df.user_id.nunique()
     assert q.layer.approximate(q.metrics["approx"]) and not q.layer.approximate(q.metrics["users"])
+    server = create_server(p)
+    with server.test_client() as c:
+        layout = c.get("/d/d/_dash-layout").get_data(as_text=True)
+    assert layout.count("approximate") == 2  # the label and its tooltip, on the estimate's chart only
     p.close()
 
 
