@@ -78,6 +78,51 @@ def ch_server(tmp_path_factory) -> Iterator[dict]:
         proc.wait()
 
 
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """A real S3 API server on loopback (moto's server process, over HTTP); yields its endpoint URL."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    from pgserver import free_port
+
+    port = free_port()
+    exe = Path(sys.executable).parent / "moto_server"
+    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"moto_server did not start: {proc.stderr.read().decode()[-500:]}") from None
+            time.sleep(0.1)
+    try:
+        yield url
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch):
+    """A boto3 client on the loopback S3 server with test credentials in the environment (as users set them), and a
+    fresh bucket; yields (client, bucket, endpoint)."""
+    import boto3
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+    bucket = f"b{int(time.time() * 1e6) % 10**12}"
+    client.create_bucket(Bucket=bucket)
+    yield client, bucket, s3_server
+
+
 ENGINES = ["duckdb", "postgres", "clickhouse"]
 
 

@@ -90,6 +90,13 @@ def _source(p: Project, name: str, src: Any) -> None:
 
         check_table(src, name)
         return
+    if src.s3 is not None:
+        from .sources.s3 import list_objects
+
+        if not list_objects(src.s3, name):
+            raise UserError(f"sources.{name}.s3: no object under s3://{src.s3.bucket}/{src.s3.prefix} matches "
+                            f"'{src.s3.glob}'")
+        return
     if src.paths:
         from .sources.ingest import resolve_files
 

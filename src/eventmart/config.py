@@ -105,6 +105,23 @@ class TimeSpec(Strict):
         return self.valid.to
 
 
+class S3Spec(Strict):
+    """Objects in a bucket (AWS S3 or any S3-compatible store: Yandex Object Storage, MinIO). Credentials come
+    from the standard AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, …), never from here."""
+
+    bucket: str
+    prefix: str = ""
+    glob: str = "*"  # matched against the key after the prefix
+    endpoint_url: str | None = None  # e.g. https://storage.yandexcloud.net or http://127.0.0.1:9000
+    region: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> S3Spec:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]", self.bucket):
+            raise _at("bucket", f"'{self.bucket}' is not a bucket name (3-63 of a-z, 0-9, '.', '-')")
+        return self
+
+
 class CsvOptions(Strict):
     delimiter: str = ","
     header: bool = True
@@ -120,6 +137,7 @@ class Source(Strict):
     time: TimeSpec
     key: list[str]
     csv: CsvOptions = CsvOptions()
+    s3: S3Spec | None = None  # files in a bucket instead of `path`
 
     @field_validator("columns", mode="before")
     @classmethod
@@ -157,8 +175,10 @@ class Source(Strict):
         if self.format == "postgres":
             if not self.table:
                 raise _at("format", "a postgres source needs `table`")
-        elif self.path is None:
-            pass  # files may then be given on the command line
+            if self.s3 is not None:
+                raise _at("s3", "a postgres source reads a table, not objects")
+        elif self.s3 is not None and self.path is not None:
+            raise _at("s3", "give either path (files) or s3 (objects in a bucket), not both")
         return self
 
     @property

@@ -142,8 +142,12 @@ class Project:
         from .sources.ingest import resolve_files
 
         src = self.source(source)
-        paths = [] if src.format == "postgres" else resolve_files(src, source, files, self.dir)
         dims = [d.name for m in self.config.marts.values() if m.from_ == source for d in m.dimensions]
+        if src.s3 is not None and not files:
+            from .sources.s3 import ingest_objects
+
+            return ingest_objects(self.warehouse, source, src, self.dir, progress, force, dims)
+        paths = [] if src.format == "postgres" else resolve_files(src, source, files, self.dir)
         return ingest(self.warehouse, source, src, paths, progress, force, dims)
 
     @_locked

@@ -490,14 +490,20 @@ def _log(wh: Warehouse, res: IngestResult, seconds: float, status: str) -> None:
 
 
 def ingest(wh: Warehouse, name: str, src: Source, files: list[str], progress: Progress | None = None,
-           force: bool = False, dimensions: Sequence[str] = ()) -> IngestResult:
+           force: bool = False, dimensions: Sequence[str] = (), labels: dict[str, str] | None = None) -> IngestResult:
     """Load files (or, for a postgres source, its table) into the raw table ``name``, chunk by chunk.
-    ``dimensions``: the source's columns that marts group by (a layout hint for a new raw table)."""
+    ``dimensions``: the source's columns that marts group by (a layout hint for a new raw table); ``labels``: the
+    name a file goes by in rejects and the ingest log (an S3 object's URL for its cached copy)."""
     t0 = time.perf_counter()
     res = IngestResult(name, files)
     started = utcnow()
     for f in files:  # an unusable file stops the command before anything is written
-        preflight(f, src)
+        try:
+            preflight(f, src)
+        except InputError as e:
+            if labels and f in labels:  # an S3 object's cached copy: name the object
+                raise InputError(str(e).replace(f, labels[f])) from None
+            raise
     total = sum(os.path.getsize(f) for f in files) or 1
     done = [0]
 
@@ -514,14 +520,15 @@ def ingest(wh: Warehouse, name: str, src: Source, files: list[str], progress: Pr
     # a checkpoint after every chunk's commit would rewrite the table each time: once, at the end, instead
     stage.execute("SET checkpoint_threshold = '16GB'")
     try:
-        return _ingest(wh, name, src, files, res, started, tick, done, force, t0, dimensions)
+        return _ingest(wh, name, src, files, res, started, tick, done, force, t0, dimensions, labels or {})
     finally:
         stage.execute("RESET memory_limit")
         stage.execute("RESET checkpoint_threshold")
 
 
 def _ingest(wh: Warehouse, name: str, src: Source, files: list[str], res: IngestResult, started: datetime,
-            tick: Callable, done: list[int], force: bool, t0: float, dimensions: Sequence[str] = ()) -> IngestResult:
+            tick: Callable, done: list[int], force: bool, t0: float, dimensions: Sequence[str] = (),
+            labels: dict[str, str] | None = None) -> IngestResult:
     """Chunk by chunk: each commits its rows, its rejects, the ingest's counts and how far its file got, so
     memory stays bounded (DuckDB holds what a transaction inserted until it commits) and a stopped load resumes
     where it stopped. Keys make a repeat harmless: a chunk read twice loads nothing twice."""
@@ -554,18 +561,20 @@ def _ingest(wh: Warehouse, name: str, src: Source, files: list[str], res: Ingest
         for chunk in postgres_chunks(src, name):
             commit(chunk, label)
         read.append(label)
+    labels = labels or {}
     for f in files:
+        label = labels.get(f, f)
         if not force and _unchanged(wh, name, f):
-            res.skipped.append(f)
+            res.skipped.append(label)
             done[0] += os.path.getsize(f)
             continue
         resume = None if force else _resume_point(wh, name, f)
-        chunks, sha = file_chunks(f, src, tick(f), resume)
+        chunks, sha = file_chunks(f, src, tick(label), resume)
         for chunk in chunks:
-            commit(chunk, f, lambda c=chunk, f=f: _progress(wh, name, f, res.id, started, c.end, c.next_line))
+            commit(chunk, label, lambda c=chunk, f=f: _progress(wh, name, f, res.id, started, c.end, c.next_line))
         with wh.transaction():
             _progress(wh, name, f, res.id, started, os.path.getsize(f), 0, sha())
-        read.append(f)
+        read.append(label)
     res.seconds = time.perf_counter() - t0
     assert res.read == res.loaded + res.duplicates + res.rejected, "every line is loaded, a duplicate or a reject"
     with wh.transaction():
