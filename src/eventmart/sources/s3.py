@@ -172,7 +172,7 @@ def ingest_objects(wh: Warehouse, name: str, src: Source, project_dir: Path,
             wh.execute(f"INSERT INTO {wh.q(OBJECTS)} (source, url, etag, size, ingest, loaded_at) VALUES "
                        "({{ s }}, {{ u }}, {{ e }}, {{ n }}, {{ i }}, {{ t }})",
                        {"s": name, "u": url, "e": obj.etag, "n": obj.size, "i": res.id, "t": now})
-    for obj, path in todo:
+    for _, path in todo:
         if str(path.resolve()) in complete:
             path.unlink(missing_ok=True)
     return res
