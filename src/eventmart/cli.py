@@ -176,6 +176,40 @@ def ingests_undo(
     out.print(res.line(), markup=False, soft_wrap=True)
 
 
+vault_app = typer.Typer(help="The data vault (vault: in eventmart.yml): load, status, reset.", no_args_is_help=True,
+                        rich_markup_mode=None)
+app.add_typer(vault_app, name="vault")
+
+
+@vault_app.command("load")
+def vault_load(
+    tables: Annotated[list[str] | None, typer.Argument(help="Vault tables (default: all).")] = None,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Load hubs, links and satellites from the raw rows ingested since their last load, in one transaction;
+    a rerun adds nothing."""
+    with _load(project) as p:
+        for r in p.vault_load(tables or None):
+            out.print(r.line(), markup=False, soft_wrap=True)
+
+
+@vault_app.command("status")
+def vault_status(project: ProjectOpt = Path(".")) -> None:
+    """Each vault table: rows, last load, the last ingest it took, link rows whose hub key is missing."""
+    with _load(project) as p:
+        _show(p.vault_status())
+
+
+@vault_app.command("reset")
+def vault_reset(
+    tables: Annotated[list[str] | None, typer.Argument(help="Vault tables (default: all).")] = None,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Drop vault tables and their load marks; the next `vault load` rebuilds them from the raw tables."""
+    with _load(project) as p:
+        out.print(f"dropped {', '.join(p.vault_reset(tables or None))}", markup=False)
+
+
 @app.command()
 def rejects(
     action_or_source: Annotated[str, typer.Argument(metavar="[replay] SOURCE", help="SOURCE, or `replay SOURCE`.")],
@@ -665,7 +699,7 @@ def _exe() -> str:
 
 @app.command()
 def demo(
-    example: Annotated[str, typer.Argument(help="zen or feed.")],
+    example: Annotated[str, typer.Argument(help="zen, feed or groups.")],
     directory: Annotated[Path, typer.Argument(help="Folder for the demo project (created).")],
     scale: Annotated[float, typer.Option(help="zen: events per minute vs the real hour; feed: users (1 = ~20k "
                                                 "DAU).")] = 1.0,
@@ -684,6 +718,10 @@ def demo(
     feed: a feed & messenger simulator (30 days, ~20k DAU, 7M events at scale 1): daily slices by
     os/gender/age, 15-minute marts, a dashboard, the morning digest (written to reports/dry-run) and
     anomaly alerts.
+
+    groups: a social network's users, groups, messages and group log (seed 003): a declared data vault,
+    the group-conversion mart and its dashboard; prints the 10 oldest groups. With
+    $EVENTMART_DEMO_S3_ENDPOINT set, the files are uploaded to that S3 server and read from there.
     """
     from .examples import run_demo
 

@@ -297,19 +297,21 @@ class Filter(Strict):
 
 
 class Chart(Strict):
-    type: Literal["area", "line", "pie", "donut", "funnel", "bar", "kpi", "heatmap", "table"]
+    type: Literal["area", "line", "pie", "donut", "funnel", "bar", "kpi", "heatmap", "table", "scatter"]
     mart: str
     # a mart column (aggregated with `agg`, by default as its measure implies) or an aggregate
     # expression over mart columns, e.g. "sum(visits)" or "avg(unique_users) filter (where event = 'click')"
-    measure: str
+    measure: str = ""  # every chart but scatter (x and y)
     agg: Literal["sum", "avg", "min", "max"] | None = None
     title: str | None = None
     color: str | None = None  # area/line: one series per value
     dimension: str | None = None  # pie/donut/funnel/bar: the categories
     stages: list[str] | None = None  # funnel: values of `dimension` in order; % of the first
-    x: str | None = None  # heatmap
-    y: str | None = None  # heatmap
+    x: str | None = None  # heatmap: a dimension; scatter: a measure expression (one point per `dimension` value)
+    y: str | None = None  # heatmap: a dimension; scatter: a measure expression
     columns: list[str] | None = None  # table: dimensions shown (measure added)
+    measures: dict[str, str] | None = None  # table: more measure columns, name -> expression
+    grain: str | None = None  # area/line: draw at least this coarse (e.g. 1 week), finer grains are not used
     limit: int = Field(default=25, ge=1, le=10_000)  # pie/bar categories, table rows
     height: int = Field(default=360, ge=80, le=2000)  # pixels
 
@@ -317,11 +319,24 @@ class Chart(Strict):
     def _check(self) -> Chart:
         need = {"area": [], "line": [], "kpi": [], "pie": ["dimension"], "donut": ["dimension"],
                 "funnel": ["dimension", "stages"], "bar": ["dimension"], "heatmap": ["x", "y"],
-                "table": ["columns"]}[self.type]
-        for k in need:
+                "table": ["columns"], "scatter": ["dimension", "x", "y"]}[self.type]
+        for k in need + ([] if self.type == "scatter" else ["measure"]):
             if not getattr(self, k):
                 raise _at(k, f"a {self.type} chart needs `{k}`")
+        if self.measures and self.type != "table":
+            raise _at("measures", "more measure columns are for table charts")
+        if self.grain is not None:
+            if self.type not in ("area", "line"):
+                raise _at("grain", "a drawing grain is for area and line charts")
+            try:
+                parse_duration(self.grain)
+            except ValueError as e:
+                raise _at("grain", str(e)) from None
         return self
+
+    @property
+    def grain_seconds(self) -> int | None:
+        return parse_duration(self.grain) if self.grain else None
 
 
 class Dashboard(Strict):
@@ -509,8 +524,9 @@ class Schedule(Strict):
 
     cron: str  # five-field cron expression, e.g. "15 3 * * *"
     timezone: str = "UTC"  # the zone the cron expression is read in
-    run: Literal["marts", "backup", "report", "alerts"] = "marts"
+    run: Literal["marts", "backup", "report", "alerts", "ingest", "vault"] = "marts"
     marts: list[str] | None = None  # run: marts; default all marts
+    sources: list[str] | None = None  # run: ingest; default all sources (their declared files or objects)
     window: str | None = None  # run: marts; window size per run (default: each mart's chunk)
     report: str | None = None  # run: report
     alerts: list[str] | None = None  # run: alerts; default all rules
@@ -552,6 +568,57 @@ class Schedule(Strict):
         return parse_grain(self.window) if self.window else None
 
 
+class Hub(Strict):
+    """One business entity: its business key(s), taken from a source. ``key`` maps the hub's key column names to
+    the source's columns (a list: the same names)."""
+
+    source: str
+    key: dict[str, str]
+    hash_key: str | None = None  # the hash key's column name (default hk_<hub>)
+    record_source: str | None = None  # written into record_source (default: the source's name)
+
+    @field_validator("key", mode="before")
+    @classmethod
+    def _key_list(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return {v: v}
+        return {k: k for k in v} if isinstance(v, list) else v
+
+
+class Link(Strict):
+    """A relationship between hubs seen in a source: for each hub, the source's columns holding its business key
+    (in the hub's key order). Rows where any of them is empty are not relationships and are skipped."""
+
+    source: str
+    hubs: dict[str, list[str]]
+    hash_key: str | None = None
+    record_source: str | None = None
+
+    @field_validator("hubs", mode="before")
+    @classmethod
+    def _one_column(cls, v: Any) -> Any:
+        return {h: [c] if isinstance(c, str) else c for h, c in v.items()} if isinstance(v, dict) else v
+
+
+class Satellite(Strict):
+    """Descriptive attributes of a hub or link over time: a row only when they change (hashdiff), placed at the
+    record's effective time (default: the source's event time), so late and out-of-order records land where
+    they belong."""
+
+    parent: str  # a hub or a link
+    source: str
+    attributes: list[str]
+    key: list[str] | None = None  # the source's columns with the parent's business key (default: the parent's own)
+    effective: str | None = None  # a timestamp column of the source (default: its event time)
+    record_source: str | None = None
+
+
+class Vault(Strict):
+    hubs: dict[str, Hub] = {}
+    links: dict[str, Link] = {}
+    satellites: dict[str, Satellite] = {}
+
+
 class ProjectConfig(Strict):
     name: str = "eventmart"
     warehouse: Warehouse = Warehouse()
@@ -562,6 +629,58 @@ class ProjectConfig(Strict):
     channels: dict[str, Channel] = {}
     reports: dict[str, Report] = {}
     alerts: dict[str, AlertRule] = {}
+    vault: Vault = Vault()
+
+    @model_validator(mode="after")
+    def _vault(self) -> ProjectConfig:
+        """Every vault table names declared sources and columns, and its keys line up with its parent's."""
+        v = self.vault
+        names = [*v.hubs, *v.links, *v.satellites]
+        for n in names:
+            _check_name(n)
+        taken = set(self.sources) | set(self.marts)
+        for n in names:
+            if n in taken or names.count(n) > 1:
+                raise _at(f"vault.{n}", f"'{n}' is used by another table; vault tables need names of their own")
+
+        def columns(where: str, source: str, cols: list[str]) -> None:
+            if source not in self.sources:
+                raise _at(f"{where}.source", f"'{source}' is not a declared source{did_you_mean(source, self.sources)}")
+            have = self.sources[source].columns
+            for c in cols:
+                if c not in have:
+                    raise _at(where, f"'{c}' is not a column of source {source}{did_you_mean(c, have)}")
+
+        for n, h in v.hubs.items():
+            columns(f"vault.hubs.{n}", h.source, list(h.key.values()))
+        for n, link in v.links.items():
+            if len(link.hubs) < 2:
+                raise _at(f"vault.links.{n}.hubs", "a link joins at least two hubs")
+            for h, cols in link.hubs.items():
+                if h not in v.hubs:
+                    raise _at(f"vault.links.{n}.hubs", f"'{h}' is not a declared hub{did_you_mean(h, v.hubs)}")
+                if len(cols) != len(v.hubs[h].key):
+                    raise _at(f"vault.links.{n}.hubs.{h}", f"hub {h} has {len(v.hubs[h].key)} key column(s); "
+                                                            f"give as many columns of {link.source}")
+                columns(f"vault.links.{n}.hubs.{h}", link.source, cols)
+        for n, sat in v.satellites.items():
+            where = f"vault.satellites.{n}"
+            parent = v.hubs.get(sat.parent) or v.links.get(sat.parent)
+            if parent is None:
+                raise _at(f"{where}.parent", f"'{sat.parent}' is not a declared hub or link")
+            own = list(parent.key.values()) if isinstance(parent, Hub) else [c for cs in parent.hubs.values()
+                                                                                for c in cs]
+            if sat.key is None and sat.source != parent.source:
+                raise _at(f"{where}.key", f"the satellite reads {sat.source}, its parent {parent.source}: say which "
+                                          f"columns of {sat.source} hold the parent's key ({len(own)})")
+            if sat.key is not None and len(sat.key) != len(own):
+                raise _at(f"{where}.key", f"the parent's key has {len(own)} column(s)")
+            columns(where, sat.source, [*sat.attributes, *(sat.key or own)])
+            if sat.effective:
+                columns(f"{where}.effective", sat.source, [sat.effective])
+                if self.sources[sat.source].columns[sat.effective].type not in ("timestamp", "date"):
+                    raise _at(f"{where}.effective", f"'{sat.effective}' is not a timestamp column")
+        return self
 
     @model_validator(mode="after")
     def _refs(self) -> ProjectConfig:
@@ -591,6 +710,9 @@ class ProjectConfig(Strict):
                     raise _at(f"schedules.{j}.alerts", f"'{r}' is not a declared alert rule")
             if job.report and job.report not in self.reports:
                 raise _at(f"schedules.{j}.report", f"'{job.report}' is not a declared report")
+            for src in job.sources or []:
+                if src not in self.sources:
+                    raise _at(f"schedules.{j}.sources", f"'{src}' is not a declared source")
             for m in job.marts or []:
                 if m not in self.marts:
                     raise _at(f"schedules.{j}.marts", f"'{m}' is not a declared mart")
@@ -627,7 +749,11 @@ class ProjectConfig(Strict):
                     measure_sql(text, allowed, "duckdb", f"marts.{n}.measures.{k}")
             uses = [(f"dashboards.{d}.charts.{c}.measure", ch.mart,
                      f"{ch.agg}({ch.measure})" if ch.agg else ch.measure)
-                    for d, dash in self.dashboards.items() for c, ch in dash.charts.items()]
+                    for d, dash in self.dashboards.items() for c, ch in dash.charts.items() if ch.type != "scatter"]
+            uses += [(f"dashboards.{d}.charts.{c}.{k}", ch.mart, text)
+                     for d, dash in self.dashboards.items() for c, ch in dash.charts.items()
+                     for k, text in ([("x", ch.x), ("y", ch.y)] if ch.type == "scatter" else
+                                     [(f"measures.{m}", t) for m, t in (ch.measures or {}).items()])]
             uses += [(f"reports.{r}.metrics.{k}.value", rep.mart, mv.value)
                      for r, rep in self.reports.items() for k, mv in rep.metrics.items()]
             uses += [(f"alerts.{a}.measure", rule.mart, rule.measure) for a, rule in self.alerts.items() if rule.mart]

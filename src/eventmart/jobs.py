@@ -1,7 +1,8 @@
 """What a scheduled job does, decided once: `eventmart serve`'s scheduler and the Airflow export both call here.
 
 A job is planned at a fire time (:func:`plan`) into tasks — the mart windows to run, or the job's one action
-(a backup, yesterday's report, an alert check) — and each task runs with :func:`run_task`. The scheduler adds
+(a backup, yesterday's report, an alert check, loading new files or objects, a vault load) — and each task runs
+with :func:`run_task`. The scheduler adds
 its retries and catch-up around that; an Airflow task runs the same plan for its data interval.
 
 A mart job does not remember fire times; it looks at the run ledger. At each fire it runs the windows that
@@ -96,7 +97,7 @@ def plan(project: Project, name: str, now: datetime, catching_up: bool = False) 
         return list(plan_marts(project, name, job, now))
     if job.run in ("backup", "report") and catching_up:
         return []  # a backup or a digest is not owed for the time the server was down
-    return [None]  # alerts: catching up too, evaluation judges whatever completed meanwhile
+    return [None]  # alerts, ingest, vault: catching up too (they take whatever is there)
 
 
 def run_task(project: Project, name: str, task: Task, now: datetime, attempt: int = 1,
@@ -113,7 +114,37 @@ def run_task(project: Project, name: str, task: Task, now: datetime, attempt: in
             return _backup(project, name, now, attempt, trigger)
         if job.run == "report":
             return _report(project, name, now, attempt, trigger)
+        if job.run == "ingest":
+            return _ingest(project, name, now, attempt, trigger)
+        if job.run == "vault":
+            return _vault(project, now, attempt, trigger)
         return _alerts(project, name, now, attempt)
+
+
+def _ingest(project: Project, name: str, now: datetime, attempt: int, trigger: str) -> RunResult:
+    """New and changed files (or S3 objects) of the job's sources, recorded as `_ingest` with the rows loaded;
+    a source with nothing new is no failure."""
+    spec = project.config.schedules[name]
+    sources = spec.sources or [s for s, src in project.config.sources.items() if src.paths or src.s3
+                               or src.format == "postgres"]
+    with recorded(project.warehouse, "_ingest", now, now, trigger, attempt) as rec:
+        notes = []
+        for s in sources:
+            res = project.ingest(s)
+            rec.rows += res.loaded
+            notes.append(f"{s}: {res.loaded} loaded, {res.rejected} rejected")
+        rec.note = "; ".join(notes)[:500]
+    return rec.result
+
+
+def _vault(project: Project, now: datetime, attempt: int, trigger: str) -> RunResult:
+    """A vault load (hubs, links, satellites from what the raw tables gained), recorded as `_vault`."""
+    with recorded(project.warehouse, "_vault", now, now, trigger, attempt) as rec:
+        res = project.vault_load()
+        rec.rows = sum(r.rows for r in res)
+        missing = sum(n for r in res for n in r.orphans.values())
+        rec.note = f"{missing} link row(s) with a missing hub key" if missing else None
+    return rec.result
 
 
 def _backup(project: Project, name: str, now: datetime, attempt: int, trigger: str) -> RunResult:

@@ -353,6 +353,28 @@ class Project:
             self.close()  # the next use opens the restored warehouse
             return restore(self.config.warehouse, self.dir, src)
 
+    # --- the data vault -----------------------------------------------------------------------------
+    @_locked
+    def vault_load(self, tables: list[str] | None = None):
+        """Load hubs, links and satellites from what the raw tables gained since their last load (idempotent)."""
+        from .vault import load
+
+        return load(self.config, self.warehouse, tables)
+
+    @_locked
+    def vault_status(self) -> QueryResult:
+        from .vault import status
+
+        return QueryResult(["table", "kind", "rows", "last_load", "last_ingest", "missing_hub_keys"],
+                           status(self.config, self.warehouse))
+
+    @_locked
+    def vault_reset(self, tables: list[str] | None = None) -> list[str]:
+        """Drop vault tables (all, or some) and their load marks: the next load rebuilds them."""
+        from .vault import reset
+
+        return reset(self.config, self.warehouse, tables)
+
     # --- reports --------------------------------------------------------------------------------
     @_locked
     def report(self, name: str, day: date | str | None = None, dry_run: bool = False,

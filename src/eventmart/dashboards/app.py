@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from ..project import Project
 
 AUTH_USER, AUTH_PASSWORD = "EVENTMART_DASH_USER", "EVENTMART_DASH_PASSWORD"
-CLICKABLE = ("pie", "donut", "bar", "heatmap")
+CLICKABLE = ("pie", "donut", "bar", "heatmap", "scatter")
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0;background:#f4f5f7;color:#222}
 .em-head{padding:14px 24px 6px}.em-head h1{font-size:22px;margin:0 0 4px}.em-head p{margin:0;color:#555}
@@ -187,7 +187,8 @@ class DashboardApp:
         c = self.cfg.charts[self.charts[int(chart_id.split("-")[1])]]
         p = click["points"][0]
         picks = {"pie": [(c.dimension, p.get("label"))], "donut": [(c.dimension, p.get("label"))],
-                 "bar": [(c.dimension, p.get("x"))], "heatmap": [(c.x, p.get("x")), (c.y, p.get("y"))]}[c.type]
+                 "bar": [(c.dimension, p.get("x"))], "heatmap": [(c.x, p.get("x")), (c.y, p.get("y"))],
+                 "scatter": [(c.dimension, p.get("text"))]}.get(c.type, [])
         for dim, value in picks:
             if dim in self.dims and value is not None and value != "other":
                 st.filters[dim] = [str(value)]
@@ -236,6 +237,8 @@ class DashboardApp:
             fig = figures.funnel(chart, res)
         elif chart.type == "heatmap":
             fig = figures.heatmap(chart, res)
+        elif chart.type == "scatter":
+            fig = figures.scatter(chart, res)
         elif chart.type == "kpi":
             fig = figures.kpi(chart, res.rows[0][0] if res.rows else None, self.q.previous(name, st, window, version))
         else:

@@ -155,6 +155,18 @@ def kpi(chart: Chart, value: Any, previous: Any) -> dict:
     return {"data": [ind], "layout": _layout(chart, margin={"l": 10, "r": 10, "t": 10, "b": 10})}
 
 
+def scatter(chart: Chart, res: QueryResult) -> dict:
+    """One marker per value of the chart's dimension at (x, y); the value on hover."""
+    rows = [r for r in res.rows if r[1] is not None and r[2] is not None]
+    if not rows:
+        return empty(chart, "no data in this range")
+    trace = {"type": "scatter", "mode": "markers", "x": [_num(r[1]) for r in rows], "y": [_num(r[2]) for r in rows],
+             "text": [str(r[0]) for r in rows], "marker": {"color": PALETTE[0], "size": 9, "opacity": 0.75},
+             "hovertemplate": "%{text}: x %{x:,.4~f}, y %{y:,.4~f}<extra></extra>"}
+    return {"data": [trace], "layout": _layout(chart, xaxis={"title": {"text": chart.x}},
+                                               yaxis={"title": {"text": chart.y}})}
+
+
 def table(chart: Chart, res: QueryResult) -> dict:
     cols = res.columns
     cells = [[_x(r[i]) for r in res.rows] for i in range(len(cols))]

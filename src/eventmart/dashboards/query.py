@@ -92,12 +92,15 @@ class ChartQuery:
     ignored: list[str] = field(default_factory=list)  # filters the chart's mart cannot apply
 
 
-def choose_grain(start: datetime, end: datetime, mart_grain: int, series: int, max_grain: int | None = None) -> int:
-    """The finest grain (a multiple of the mart's, at most ``max_grain``) that keeps buckets × series under
-    MAX_POINTS."""
+def choose_grain(start: datetime, end: datetime, mart_grain: int, series: int, max_grain: int | None = None,
+                 min_grain: int | None = None) -> int:
+    """The finest grain (a multiple of the mart's, at least ``min_grain``, at most ``max_grain``) that keeps buckets ×
+    series under MAX_POINTS."""
     span = max((end - start).total_seconds(), 1)
     candidates = [mart_grain] + [g for g in GRAINS if g > mart_grain and g % mart_grain == 0
                                  and (max_grain is None or g <= max_grain)]
+    if min_grain:
+        candidates = [g for g in candidates if g >= min_grain] or candidates[-1:]
     for g in candidates:
         if span / g * max(series, 1) <= MAX_POINTS:
             return g
@@ -113,10 +116,17 @@ class DashboardQueries:
         self.layer = MeasureLayer(cfg, wh)
         self.columns = {c.mart: self.layer.shape(c.mart).columns for c in dash.charts.values()}
         self.metrics: dict[str, Metric] = {
-            n: self.layer.metric(c.mart, chart_measure(c, self.columns[c.mart]),
-                                 locate(f"dashboards.{name}.charts.{n}.measure"))
+            n: self.layer.metric(c.mart, c.x if c.type == "scatter" else chart_measure(c, self.columns[c.mart]),
+                                 locate(f"dashboards.{name}.charts.{n}.{'x' if c.type == 'scatter' else 'measure'}"))
             for n, c in dash.charts.items()
         }
+        # more measures of a chart: a scatter's y, a table's extra columns
+        self.extra: dict[str, dict[str, Metric]] = {}
+        for n, c in dash.charts.items():
+            more = {"y": c.y} if c.type == "scatter" else dict(c.measures or {})
+            self.extra[n] = {k: self.layer.metric(c.mart, text, locate(
+                f"dashboards.{name}.charts.{n}.{'y' if c.type == 'scatter' else 'measures.' + k}"))
+                for k, text in more.items()}
         self.cache = Cache()
 
     @property
@@ -216,7 +226,7 @@ class DashboardQueries:
         """The dimensions a chart groups by."""
         if chart.type in ("area", "line"):
             return [chart.color] if chart.color else []
-        if chart.type in ("pie", "donut", "bar", "funnel"):
+        if chart.type in ("pie", "donut", "bar", "funnel", "scatter"):
             return [chart.dimension]
         if chart.type == "heatmap":
             return [chart.x, chart.y] if chart.x != chart.y else [chart.x]
@@ -231,12 +241,14 @@ class DashboardQueries:
         metric = self.metrics[name]
         start, end = window
         filters = {d: list(v) for d, v in st.filters.items() if v}
-        q = Query(chart.mart, {"value": metric}, start, end, group=self.group(chart), filters=filters)
+        q = Query(chart.mart, {"value": metric, **self.extra[name]}, start, end, group=self.group(chart),
+                  filters=filters)
         if chart.type in ("area", "line"):
             series = 1
             if chart.color:
                 series = len(st.filters.get(chart.color) or self.values(chart.color, version)) or 1
-            g = choose_grain(start, end, m.grain_seconds, series, self.layer.max_grain(chart.mart, [metric]))
+            g = choose_grain(start, end, m.grain_seconds, series, self.layer.max_grain(chart.mart, [metric]),
+                             chart.grain_seconds)
             q.grain, q.start = g, floor_time(start, g)
             sql, params, _, ignored = self.layer.sql(q)
             cols = "bucket" + (f", {self.wh.q(chart.color)} AS series" if chart.color else "")
@@ -258,9 +270,13 @@ class DashboardQueries:
         if chart.type == "heatmap":
             return ChartQuery(f"SELECT {dq(chart.x)} AS x, {dq(chart.y)} AS y, value FROM ({sql}) c ORDER BY 1, 2",
                               params, None, ignored)
+        if chart.type == "scatter":
+            return ChartQuery(f"SELECT {dq(chart.dimension)} AS point, value AS x, y FROM ({sql}) c ORDER BY 1",
+                              params, None, ignored)
         cols = ", ".join(dq(c) for c in chart.columns or [])
         label = dq(chart.measure if chart.measure in self.columns[chart.mart] else "value")
-        return ChartQuery(f"SELECT {cols}, value AS {label} FROM ({sql}) c ORDER BY {len(chart.columns or []) + 1} "
+        extra = "".join(f", {dq(k)}" for k in self.extra[name])
+        return ChartQuery(f"SELECT {cols}, value AS {label}{extra} FROM ({sql}) c ORDER BY {len(chart.columns or []) + 1} "
                           f"DESC NULLS LAST LIMIT {int(chart.limit)}", params, None, ignored)
 
     def run(self, name: str, st: State, window: tuple[datetime, datetime],
@@ -286,7 +302,7 @@ class DashboardQueries:
                                    "of any mart on this dashboard")
         for n, c in self.dash.charts.items():
             cols = self.columns[c.mart]
-            for key in ("color", "dimension", "x", "y"):
+            for key in ("color", "dimension") + (("x", "y") if c.type == "heatmap" else ()):
                 v = getattr(c, key)
                 if v and v not in cols:
                     raise ProjectError(f"{locate(f'dashboards.{self.name}.charts.{n}.{key}')}: '{v}' is not a column "
@@ -296,7 +312,7 @@ class DashboardQueries:
                     raise ProjectError(f"{locate(f'dashboards.{self.name}.charts.{n}.columns')}: '{v}' is not a "
                                        f"column of mart {c.mart} ({', '.join(cols)})")
             dims = self.layer.shape(c.mart).dimensions
-            for key in ("color", "dimension", "x", "y", "columns"):
+            for key in ("color", "dimension", "columns") + (("x", "y") if c.type == "heatmap" else ()):
                 v = getattr(c, key)
                 for d in ([v] if isinstance(v, str) else v or []):
                     if d not in dims:
@@ -304,7 +320,7 @@ class DashboardQueries:
                                            f"of mart {c.mart}, not a dimension to group by "
                                            f"({', '.join(dims) or 'none'})")
             grain = c.type in ("area", "line") and self.layer.shape(c.mart).grain or None
-            self.layer.check(c.mart, [self.metrics[n]], grain, self.group(c),
+            self.layer.check(c.mart, [self.metrics[n], *self.extra[n].values()], grain, self.group(c),
                              locate(f"dashboards.{self.name}.charts.{n}.measure"))
             if c.type == "funnel" and self.exists(c.mart):
                 have = set(self.values_in(c.mart, c.dimension))

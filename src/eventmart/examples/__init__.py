@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +13,7 @@ import pyarrow as pa
 from ..errors import UserError
 
 HERE = Path(__file__).parent
-EXAMPLES = ("zen", "feed")
+EXAMPLES = ("zen", "feed", "groups")
 # the warehouse section of an example for each engine (`eventmart demo … --engine`)
 ENGINES = {
     "duckdb": None,  # as shipped
@@ -76,6 +77,45 @@ def generate_feed(directory: Path, scale: float = 1.0, days: int = 30) -> list[P
     return out
 
 
+def generate_groups(directory: Path, scale: float = 1.0) -> list[Path]:
+    from .groups import generate, write
+
+    return write(generate(scale), directory / "data")
+
+
+def upload_groups(directory: Path, files: list[Path], endpoint: str, bucket: str,
+                  say: Callable[[str], None] = print) -> None:
+    """Put the demo's files into a bucket (the seed's starting point) and point the sources at it."""
+    import yaml
+
+    from ..config import S3Spec
+    from ..sources.s3 import client
+
+    spec = S3Spec(bucket=bucket, prefix="groups/", endpoint_url=endpoint)
+    s3 = client(spec)
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except Exception:
+        s3.create_bucket(Bucket=bucket)
+    for f in files:
+        s3.upload_file(str(f), bucket, f"groups/{f.name}")
+        f.unlink()  # the bucket is the source now
+    say(f"uploaded {len(files)} file(s) to s3://{bucket}/groups/ at {endpoint}")
+    path = directory / "eventmart.yml"
+    cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for name, src in cfg["sources"].items():
+        src.pop("path", None)
+        src["s3"] = {"bucket": bucket, "prefix": "groups/", "glob": f"{name}*.csv", "endpoint_url": endpoint}
+    path.write_text("# sources read from S3 (eventmart demo groups with EVENTMART_DEMO_S3_ENDPOINT)\n"
+                    + yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False), encoding="utf-8")
+
+
+OLDEST = ("SELECT group_id, group_name, registration_dt, cnt_added_users, cnt_users_in_group_with_messages, "
+          "round(group_conversion, 3) AS group_conversion FROM (SELECT * FROM group_conversion WHERE dt = "
+          "(SELECT max(dt) FROM group_conversion) ORDER BY registration_dt, group_id LIMIT 10) t "
+          "ORDER BY group_conversion DESC NULLS LAST")
+
+
 def run_demo(example: str, directory: Path, scale: float = 1.0, days: int = 0,
              say: Callable[[str], None] = print, exe: str = "eventmart", engine: str = "duckdb") -> None:
     from ..project import Project
@@ -84,18 +124,32 @@ def run_demo(example: str, directory: Path, scale: float = 1.0, days: int = 0,
         raise UserError(f"unknown example '{example}'; available: {', '.join(EXAMPLES)}")
     if not (directory / "eventmart.yml").exists():
         init_example(example, directory, engine)
-    paths = [generate_zen(directory, scale, days)] if example == "zen" else generate_feed(directory, scale, days)
+    paths = {"zen": lambda: [generate_zen(directory, scale, days)], "feed": lambda: generate_feed(directory, scale, days),
+             "groups": lambda: generate_groups(directory, scale)}[example]()
     for path in paths:
         say(f"generated {path}")
+    if example == "groups" and os.environ.get("EVENTMART_DEMO_S3_ENDPOINT"):
+        upload_groups(directory, paths, os.environ["EVENTMART_DEMO_S3_ENDPOINT"],
+                      os.environ.get("EVENTMART_DEMO_S3_BUCKET", "eventmart-groups"), say)
     with Project.load(directory) as p:
         for source in p.config.sources:
             say(p.ingest(source).summary())
+        if p.config.vault.hubs:
+            for r in p.vault_load():
+                say(r.line())
         results = p.backfill()
         ok = [r for r in results if r.status == "ok"]
         say(f"built marts: {len(ok)} window(s), {sum(r.rows for r in ok):,} rows")
         if example == "feed":
             res = p.report("daily", dry_run=True)
             say(f"daily digest for {res.day}: {res.folder}/index.html")
+        if example == "groups":
+            say("the 10 oldest groups, by conversion (joiners who wrote in the group after joining):")
+            oldest = p.query(OLDEST)
+            say("  " + " | ".join(oldest.columns))
+            for row in oldest.rows:
+                say("  " + " | ".join("" if v is None else str(v) for v in row))
     hint = {"zen": "select * from dash_visits order by dt, visits desc limit 5",
-            "feed": "select * from daily_metrics order by dt desc limit 7"}[example]
+            "feed": "select * from daily_metrics order by dt desc limit 7",
+            "groups": "select * from group_conversion order by dt desc, group_conversion desc limit 10"}[example]
     say(f"try: cd {directory} && {exe} query \"{hint}\"")

@@ -32,7 +32,7 @@ TOKEN_HEADER = "X-Eventmart-Token"
 METHODS = ("check", "run_window", "ingest", "ingests", "undo_ingest", "rejects", "replay_rejects", "run", "backfill", "plan_backfill", "status", "query", "reset",
            "runs", "backup", "report", "alerts_check", "alerts_evaluate", "alerts_tune", "alerts_silence", "alerts_silences", "alerts_unsilence",
            "alerts_history", "alerts_state",
-           "alerts_backtest")
+           "alerts_backtest", "vault_load", "vault_status", "vault_reset")
 
 
 def _types() -> dict[str, type]:
@@ -44,11 +44,12 @@ def _types() -> dict[str, type]:
     from ..reports import Delivery, ReportResult
     from ..reports.build import Chart
     from ..sources.ingest import IngestResult, UndoResult
+    from ..vault import LoadResult
     from ..warehouse import QueryResult
 
     return {t.__name__: t for t in (RunResult, MartStatus, IngestResult, QueryResult, BackupResult,
                                              ReportResult, Delivery, EvalResult, Event, Incident, Series,
-                                             Verdicts, Chart, UndoResult, Score, Tuning)}
+                                             Verdicts, Chart, UndoResult, Score, Tuning, LoadResult)}
 
 
 def encode(v: Any) -> Any:

@@ -212,6 +212,15 @@ class Warehouse(ABC):
         """``expr`` cast to the engine's text type."""
         return f"CAST({expr} AS {self.type_name('string')})"
 
+    def canonical_text_sql(self, expr: str, t: str) -> str:
+        """``expr`` (of eventmart type ``t``) as text written the same on every engine: the vault's hash contract
+        (timestamps ``YYYY-MM-DD HH:MM:SS.ffffff``, booleans ``true``/``false``, dates ISO)."""
+        return self.text_sql(expr)
+
+    def md5_hex_sql(self, text_expr: str) -> str:
+        """The MD5 digest of a text expression as 32 lowercase hex digits."""
+        return f"md5({text_expr})"
+
     def backup_to(self, target: Path) -> dict[str, int]:
         """Write a consistent copy of the warehouse to ``target``, verify it by restoring it to scratch, and return
         the row count per table (the copy's, equal to the warehouse's). Nothing is left at ``target`` if it

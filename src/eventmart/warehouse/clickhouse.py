@@ -355,6 +355,14 @@ class ClickHouseWarehouse(Warehouse):
     def text_sql(self, expr: str) -> str:
         return f"toString({expr})"
 
+    def canonical_text_sql(self, expr: str, t: str) -> str:
+        if t == "timestamp":
+            return f"formatDateTime({expr}, '%Y-%m-%d %H:%i:%S.%f')"
+        return self.text_sql(expr)
+
+    def md5_hex_sql(self, text_expr: str) -> str:
+        return f"lower(hex(MD5({text_expr})))"
+
     # distinct counts as mergeable states: exact (uniqExact: the set itself) or an estimate (uniq: a sketch)
     states = True
     _STATE_FN = {"count_distinct": "uniqExact", "approx_count_distinct": "uniq"}

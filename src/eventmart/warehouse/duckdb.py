@@ -201,6 +201,11 @@ class DuckDBWarehouse(Warehouse):
         res = cur.execute(_prepare(sql), _used(sql, params))
         return QueryResult([d[0] for d in res.description], res.fetchall())
 
+    def canonical_text_sql(self, expr: str, t: str) -> str:
+        if t == "timestamp":
+            return f"strftime({expr}, '%Y-%m-%d %H:%M:%S.%f')"
+        return self.text_sql(expr)
+
     def in_list_sql(self, expr: str, param: str) -> str:
         return f"list_contains(CAST({{{{ {param} }}}} AS VARCHAR[]), CAST({expr} AS VARCHAR))"
 

@@ -229,6 +229,11 @@ class PostgresWarehouse(Warehouse):
         cur = conn.execute(_prepare(sql), params or None)
         return QueryResult([d.name for d in cur.description], cur.fetchall())
 
+    def canonical_text_sql(self, expr: str, t: str) -> str:
+        if t == "timestamp":
+            return f"to_char({expr}, 'YYYY-MM-DD HH24:MI:SS.US')"
+        return self.text_sql(expr)
+
     def in_list_sql(self, expr: str, param: str) -> str:
         return f"CAST({expr} AS TEXT) = ANY(CAST({{{{ {param} }}}} AS TEXT[]))"
 
