@@ -119,7 +119,8 @@ print("RESULT " + json.dumps(out))
 
 
 def test_every_job_kind_runs_under_airflow_as_under_serve(tmp_path):
-    """marts, report, alerts and backup jobs each do their work when Airflow runs them (one job runner)."""
+    """marts, report, alerts, backup, ingest and vault jobs each do their work when Airflow runs them (one job
+    runner)."""
     from datetime import datetime
 
     from conftest import events_config, write_project
@@ -138,7 +139,10 @@ def test_every_job_kind_runs_under_airflow_as_under_serve(tmp_path):
     cfg["schedules"] = {"marts": {"cron": "0 11 * * *", "marts": ["by_topic", "daily"]},
                         "digest": {"cron": "0 11 * * *", "run": "report", "report": "digest"},
                         "check": {"cron": "0 11 * * *", "run": "alerts"},
-                        "backup": {"cron": "0 11 * * *", "run": "backup", "dir": "bk"}}
+                        "backup": {"cron": "0 11 * * *", "run": "backup", "dir": "bk"},
+                        "load": {"cron": "0 11 * * *", "run": "ingest"},
+                        "vault": {"cron": "0 11 * * *", "run": "vault"}}
+    cfg["vault"] = {"hubs": {"h_users": {"source": "events", "key": ["user_id"]}}}
     for job in cfg["schedules"].values():
         job["start"] = "2024-05-01"
     write_project(proj, cfg)
@@ -146,6 +150,8 @@ def test_every_job_kind_runs_under_airflow_as_under_serve(tmp_path):
     write_events_csv(proj / "data" / "e.csv", random_events(500, seed=4, start=t0, hours=48))
     with Project.load(proj) as p:
         p.ingest("events")
+    # a new file for the ingest job to find
+    write_events_csv(proj / "data" / "f.csv", [dict(e, id=e["id"] + 10_000) for e in random_events(7, seed=5, start=t0)])
     dags = tmp_path / "dags"
     r = subprocess.run([sys.executable, "-m", "eventmart", "airflow", "dags", str(dags), "-p", str(proj)],
                        capture_output=True, text=True)
@@ -178,3 +184,9 @@ def test_every_job_kind_runs_under_airflow_as_under_serve(tmp_path):
         # the backup: a verified copy in bk/
         assert ("_backup", "airflow:backup") in trig
         assert list((proj / "bk").glob("warehouse-*.duckdb"))
+        # ingest: the new file; vault: the hub from whatever was loaded when it ran
+        assert ("_ingest", "airflow:load") in trig and ("_vault", "airflow:vault") in trig
+        assert p.query("SELECT count(*) FROM events").rows[0][0] == 507
+        assert p.query("SELECT count(*) FROM h_users").rows[0][0] == \
+            p.query("SELECT count(DISTINCT user_id) FROM events WHERE _ingest <= "
+                    "(SELECT max(last_ingest) FROM _eventmart_vault)").rows[0][0] > 0

@@ -172,7 +172,8 @@ def test_missing_hub_keys_are_reported_not_dropped(demo, tmp_path):
         link = res["l_user_group_activity"]
         assert link.rows == 1 and link.orphans["h_users"] == 1 and "not in h_users" in link.line()
         status = {r[0]: r for r in p.vault_status().rows}
-        assert status["l_user_group_activity"][5] == "h_users: 1"
+        assert status["l_user_group_activity"][6] == "h_users: 1"
+        assert status["h_users"][2] == "hk_user_id <- md5(users.id)" and status["h_users"][3] > 0
 
 
 VAULT = {

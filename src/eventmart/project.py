@@ -282,6 +282,10 @@ class Project:
                 out.append((name, wh.table_as_ddl(name, select, epoch, runner.layout(name))))
             except wh.errors as e:  # a SQL mart reading tables that are not loaded yet
                 out.append((name, [f"-- not yet: {str(e).strip().splitlines()[0][:200]}"]))
+        from .vault import tables
+
+        for name, (_, cols, layout) in tables(self.config, wh).items():
+            out.append((name, wh.table_ddl(name, cols, layout=layout)))
         return out
 
     @_locked
@@ -365,7 +369,7 @@ class Project:
     def vault_status(self) -> QueryResult:
         from .vault import status
 
-        return QueryResult(["table", "kind", "rows", "last_load", "last_ingest", "missing_hub_keys"],
+        return QueryResult(["table", "kind", "keys", "rows", "last_load", "last_ingest", "missing_hub_keys"],
                            status(self.config, self.warehouse))
 
     @_locked

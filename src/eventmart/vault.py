@@ -269,17 +269,31 @@ def load(cfg: ProjectConfig, wh: Warehouse, only: list[str] | None = None) -> li
     return results
 
 
+def keys(cfg: ProjectConfig, name: str) -> str:
+    """What identifies a vault table's rows, for its documentation: hash key <- business key, or parent."""
+    v = cfg.vault
+    if name in v.hubs:
+        h = v.hubs[name]
+        return f"{hub_hk(name, h)} <- md5({', '.join(f'{h.source}.{c}' for c in h.key.values())})"
+    if name in v.links:
+        link = v.links[name]
+        return f"{link.hash_key or 'hk_' + name} <- " + " + ".join(
+            f"{hub_hk(h, v.hubs[h])}" for h in link.hubs)
+    s = v.satellites[name]
+    return f"{parent_hk(cfg, s.parent)} ({s.parent}), effective_from <- {s.source}.{s.effective or '_time'}"
+
+
 def status(cfg: ProjectConfig, wh: Warehouse) -> list[tuple]:
-    """(table, kind, rows, last load, sources' last ingest taken, missing hub keys) per vault table."""
+    """(table, kind, keys, rows, last load, sources' last ingest taken, missing hub keys) per vault table."""
     out = []
     for name, (kind, _, _) in tables(cfg, wh).items():
         if wh.table_columns(name) is None:
-            out.append((name, kind, 0, None, None, ""))
+            out.append((name, kind, keys(cfg, name), 0, None, None, ""))
             continue
         last = wh.fetch(f"SELECT max(loaded_at), max(last_ingest) FROM {wh.q(LOG)} WHERE vault_table = {{{{ t }}}}",
                         {"t": name}).rows[0] if wh.table_columns(LOG) else (None, None)
         miss = orphans(cfg, wh, name) if kind == "link" else {}
-        out.append((name, kind, _count(wh, name), last[0], last[1],
+        out.append((name, kind, keys(cfg, name), _count(wh, name), last[0], last[1],
                     ", ".join(f"{h}: {n:,}" for h, n in miss.items() if n) or ("none" if kind == "link" else "")))
     return out
 
