@@ -123,6 +123,25 @@ def s3(s3_server, monkeypatch):
     yield client, bucket, s3_server
 
 
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[str]:
+    """A Kafka cluster speaking the real protocol (librdkafka's mock cluster in a process of its own); yields its
+    bootstrap address."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / "kafkabroker.py")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline().strip()
+    if not line:
+        raise RuntimeError(f"the Kafka mock cluster did not start: {proc.stderr.read()[-500:]}")
+    try:
+        yield line
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 ENGINES = ["duckdb", "postgres", "clickhouse"]
 
 

@@ -84,18 +84,20 @@ def test_catch_up_after_downtime_runs_exactly_the_missing_windows(tmp_path):
     p.close()
 
 
-def test_lookback_reruns_the_last_windows_for_late_events(tmp_path):
+def test_late_events_reopen_their_window_and_lookback_reruns_the_last(tmp_path):
     p, events = project(tmp_path, {"nightly": {"cron": "15 3 * * *", "lookback": 1}})
     s = Scheduler(p, say=quiet)
     s.start_up(T0 + 2 * DAY + timedelta(hours=4))
-    # a late event for day 1 arrives, then the next night's run re-opens day 1
+    # a late event for day 0 arrives: its window is re-opened by what arrived (a gap until it is run again)
     late = {"id": 99_999, "user_id": 1, "action": "like", "topic": "late", "amount": 1.0,
-            "ts": ms(T0 + DAY + timedelta(hours=23, minutes=59))}
+            "ts": ms(T0 + timedelta(hours=23, minutes=59))}
     write_events_csv(tmp_path / "data" / "late.csv", [late])
     p.ingest("events")
+    assert ("stale", T0 + DAY) in [(w[2], w[1]) for w in windows(p, trigger_like="%")]
     res = s.tick(T0 + 3 * DAY + timedelta(hours=3, minutes=15))
-    assert [(r.start, r.end) for r in res] == [(T0 + DAY, T0 + 2 * DAY), (T0 + 2 * DAY, T0 + 3 * DAY)]
-    assert windows(p)[-2][4] == "schedule:nightly:lookback"
+    # the re-opened day, the new day, and day 1 again for the lookback
+    assert [(r.start, r.end) for r in res] == [(T0, T0 + DAY), (T0 + DAY, T0 + 2 * DAY), (T0 + 2 * DAY, T0 + 3 * DAY)]
+    assert [w[4] for w in windows(p)[-3:]] == ["schedule:nightly", "schedule:nightly:lookback", "schedule:nightly"]
     assert_frames_equal(mart_frame(p), reference_by_topic(events + [late], T0, T0 + 3 * DAY))
     p.close()
 

@@ -295,9 +295,16 @@ def backfill(
 
 @app.command()
 def status(project: ProjectOpt = Path(".")) -> None:
-    """Each mart's covered intervals, gaps and last run."""
+    """Each mart's covered intervals, gaps and last run; each Kafka source's lag per partition."""
     with _load(project) as p:
         sts = p.status()
+        lags: dict[str, Any] = {}
+        for s, src in p.config.sources.items():
+            if src.kafka is not None:
+                try:
+                    lags[s] = p.lag(s)
+                except UserError as e:  # the marts' status stands; say why the lag is unknown
+                    lags[s] = str(e)
     from rich.table import Table
 
     t = Table("mart", "grain", "rows", "covered", "gaps", "last run")
@@ -310,6 +317,32 @@ def status(project: ProjectOpt = Path(".")) -> None:
             last = f"{st} {fmt(at)} [{fmt(ws)}, {fmt(we)}) {n} rows" + (f": {e}" if e else "")
         t.add_row(s.mart, s.grain, f"{s.rows:,}", cov, gaps, last)
     out.print(t)
+    if lags:
+        k = Table("source", "partition", "loaded up to (next offset)", "end", "lag")
+        for source, res in lags.items():
+            if isinstance(res, str):
+                k.add_row(source, "-", "-", "-", res)
+                continue
+            for part, nxt, end, lag in res.rows:
+                k.add_row(source, str(part), "-" if nxt is None else f"{nxt:,}", f"{end:,}", f"{lag:,}")
+        out.print(k)
+
+
+@app.command()
+def produce(
+    source: Annotated[str, typer.Argument(help="A Kafka source (its topic and brokers).")],
+    files: Annotated[list[Path], typer.Argument(help="JSON Lines files to publish, a message per line.")],
+    topic: Annotated[str | None, typer.Option(help="Another topic than the source's.")] = None,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Publish JSON Lines files to a Kafka source's topic, keyed by the source's key (what the seed's hourly
+    S3 → Kafka DAG did)."""
+    for f in files:
+        if not f.is_file():
+            raise UserError(f"{f}: no such file")
+    with _load(project, local=True) as p:
+        n = p.produce(source, [str(f) for f in files], topic)
+    out.print(f"published {n:,} message(s) to {topic or p.config.sources[source].kafka.topic}", markup=False)
 
 
 @app.command()

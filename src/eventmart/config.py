@@ -122,6 +122,18 @@ class S3Spec(Strict):
         return self
 
 
+class KafkaSpec(Strict):
+    """A topic whose messages are events (JSON objects). Connection settings that are secrets come from
+    ``${VAR}``; ``options`` passes librdkafka settings through (security.protocol, sasl.*, ssl.*)."""
+
+    bootstrap_servers: str
+    topic: str
+    group: str | None = None  # the consumer group (default eventmart-<source>)
+    batch: int = Field(default=20_000, ge=1, le=1_000_000)  # messages per batch (one transaction)
+    start: Literal["earliest", "latest"] = "earliest"  # where a partition eventmart has never read starts
+    options: dict[str, str] = {}
+
+
 class CsvOptions(Strict):
     delimiter: str = ","
     header: bool = True
@@ -138,6 +150,7 @@ class Source(Strict):
     key: list[str]
     csv: CsvOptions = CsvOptions()
     s3: S3Spec | None = None  # files in a bucket instead of `path`
+    kafka: KafkaSpec | None = None  # a topic instead of files (format: jsonl; each message's time is kafka_ts)
 
     @field_validator("columns", mode="before")
     @classmethod
@@ -179,6 +192,11 @@ class Source(Strict):
                 raise _at("s3", "a postgres source reads a table, not objects")
         elif self.s3 is not None and self.path is not None:
             raise _at("s3", "give either path (files) or s3 (objects in a bucket), not both")
+        if self.kafka is not None:
+            if self.path is not None or self.s3 is not None:
+                raise _at("kafka", "a Kafka source reads a topic: no path or s3")
+            if self.format != "jsonl":
+                raise _at("format", "a Kafka source's messages are JSON objects: format: jsonl")
         return self
 
     @property
@@ -209,6 +227,9 @@ class Mart(Strict):
     # ClickHouse: keep each distinct count's mergeable state beside its value, so coarser charts merge states
     # instead of counting the raw events again
     keep_states: bool = False
+    # SQL marts joining other sources to `from`: source -> the key column they share with `from`; rows of those
+    # sources arriving late re-open the windows of the `from` rows they join (their own time is not the mart's)
+    joins: dict[str, str] | None = None
 
     @field_validator("dimensions", mode="before")
     @classmethod
@@ -692,6 +713,14 @@ class ProjectConfig(Strict):
         for n, m in self.marts.items():
             if m.from_ and m.from_ not in self.sources:
                 raise _at(f"marts.{n}.from", f"'{m.from_}' is not a declared source")
+            for src, key in (m.joins or {}).items():
+                if not m.from_ or m.sql is None:
+                    raise _at(f"marts.{n}.joins", "joins are for SQL marts with `from` (the source that sets the time)")
+                if src not in self.sources:
+                    raise _at(f"marts.{n}.joins", f"'{src}' is not a declared source")
+                for s_ in (src, m.from_):
+                    if key not in self.sources[s_].columns:
+                        raise _at(f"marts.{n}.joins.{src}", f"'{key}' is not a column of source {s_}")
         # reports and alert rules point at a mart, channels and a dashboard the same way
         for section, items in (("reports", self.reports), ("alerts", self.alerts)):
             for n, item in items.items():

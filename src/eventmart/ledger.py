@@ -181,9 +181,10 @@ def forget(wh: Warehouse, mart: str) -> None:
         wh.execute(f"DELETE FROM {wh.q(RUNS)} WHERE mart = {{{{ m }}}}", {"m": mart})
 
 
-def invalidate(wh: Warehouse, mart: str, times: list[datetime]) -> int:
-    """Mark the mart's `ok` windows that hold any of ``times`` as `stale`: they no longer count as covered, so
-    status shows them as gaps and backfill/the scheduler rerun them. Returns how many windows."""
+def invalidate(wh: Warehouse, mart: str, times: list[datetime], span: bool = False) -> int:
+    """Mark the mart's `ok` windows that hold any of ``times`` (with ``span``: that overlap [first, last] of
+    them) as `stale`: they no longer count as covered, so status shows them as gaps and backfill/the scheduler
+    rerun them. Returns how many windows."""
     import bisect
 
     if wh.table_columns(RUNS) is None or not times:
@@ -191,7 +192,10 @@ def invalidate(wh: Warehouse, mart: str, times: list[datetime]) -> int:
     times = sorted(times)
     ok = wh.fetch(f"SELECT run_id, window_start, window_end FROM {wh.q(RUNS)} WHERE mart = {{{{ m }}}} "
                   "AND status = 'ok'", {"m": mart}).rows
-    hit = [rid for rid, s, e in ok if (i := bisect.bisect_left(times, s)) < len(times) and times[i] < e]
+    if span:
+        hit = [rid for rid, s, e in ok if s <= times[-1] and e > times[0]]
+    else:
+        hit = [rid for rid, s, e in ok if (i := bisect.bisect_left(times, s)) < len(times) and times[i] < e]
     if not hit:
         return 0
     return wh.update_rows(RUNS, "status = 'stale'", wh.in_list_sql("run_id", "ids"), {"ids": hit})

@@ -257,6 +257,14 @@ class MartRunner:
         return TableLayout(mart.time_column, [mart.time_column, *dims], dims,
                            "month" if mart.timezone or mart.grain_seconds >= 86400 else "day")
 
+    def _ensure_joined(self, name: str) -> None:
+        """A joined source that has not delivered anything yet is an empty table: its parts are unmatched."""
+        from .sources.ingest import ensure_tables
+
+        for src in self.marts[name].joins or {}:
+            if self.wh.table_columns(src) is None:
+                ensure_tables(self.wh, src, self.sources[src])
+
     def _ensure_table(self, name: str, sql: str, cols: list[str]) -> None:
         wh, mart = self.wh, self.marts[name]
         have = wh.table_columns(name)
@@ -287,6 +295,7 @@ class MartRunner:
         try:
             with wh.transaction():
                 wh.lock(f"mart:{name}")  # one writer per mart across processes (engines that allow several)
+                self._ensure_joined(name)
                 self._ensure_table(name, sql, cols)
                 select = sql if mart.sql is None else f"SELECT * FROM ({sql}) AS s"
                 try:

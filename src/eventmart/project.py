@@ -143,12 +143,50 @@ class Project:
 
         src = self.source(source)
         dims = [d.name for m in self.config.marts.values() if m.from_ == source for d in m.dimensions]
+        if src.kafka is not None and not files:
+            from .sources.kafka import consume
+
+            return consume(self.warehouse, source, src, drain=True, dimensions=dims,
+                           on_batch=lambda res, spans: self.reopen(source, spans, res.id))
         if src.s3 is not None and not files:
             from .sources.s3 import ingest_objects
 
-            return ingest_objects(self.warehouse, source, src, self.dir, progress, force, dims)
-        paths = [] if src.format == "postgres" else resolve_files(src, source, files, self.dir)
-        return ingest(self.warehouse, source, src, paths, progress, force, dims)
+            res = ingest_objects(self.warehouse, source, src, self.dir, progress, force, dims)
+        else:
+            paths = [] if src.format == "postgres" else resolve_files(src, source, files, self.dir)
+            res = ingest(self.warehouse, source, src, paths, progress, force, dims)
+        if res.loaded and res.min_time is not None:  # late rows re-open the windows they belong to
+            self.reopen(source, [(res.min_time, res.max_time)], res.id)
+        return res
+
+    def reopen(self, source: str, spans: list[tuple[datetime, datetime]], ingest: int) -> dict[str, int]:
+        """After rows of ``source`` arrived (ingest ``ingest``, event times in ``spans``): mark the mart windows
+        they fall in as stale (marts that read the source), and those of the rows they join (SQL marts that
+        `join` it), so the scheduler recomputes what changed — a lookback driven by what arrived. Returns
+        mart -> windows re-opened."""
+        from .ledger import invalidate
+
+        lo, hi = min(s for s, _ in spans), max(e for _, e in spans)
+        out = {}
+        wh = self.warehouse
+        for name, m in self.config.marts.items():
+            if m.from_ == source:
+                times = [lo, hi]
+            elif m.joins and source in m.joins and wh.table_columns(m.from_) is not None:
+                key = wh.q(m.joins[source])
+                # the rows they join: their time is the mart's
+                row = wh.fetch(f"SELECT min(d._time), max(d._time) FROM {wh.q(m.from_)} d WHERE {key} IN "
+                               f"(SELECT {key} FROM {wh.q(source)} WHERE _ingest = {{{{ i }}}} AND _time >= {{{{ lo }}}} "
+                               "AND _time <= {{ hi }})", {"i": ingest, "lo": lo, "hi": hi}).rows[0]
+                if row[0] is None:
+                    continue
+                times = list(row)
+            else:
+                continue
+            n = invalidate(wh, name, times, span=True)
+            if n:
+                out[name] = n
+        return out
 
     @_locked
     def ingests(self, source: str | None = None, limit: int = 50) -> QueryResult:
@@ -356,6 +394,26 @@ class Project:
         with self.lock:
             self.close()  # the next use opens the restored warehouse
             return restore(self.config.warehouse, self.dir, src)
+
+    # --- Kafka -------------------------------------------------------------------------------------------
+    def produce(self, source: str, files: list[str], topic: str | None = None) -> int:
+        """Publish JSON Lines files to a Kafka source's topic (keyed by the source's key)."""
+        from .sources.kafka import produce
+
+        src = self.source(source)
+        if src.kafka is None:
+            raise UserError(f"source {source} is not a Kafka source (it has no `kafka:` section)")
+        return produce(source, src, files, topic)
+
+    @_locked
+    def lag(self, source: str) -> QueryResult:
+        """Per partition of a Kafka source: the warehouse's next offset, the partition's end, the lag."""
+        from .sources.kafka import lag
+
+        src = self.source(source)
+        if src.kafka is None:
+            raise UserError(f"source {source} is not a Kafka source")
+        return QueryResult(["partition", "next_offset", "end", "lag"], lag(self.warehouse, source, src))
 
     # --- the data vault -----------------------------------------------------------------------------
     @_locked

@@ -32,7 +32,7 @@ TOKEN_HEADER = "X-Eventmart-Token"
 METHODS = ("check", "run_window", "ingest", "ingests", "undo_ingest", "rejects", "replay_rejects", "run", "backfill", "plan_backfill", "status", "query", "reset",
            "runs", "backup", "report", "alerts_check", "alerts_evaluate", "alerts_tune", "alerts_silence", "alerts_silences", "alerts_unsilence",
            "alerts_history", "alerts_state",
-           "alerts_backtest", "vault_load", "vault_status", "vault_reset")
+           "alerts_backtest", "vault_load", "vault_status", "vault_reset", "lag")
 
 
 def _types() -> dict[str, type]:

@@ -58,14 +58,16 @@ class IngestResult:
     reasons: dict[str, int] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)  # unchanged since loaded
     id: int | None = None
+    notes: list[str] = field(default_factory=list)  # what the user should know (a Kafka offset that was reset)
 
     def summary(self) -> str:
         read = len(self.files) - len(self.skipped)
+        stream = self.files and self.files[0].startswith("kafka://")
         s = (f"{self.source}: {self.loaded:,} loaded, {self.duplicates:,} duplicate, {self.rejected:,} rejected "
-             f"from {read} file(s) in {self.seconds:.2f}s")
+             + (f"from {self.files[0]}" if stream else f"from {read} file(s)") + f" in {self.seconds:.2f}s")
         if self.skipped:
             s += f"; {len(self.skipped)} unchanged file(s) skipped (--force reads them again)"
-        return s
+        return "; ".join([s, *self.notes])
 
 
 # --- tables ------------------------------------------------------------------------------------------
@@ -351,6 +353,7 @@ class Loader:
         self.store_rejects = store_rejects  # a replay leaves rows that still fail as they are
         self.con = wh.staging()
         self.cols = list(src.columns) + ["_time", "_loaded_at", "_ingest"]
+        self.spans: list[tuple[datetime, datetime]] = []  # (first, last) event time of each chunk's good rows
 
     def load(self, chunk: Chunk, file: str) -> list[int]:
         """Check a chunk and load its good rows; returns the _row of every row that passed (replay needs them).
@@ -406,6 +409,8 @@ class Loader:
                 pass
         self.res.read += rows + len(chunk.rejects)
         self.res.loaded += loaded
+        if loaded:
+            self.spans.append((lo, hi))
         self.res.duplicates += good - loaded
         self.res.rejected += len(rejects)
         for _, _, reason in rejects:
@@ -487,6 +492,45 @@ def _log(wh: Warehouse, res: IngestResult, seconds: float, status: str) -> None:
                "rejected = {{ r }}, min_time = {{ mn }}, max_time = {{ mx }}, status = {{ st }} WHERE id = {{ id }}",
                {"sec": seconds, "l": res.loaded, "d": res.duplicates, "r": res.rejected, "mn": res.min_time,
                 "mx": res.max_time, "st": status, "id": res.id})
+
+
+def stream_ingest(wh: Warehouse, name: str, src: Source, batches: Iterator[tuple[list[tuple[str, Chunk]], Callable]],
+                  label: str, dimensions: Sequence[str] = (),
+                  on_batch: Callable[[IngestResult, list[tuple[datetime, datetime]]], None] | None = None,
+                  ) -> IngestResult:
+    """Load a stream (Kafka) batch by batch: each batch's chunks, rejects, counts and its ``after()`` (the
+    consumer's offsets) commit in one transaction, so a crash at any point loses nothing and repeats nothing (a
+    batch read again after a crash finds its keys loaded). ``on_batch(result, spans)`` runs after each commit
+    with the event-time spans of the rows it loaded."""
+    from ..ledger import OWNER
+
+    t0, started = time.perf_counter(), utcnow()
+    res = IngestResult(name, [label])
+    with wh.transaction():
+        wh.lock(f"source:{name}")
+        ensure_tables(wh, name, src, dimensions)
+        res.id = _next_ingest(wh)
+        wh.execute(f"INSERT INTO {wh.q(INGESTS)} (source, files, started_at, seconds, loaded, duplicates, rejected, "
+                   "id, status, owner) VALUES ({{ s }}, {{ f }}, {{ t }}, 0, 0, 0, 0, {{ id }}, 'running', {{ o }})",
+                   {"s": name, "f": label, "t": started, "id": res.id, "o": OWNER})
+    loader = Loader(wh, name, src, res, started, res.id)
+    try:
+        for chunks, after in batches:
+            loader.spans = []
+            with wh.transaction():
+                wh.lock(f"source:{name}")
+                for file, chunk in chunks:
+                    loader.load(chunk, file)
+                after()
+                _log(wh, res, time.perf_counter() - t0, "running")
+            if on_batch and loader.spans:
+                on_batch(res, loader.spans)
+    finally:
+        res.seconds = time.perf_counter() - t0
+        with wh.transaction():
+            _log(wh, res, res.seconds, "ok")
+    assert res.read == res.loaded + res.duplicates + res.rejected, "every record is loaded, a duplicate or a reject"
+    return res
 
 
 def ingest(wh: Warehouse, name: str, src: Source, files: list[str], progress: Progress | None = None,
