@@ -732,7 +732,7 @@ def _exe() -> str:
 
 @app.command()
 def demo(
-    example: Annotated[str, typer.Argument(help="zen, feed or groups.")],
+    example: Annotated[str, typer.Argument(help="zen, feed, groups or web.")],
     directory: Annotated[Path, typer.Argument(help="Folder for the demo project (created).")],
     scale: Annotated[float, typer.Option(help="zen: events per minute vs the real hour; feed: users (1 = ~20k "
                                                 "DAU).")] = 1.0,
@@ -755,12 +755,20 @@ def demo(
     groups: a social network's users, groups, messages and group log (seed 003): a declared data vault,
     the group-conversion mart and its dashboard; prints the 10 oldest groups. With
     $EVENTMART_DEMO_S3_ENDPOINT set, the files are uploaded to that S3 server and read from there.
+
+    web: web analytics from four Kafka topics (seed 004): the seed's samples and a generated day
+    published to an in-process Kafka cluster ($EVENTMART_KAFKA: your brokers), consumed with an
+    exactly-once effect, joined marts, and a dashboard that `serve` keeps live from a replay.
     """
     from .examples import run_demo
 
-    run_demo(example, directory, scale=scale, days=days, say=lambda m: out.print(m, markup=False), exe=_exe(),
-             engine=engine)
+    say = lambda m: out.print(m, markup=False)  # noqa: E731
+    run_demo(example, directory, scale=scale, days=days, say=say, exe=_exe(), engine=engine)
     if serve:
+        if example == "web":  # live traffic for the live dashboard
+            from .examples import replay_web
+
+            replay_web(directory, say=say)
         _serve(directory, "127.0.0.1", port)
 
 

@@ -6,6 +6,7 @@ aggregate, write the ledger row. A reader sees the old window or the new one, ne
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from .warehouse import Warehouse
 from .warehouse.base import RowsOutsideWindow, TableLayout
 
 __all__ = ["RUNS", "MartRunner", "MartStatus", "RunResult", "compile_mart"]
+BUCKET_RE = re.compile(r"\{\{\s*bucket\(([^{}]+)\)\s*\}\}")
 
 
 
@@ -75,7 +77,9 @@ def compile_mart(wh: Warehouse, name: str, mart: Mart, sources: dict[str, Source
     """SQL that computes one window of the mart (placeholders start/end), and its output columns in order.
     ``source_sql``: a table expression to read instead of the source's raw table."""
     if mart.sql is not None:
-        return mart.sql, []
+        # {{ bucket(expr) }}: the mart's time bucket in this engine's SQL, so one SQL mart runs on every engine
+        sql = BUCKET_RE.sub(lambda m: wh.bucket_sql(m.group(1).strip(), mart.grain_seconds), mart.sql)
+        return sql, []
     src = sources[mart.from_]  # checked at load
     allowed = set(src.columns) | {"_time"}
     q = wh.q

@@ -395,6 +395,44 @@ class Project:
             self.close()  # the next use opens the restored warehouse
             return restore(self.config.warehouse, self.dir, src)
 
+    def prepare(self) -> None:
+        """Before serving a project that has not loaded anything yet: empty raw tables for its sources, its vault's
+        tables and its SQL marts' tables (their columns are what their query returns), so dashboards on them can be
+        checked and drawn (empty) at once, and fill as data arrives."""
+        from .sources.ingest import ensure_tables
+
+        with self.lock:
+            wh = self.warehouse
+            with wh.transaction():
+                for name, src in self.config.sources.items():
+                    if wh.table_columns(name) is None:
+                        dims = [d.name for m in self.config.marts.values() if m.from_ == name for d in m.dimensions]
+                        ensure_tables(wh, name, src, dims)
+                if self.config.vault.hubs or self.config.vault.links or self.config.vault.satellites:
+                    from .vault import ensure
+
+                    ensure(self.config, wh)
+            runner = self.runner
+            for name, m in self.config.marts.items():
+                if m.sql is not None and wh.table_columns(name) is None:
+                    sql, cols = runner.compiled(name)
+                    try:
+                        with wh.transaction():
+                            runner._ensure_table(name, sql, cols)
+                    except wh.errors:  # its SQL does not run yet: the dashboard check says so by name
+                        pass
+
+    def publish(self) -> Path | None:
+        """Write the marts (and the vault) into ``bi.duckdb`` beside an embedded warehouse, for BI tools that cannot
+        open the warehouse while `eventmart serve` holds it; None where they connect to the engine itself."""
+        from .vault import tables as vault_tables
+
+        target = self.dir / "bi.duckdb"
+        with self.lock:
+            wh = self.warehouse
+            names = [n for n in [*self.config.marts, *vault_tables(self.config, wh)] if wh.table_columns(n)]
+            return target if wh.publish(names, target) else None
+
     # --- Kafka -------------------------------------------------------------------------------------------
     def produce(self, source: str, files: list[str], topic: str | None = None) -> int:
         """Publish JSON Lines files to a Kafka source's topic (keyed by the source's key)."""

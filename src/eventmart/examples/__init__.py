@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -13,7 +15,7 @@ import pyarrow as pa
 from ..errors import UserError
 
 HERE = Path(__file__).parent
-EXAMPLES = ("zen", "feed", "groups")
+EXAMPLES = ("zen", "feed", "groups", "web")
 # the warehouse section of an example for each engine (`eventmart demo … --engine`)
 ENGINES = {
     "duckdb": None,  # as shipped
@@ -110,6 +112,82 @@ def upload_groups(directory: Path, files: list[Path], endpoint: str, bucket: str
                     + yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False), encoding="utf-8")
 
 
+_KAFKA: list = []  # the in-process Kafka cluster of a web demo: alive as long as this process
+WEB_SOURCES = {"browser": "web_browser", "location": "web_location", "device": "web_device", "geo": "web_geo"}
+WEB_START = datetime(2022, 11, 28)  # the day of the seed's sample
+
+
+def kafka_for_demo(say: Callable[[str], None] = print) -> str:
+    """$EVENTMART_KAFKA, or librdkafka's in-process cluster (the real protocol) started here."""
+    if os.environ.get("EVENTMART_KAFKA"):
+        return os.environ["EVENTMART_KAFKA"]
+    from ..sources.kafka import mock_cluster
+
+    keeper, bootstrap = mock_cluster()
+    _KAFKA.append(keeper)
+    os.environ["EVENTMART_KAFKA"] = bootstrap
+    say(f"started an in-process Kafka cluster at {bootstrap} (librdkafka's mock: it lives as long as this process)")
+    return bootstrap
+
+
+def generate_web(directory: Path, scale: float = 1.0) -> list[Path]:
+    """The seed's four samples, and a day of generated traffic before them (20,000 pageviews at scale 1)."""
+    from .web import generate, write, write_samples
+
+    recs, _ = generate(int(20_000 * scale), WEB_START, hours=20.8)
+    return write(recs, directory / "data", "-generated") + write_samples(directory / "data")
+
+
+def publish_web(project, files: list[Path]) -> int:
+    """Pageviews first, then their parts (which arrive later in real life too)."""
+    order = sorted(files, key=lambda f: (f.name.split("_")[0] != "browser", f.name))
+    return sum(project.produce(WEB_SOURCES[f.name.split("_")[0]], [str(f)]) for f in order)
+
+
+def replay_web(directory: Path, rate: float = 20.0, stop=None, say: Callable[[str], None] = print):
+    """A producer sending generated traffic at ``rate`` pageviews a second, their parts seconds later, stamped
+    from where the data ends onwards at the pace of the wall clock: the dashboard moves."""
+    import threading
+    import time
+
+    from ..project import Project
+    from .web import generate
+
+    stop = stop or threading.Event()
+
+    def run() -> None:
+        with Project.load(directory) as p:
+            srcs = {part: p.config.sources[name] for part, name in WEB_SOURCES.items()}
+        import confluent_kafka
+
+        from ..sources.kafka import client_config
+
+        prod = confluent_kafka.Producer(client_config(srcs["browser"], **{"linger.ms": 50}))
+        clock, k = WEB_START + timedelta(hours=21, minutes=45), 0
+        while not stop.is_set():
+            recs, delays = generate(max(int(rate * 10), 1), clock, hours=10 / 3600, seed=100 + k)
+            t0 = time.monotonic()
+            pending = sorted(((d, part, r) for part in recs for d, r in zip(delays[part], recs[part], strict=True)),
+                             key=lambda x: x[0])
+            for d, part, r in pending:
+                wait = t0 + min(d, 9.5) - time.monotonic()
+                if wait > 0 and stop.wait(wait):
+                    return
+                prod.produce(srcs[part].kafka.topic, json.dumps(r).encode())
+                prod.poll(0)
+            clock += timedelta(seconds=10)
+            k += 1
+            rest = t0 + 10 - time.monotonic()
+            if rest > 0 and stop.wait(rest):
+                return
+        prod.flush(5)
+
+    t = threading.Thread(target=run, daemon=True, name="eventmart-web-replay")
+    t.start()
+    say(f"replaying traffic into Kafka: {rate:g} pageviews/s")
+    return t, stop
+
+
 OLDEST = ("SELECT group_id, group_name, registration_dt, cnt_added_users, cnt_users_in_group_with_messages, "
           "round(group_conversion, 3) AS group_conversion FROM (SELECT * FROM group_conversion WHERE dt = "
           "(SELECT max(dt) FROM group_conversion) ORDER BY registration_dt, group_id LIMIT 10) t "
@@ -125,13 +203,17 @@ def run_demo(example: str, directory: Path, scale: float = 1.0, days: int = 0,
     if not (directory / "eventmart.yml").exists():
         init_example(example, directory, engine)
     paths = {"zen": lambda: [generate_zen(directory, scale, days)], "feed": lambda: generate_feed(directory, scale, days),
-             "groups": lambda: generate_groups(directory, scale)}[example]()
+             "groups": lambda: generate_groups(directory, scale), "web": lambda: generate_web(directory, scale)}[example]()
     for path in paths:
         say(f"generated {path}")
     if example == "groups" and os.environ.get("EVENTMART_DEMO_S3_ENDPOINT"):
         upload_groups(directory, paths, os.environ["EVENTMART_DEMO_S3_ENDPOINT"],
                       os.environ.get("EVENTMART_DEMO_S3_BUCKET", "eventmart-groups"), say)
+    if example == "web":
+        kafka_for_demo(say)
     with Project.load(directory) as p:
+        if example == "web":
+            say(f"published {publish_web(p, paths):,} message(s) to the four topics")
         for source in p.config.sources:
             say(p.ingest(source).summary())
         if p.config.vault.hubs:
@@ -151,5 +233,6 @@ def run_demo(example: str, directory: Path, scale: float = 1.0, days: int = 0,
                 say("  " + " | ".join("" if v is None else str(v) for v in row))
     hint = {"zen": "select * from dash_visits order by dt, visits desc limit 5",
             "feed": "select * from daily_metrics order by dt desc limit 7",
-            "groups": "select * from group_conversion order by dt desc, group_conversion desc limit 10"}[example]
+            "groups": "select * from group_conversion order by dt desc, group_conversion desc limit 10",
+            "web": "select page, sum(pageviews) from web_pages group by 1 order by 2 desc"}[example]
     say(f"try: cd {directory} && {exe} query \"{hint}\"")

@@ -48,6 +48,7 @@ class Server:
 
         self.project, self.say = project, say
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
+        project.prepare()  # dashboards on marts that have no data yet still draw
         self.flask = create_server(project, host)
         if not is_loopback(host) and not auth_configured():
             say(f"warning: serving on {host} without authentication: anyone who can reach this machine sees the "
@@ -59,6 +60,10 @@ class Server:
         token, self.state_file = api.write_state(project.dir, self.port)
         api.register(self.flask, project, token)
         self.scheduler = Scheduler(project, clock, say) if scheduler and project.config.schedules else None
+        from .stream import Publisher, Streams
+
+        self.streams = Streams(project, say) if scheduler else None
+        self.publisher = Publisher(project, say) if scheduler else None
         self._thread = None
 
     @property
@@ -70,10 +75,18 @@ class Server:
 
         if self.scheduler:
             self.scheduler.start()
+        if self.streams:
+            self.streams.start()
+        if self.publisher:
+            self.publisher.start()
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True, name="eventmart-http")
         self._thread.start()
 
     def stop(self) -> None:
+        if self.publisher:
+            self.publisher.stop()
+        if self.streams:
+            self.streams.stop()
         if self.scheduler:
             self.scheduler.stop()
         self.httpd.shutdown()
@@ -84,7 +97,8 @@ class Server:
 def serve(project: Project, host: str = "127.0.0.1", port: int = 8050, say: Callable[[str], None] = print) -> None:
     srv = Server(project, host, port, say)
     what = [f"dashboards {', '.join(project.config.dashboards)}" if project.config.dashboards else "",
-            f"{len(project.config.schedules)} scheduled job(s)" if project.config.schedules else ""]
+            f"{len(project.config.schedules)} scheduled job(s)" if project.config.schedules else "",
+            f"Kafka source(s) {', '.join(srv.streams.sources)}" if srv.streams and srv.streams.sources else ""]
     say(f"serving {'; '.join(w for w in what if w) or 'the local API'} at {srv.url}  (runs: {srv.url}runs/; "
         "Ctrl-C stops)")
     srv.start()

@@ -497,16 +497,19 @@ def _log(wh: Warehouse, res: IngestResult, seconds: float, status: str) -> None:
 def stream_ingest(wh: Warehouse, name: str, src: Source, batches: Iterator[tuple[list[tuple[str, Chunk]], Callable]],
                   label: str, dimensions: Sequence[str] = (),
                   on_batch: Callable[[IngestResult, list[tuple[datetime, datetime]]], None] | None = None,
-                  ) -> IngestResult:
+                  lock: Any = None) -> IngestResult:
     """Load a stream (Kafka) batch by batch: each batch's chunks, rejects, counts and its ``after()`` (the
     consumer's offsets) commit in one transaction, so a crash at any point loses nothing and repeats nothing (a
     batch read again after a crash finds its keys loaded). ``on_batch(result, spans)`` runs after each commit
     with the event-time spans of the rows it loaded."""
+    import contextlib
+
     from ..ledger import OWNER
 
+    lock = lock or contextlib.nullcontext()
     t0, started = time.perf_counter(), utcnow()
     res = IngestResult(name, [label])
-    with wh.transaction():
+    with lock, wh.transaction():
         wh.lock(f"source:{name}")
         ensure_tables(wh, name, src, dimensions)
         res.id = _next_ingest(wh)
@@ -517,7 +520,7 @@ def stream_ingest(wh: Warehouse, name: str, src: Source, batches: Iterator[tuple
     try:
         for chunks, after in batches:
             loader.spans = []
-            with wh.transaction():
+            with lock, wh.transaction():
                 wh.lock(f"source:{name}")
                 for file, chunk in chunks:
                     loader.load(chunk, file)
@@ -527,7 +530,7 @@ def stream_ingest(wh: Warehouse, name: str, src: Source, batches: Iterator[tuple
                 on_batch(res, loader.spans)
     finally:
         res.seconds = time.perf_counter() - t0
-        with wh.transaction():
+        with lock, wh.transaction():
             _log(wh, res, res.seconds, "ok")
     assert res.read == res.loaded + res.duplicates + res.rejected, "every record is loaded, a duplicate or a reject"
     return res

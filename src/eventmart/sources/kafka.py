@@ -19,6 +19,7 @@ result; keys keep the raw table exact. New partitions start at ``kafka.start`` (
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -132,12 +133,13 @@ class Reader:
     """A consumer in the source's group that yields batches for :func:`~eventmart.sources.ingest.stream_ingest`."""
 
     def __init__(self, wh: Warehouse, name: str, src: Source, drain: bool, stop: threading.Event | None = None,
-                 wait: float = ASSIGN_WAIT):
+                 wait: float = ASSIGN_WAIT, lock: Any = None):
         ck = _kafka()
         self.ck, self.wh, self.name, self.src, self.drain = ck, wh, name, src, drain
         self.topic = src.kafka.topic
         self.stop = stop or threading.Event()
         self.wait = wait
+        self.lock = lock or contextlib.nullcontext()  # the warehouse's writer lock in `eventmart serve`
         self.notes: list[str] = []
         self.assigned: dict[int, int] = {}  # partition -> high watermark when it was assigned (drain stops there)
         self.position: dict[int, int] = {}
@@ -145,12 +147,14 @@ class Reader:
         self.consumer = ck.Consumer(client_config(src, **{
             "group.id": group_of(name, src), "enable.auto.commit": False, "auto.offset.reset": src.kafka.start,
             "session.timeout.ms": 6000, "enable.partition.eof": False,
+            "topic.metadata.refresh.interval.ms": 5000,  # a topic created later is found within seconds
             "error_cb": lambda err: setattr(self, "last_error", err.str())}))
         self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
 
     def _on_assign(self, consumer: Any, partitions: list) -> None:
         ck = self.ck
-        stored = stored_offsets(self.wh, self.name, self.topic)
+        with self.lock:
+            stored = stored_offsets(self.wh, self.name, self.topic)
         for tp in partitions:
             lo, hi = consumer.get_watermark_offsets(tp, timeout=10)
             self.assigned[tp.partition] = hi
@@ -196,6 +200,9 @@ class Reader:
                 if err is not None:
                     if err.code() == self.ck.KafkaError._PARTITION_EOF:
                         continue
+                    if err.code() == self.ck.KafkaError.UNKNOWN_TOPIC_OR_PART:
+                        self.last_error = err.str()  # not there yet: assigned when it appears (drain: waits)
+                        continue
                     raise UserError(f"sources.{self.name}.kafka: {err.str()}; check the topic and the brokers")
                 by_part.setdefault(m.partition(), []).append(m)
             if not by_part:
@@ -218,14 +225,16 @@ class Reader:
 
 
 def consume(wh: Warehouse, name: str, src: Source, drain: bool = True, stop: threading.Event | None = None,
-            dimensions: Sequence[str] = (), on_batch: Callable | None = None, wait: float = ASSIGN_WAIT
-            ) -> IngestResult:
-    """Load the topic's messages: what is there when it starts (``drain``), or until ``stop`` is set."""
+            dimensions: Sequence[str] = (), on_batch: Callable | None = None, wait: float = ASSIGN_WAIT,
+            lock: Any = None) -> IngestResult:
+    """Load the topic's messages: what is there when it starts (``drain``), or until ``stop`` is set. ``lock``:
+    held around every use of the warehouse (a server's other threads write too)."""
     from .ingest import stream_ingest
 
-    reader = Reader(wh, name, src, drain, stop, wait)
+    reader = Reader(wh, name, src, drain, stop, wait, lock)
     try:
-        res = stream_ingest(wh, name, src, reader.batches(), f"kafka://{src.kafka.topic}", dimensions, on_batch)
+        res = stream_ingest(wh, name, src, reader.batches(), f"kafka://{src.kafka.topic}", dimensions, on_batch,
+                            lock)
     finally:
         reader.close()
     res.notes = reader.notes

@@ -221,6 +221,12 @@ class Warehouse(ABC):
         """The MD5 digest of a text expression as 32 lowercase hex digits."""
         return f"md5({text_expr})"
 
+    def publish(self, tables: list[str], target: Path) -> bool:
+        """For an embedded engine that other processes cannot open while eventmart holds it: write ``tables`` into a
+        file of their own at ``target`` (replaced atomically) that BI tools open read-only. False where other
+        clients connect to the engine itself (a server), so nothing is written."""
+        return False
+
     def backup_to(self, target: Path) -> dict[str, int]:
         """Write a consistent copy of the warehouse to ``target``, verify it by restoring it to scratch, and return
         the row count per table (the copy's, equal to the warehouse's). Nothing is left at ``target`` if it

@@ -209,6 +209,21 @@ class DuckDBWarehouse(Warehouse):
     def in_list_sql(self, expr: str, param: str) -> str:
         return f"list_contains(CAST({{{{ {param} }}}} AS VARCHAR[]), CAST({expr} AS VARCHAR))"
 
+    def publish(self, tables: list[str], target: Path) -> bool:
+        """A DuckDB file with copies of ``tables``: written beside, then renamed over ``target`` (a reader that has
+        the old file open keeps reading it)."""
+        tmp = target.with_name(target.name + ".partial")
+        tmp.unlink(missing_ok=True)
+        con = self.con
+        con.execute(f"ATTACH {_sql_text(str(tmp))} AS em_publish")
+        try:
+            for t in tables:
+                con.execute(f"CREATE TABLE em_publish.{self.q(t)} AS SELECT * FROM {self.q(t)}")
+        finally:
+            con.execute("DETACH em_publish")
+        tmp.replace(target)
+        return True
+
     # --- backups: COPY FROM DATABASE into a new file (checkpointed and consistent while eventmart holds the file) --
     backup_suffix = "duckdb"
 
