@@ -5,6 +5,9 @@ BIN    := $(VENV)/bin
 # Apache Airflow lives in its own venv: its pins are not ours (tests/test_airflow.py drives it)
 AIRFLOW_VENV ?= .venv-airflow
 DEMO   ?= demo/zen
+# two pytest workers (pytest-xdist): most tests wait on subprocesses and servers, so two halve the wall time even on
+# two cores; each worker starts its own PostgreSQL, ClickHouse stand-in and Kafka broker
+TEST_WORKERS ?= 2
 
 .PHONY: demo test venv system-deps bench clean
 
@@ -40,7 +43,7 @@ system-deps:
 
 test: system-deps venv $(AIRFLOW_VENV)/bin/airflow $(MIN_VENV)/bin/eventmart
 	$(BIN)/ruff check src tests benchmarks scripts
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 	bash scripts/smoke-minimal.sh $(MIN_VENV)
 
 bench: venv system-deps

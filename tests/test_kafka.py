@@ -36,7 +36,12 @@ def topic_name(tag: str) -> str:
 def send(broker: str, topic: str, values: list[bytes | str], keys: list[str] | None = None) -> None:
     p = Producer({"bootstrap.servers": broker, "linger.ms": 5, "log_level": 3})
     for i, v in enumerate(values):
-        p.produce(topic, v.encode() if isinstance(v, str) else v, key=(keys[i] if keys else str(i)).encode())
+        while True:
+            try:
+                p.produce(topic, v.encode() if isinstance(v, str) else v, key=(keys[i] if keys else str(i)).encode())
+                break
+            except BufferError:  # librdkafka's local queue is full (a busy machine): let it deliver, then retry
+                p.poll(0.1)
         if i % 10_000 == 0:
             p.poll(0)
     assert p.flush(30) == 0

@@ -140,16 +140,22 @@ CH_ATTACKS = [
 ]
 
 
-def test_clickhouse_refuses_writes_files_and_settings(tmp_path, ch_warehouse):
-    d = fixture_project(tmp_path, ch_warehouse)
+def test_clickhouse_refuses_writes_files_and_settings(tmp_path, ch_warehouse, ch_server, monkeypatch):
+    d = fixture_project(tmp_path / "chdb", ch_warehouse)
     before = counts(d)
-    # DuckDB's attacks are refused too, some as text ClickHouse's parser does not take (in-process: each CLI run
-    # opens the engine anew); the ClickHouse-specific ones also through the console script
+    # DuckDB's attacks are refused too, some as text ClickHouse's parser does not take
     with Project.load(d) as p:
         for sql, needle in [(a, "") for a, _ in ATTACKS] + CH_ATTACKS:
             with pytest.raises(UserError) as e:
                 p.query(sql)
             assert needle in str(e.value) and "\n" not in str(e.value), (sql, str(e.value))
+    assert counts(d) == before
+    # the ClickHouse-specific ones also through the console script, on a server (this process holds the chDB
+    # folder: chDB opens one per process)
+    monkeypatch.setenv("EVENTMART_CH_URL", ch_server["url"])
+    d = fixture_project(tmp_path / "server", {"type": "clickhouse", "url": "${EVENTMART_CH_URL}",
+                                              "database": f"ro{int(time.time() * 1e6) % 10**12}"})
+    before = counts(d)
     for sql, needle in CH_ATTACKS[:3]:
         r = em(d, "query", sql)
         assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -773,9 +773,11 @@ def demo(
 
 
 def _serve(project: Path, host: str, port: int) -> None:
+    from .dashboards.app import check_auth_env
     from .server.api import running_server
     from .server.serve import serve as serve_project
 
+    check_auth_env()
     with _load(project, local=True) as p:
         state = running_server(p.dir)
         if state is not None:

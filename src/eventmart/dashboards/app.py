@@ -266,16 +266,23 @@ class DashboardApp:
                               headers={"Content-Disposition": f'attachment; filename="{chart}.csv"'})
 
 
-def create_server(project: Project, host: str = "127.0.0.1") -> flask.Flask:
-    """The Flask server with every dashboard and the Runs page mounted; checks every dashboard first."""
+def check_auth_env() -> None:
+    """Half a configuration must not silently mean "no authentication"; checked before anything opens."""
     from ..errors import UserError
-    from .runs import RunsApp
 
     user, password = os.environ.get(AUTH_USER), os.environ.get(AUTH_PASSWORD)
-    if bool(user) != bool(password):  # half a configuration must not silently mean "no authentication"
+    if bool(user) != bool(password):
         missing = AUTH_PASSWORD if user else AUTH_USER
         raise UserError(f"{AUTH_USER} and {AUTH_PASSWORD} go together: {missing} is not set; set both (basic auth) "
                         "or neither")
+
+
+def create_server(project: Project, host: str = "127.0.0.1") -> flask.Flask:
+    """The Flask server with every dashboard and the Runs page mounted; checks every dashboard first."""
+    from .runs import RunsApp
+
+    check_auth_env()
+    user, password = os.environ.get(AUTH_USER), os.environ.get(AUTH_PASSWORD)
     server = flask.Flask("eventmart")
     pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="eventmart-query")
     apps = {n: DashboardApp(n, d, project, server, pool) for n, d in project.config.dashboards.items()}

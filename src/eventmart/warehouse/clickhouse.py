@@ -195,7 +195,7 @@ class ClickHouseWarehouse(Warehouse):
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             if self.url:
                 first = first.replace(self.url, where)
-            if "already initialized with path" in first or "Cannot lock file" in first:
+            if any(s in first for s in ("already initialized with path", "Cannot lock file", "Error initializing EmbeddedServer")):
                 raise UserError(f"{where}: the warehouse is in use by another eventmart process (chDB opens one "
                                 "folder per process); stop it or wait for it") from None
             errno = re.search(r"\[Errno -?\d+\] ([^\"')]+)", first)
