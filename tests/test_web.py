@@ -110,6 +110,18 @@ def test_serve_keeps_marts_live_and_late_parts_join(live):
     rows = dict(p.warehouse.concurrent_fetch("SELECT page, sum(pageviews) FROM web_pages GROUP BY 1").rows)
     assert {k: int(v) for k, v in rows.items()} == {"/home": 90, "(not yet)": 30}
     assert latency < 60
+    # the Runs page shows the lag per partition of each Kafka source
+    import flask
+
+    from eventmart.dashboards.runs import RunsApp
+    from eventmart.sources.kafka import lag
+
+    for name, sent in (("web_browser", 120), ("web_location", 90)):
+        parts = lag(p.warehouse, name, p.config.sources[name], concurrent=True)
+        assert sum(nxt or 0 for _, nxt, _, _ in parts) == sent and all(n == 0 for *_, n in parts), parts
+    text = str(RunsApp(p, flask.Flask("runs-test")).lag_table())
+    assert "web_browser" in text and "web_location" in text
+    assert text.count("lag-row") >= 8  # four partitions each of the topics that exist
     # a SQL client other than eventmart (SQLAlchemy + duckdb-engine, as Superset connects) reads the marts while
     # serve holds the warehouse: from bi.duckdb, which serve keeps up to date
     from sqlalchemy import create_engine, inspect, text

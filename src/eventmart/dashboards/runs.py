@@ -52,6 +52,8 @@ class RunsApp:
                 dcc.Checklist(id="failed", options=[{"label": " failed only", "value": "failed"}], value=[]),
             ], style={"display": "flex", "gap": "16px", "alignItems": "center", "margin": "0 24px"}),
             html.Div(id="runs", style={"margin": "8px 24px", "maxHeight": "520px", "overflow": "auto"}),
+            *([html.H3("Kafka lag", style={"margin": "16px 24px 4px"}),
+               html.Div(id="lag", style={"margin": "8px 24px"})] if self.kafka_sources else []),
             html.H3("Coverage", style={"margin": "16px 24px 4px"}),
             dcc.Graph(id="calendar", config={"displaylogo": False}),
             html.H3("Backfill", style={"margin": "16px 24px 4px"}),
@@ -238,11 +240,38 @@ class RunsApp:
         self.backfill_thread.start()
         return f"backfill of {len(plan)} window(s) started; the runs appear above as they finish"
 
+    @property
+    def kafka_sources(self) -> list[str]:
+        return [n for n, s in self.project.config.sources.items() if s.kafka is not None]
+
+    def lag_table(self) -> html.Table:
+        """Per Kafka source and partition: loaded up to (the warehouse's next offset), the end, the lag."""
+        from ..errors import UserError
+        from ..sources.kafka import lag
+
+        rows = []
+        for name in self.kafka_sources:
+            try:
+                for part, nxt, end, n in lag(self.wh, name, self.project.config.sources[name], concurrent=True):
+                    rows.append([name, part, "-" if nxt is None else f"{nxt:,}", f"{end:,}", f"{n:,}"])
+            except UserError as e:
+                rows.append([name, "-", "-", "-", str(e)])
+        cell = {"padding": "3px 8px", "borderBottom": "1px solid #eee", "fontSize": "13px", "textAlign": "left"}
+        cols = ["source", "partition", "loaded up to (next offset)", "end", "lag"]
+        return html.Table([html.Thead(html.Tr([html.Th(c, style=cell) for c in cols])),
+                           html.Tbody([html.Tr([html.Td(str(v), style=cell) for v in r], className="lag-row")
+                                       for r in rows])], style={"borderCollapse": "collapse"})
+
     def _callbacks(self) -> None:
         @self.app.callback(Output("runs", "children"), Output("calendar", "figure"),
                            Input("tick", "n_intervals"), Input("job", "value"), Input("failed", "value"))
         def refresh(_n, job, failed):
             return self.table(self.runs(job, "failed" in (failed or []))), self.calendar_figure()
+
+        if self.kafka_sources:
+            @self.app.callback(Output("lag", "children"), Input("tick", "n_intervals"))
+            def refresh_lag(_n):
+                return self.lag_table()
 
         @self.app.callback(Output("bf-plan", "children"), Output("bf-run", "disabled"), Output("bf-token", "data"),
                            Input("bf-preview", "n_clicks"), Input("bf-run", "n_clicks"),

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 OFFSETS = "_eventmart_offsets"
 ASSIGN_WAIT = 20.0  # seconds to wait for the group to assign partitions (a join takes a few seconds)
+LINGER = 0.25  # seconds a batch may wait for more messages before it commits
 
 
 def _kafka() -> Any:
@@ -75,10 +76,12 @@ def ensure_offsets(wh: Warehouse) -> None:
             ("updated_at", "timestamp"))])
 
 
-def stored_offsets(wh: Warehouse, name: str, topic: str) -> dict[int, int]:
-    if wh.table_columns(OFFSETS) is None:
+def stored_offsets(wh: Warehouse, name: str, topic: str, concurrent: bool = False) -> dict[int, int]:
+    """``concurrent``: through the warehouse's thread-safe reads (a dashboard thread)."""
+    if not (wh.concurrent_table_exists(OFFSETS) if concurrent else wh.table_columns(OFFSETS) is not None):
         return {}
-    return {int(p): int(o) for p, o in wh.fetch(
+    fetch = wh.concurrent_fetch if concurrent else wh.fetch
+    return {int(p): int(o) for p, o in fetch(
         f"SELECT {wh.q('partition')}, max(next_offset) FROM {wh.q(OFFSETS)} WHERE source = {{{{ s }}}} "
         f"AND topic = {{{{ t }}}} GROUP BY {wh.q('partition')}", {"s": name, "t": topic}).rows}
 
@@ -188,6 +191,14 @@ class Reader:
             if self.drain and self._drained():
                 return
             msgs = self.consumer.consume(self.src.kafka.batch, timeout=0.5)
+            # a fetch holds about a megabyte per partition: gather up to a batch (or LINGER seconds) so that each
+            # transaction carries many messages
+            until = time.monotonic() + LINGER
+            while msgs and len(msgs) < self.src.kafka.batch and time.monotonic() < until:
+                more = self.consumer.consume(self.src.kafka.batch - len(msgs), timeout=max(until - time.monotonic(), 0))
+                if not more:
+                    break
+                msgs.extend(more)
             if not msgs:
                 if self.drain and not self.assigned and time.monotonic() - waited > self.wait:
                     why = f" ({self.last_error})" if self.last_error else ""
@@ -244,7 +255,7 @@ def consume(wh: Warehouse, name: str, src: Source, drain: bool = True, stop: thr
 # --- lag and producing ----------------------------------------------------------------------------------------
 
 
-def lag(wh: Warehouse, name: str, src: Source) -> list[tuple[int, int | None, int, int]]:
+def lag(wh: Warehouse, name: str, src: Source, concurrent: bool = False) -> list[tuple[int, int | None, int, int]]:
     """(partition, the warehouse's next offset, the partition's end, messages not loaded yet) per partition."""
     ck = _kafka()
     c = ck.Consumer(client_config(src, **{"group.id": f"{group_of(name, src)}-lag", "enable.auto.commit": False}))
@@ -258,7 +269,7 @@ def lag(wh: Warehouse, name: str, src: Source) -> list[tuple[int, int | None, in
         if topic is None or topic.error is not None:
             raise UserError(f"sources.{name}.kafka: topic '{src.kafka.topic}' not found at "
                             f"{src.kafka.bootstrap_servers}")
-        stored = stored_offsets(wh, name, src.kafka.topic)
+        stored = stored_offsets(wh, name, src.kafka.topic, concurrent)
         out = []
         for p in sorted(topic.partitions):
             lo, hi = c.get_watermark_offsets(ck.TopicPartition(src.kafka.topic, p), timeout=10)
