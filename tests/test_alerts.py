@@ -327,9 +327,10 @@ def test_feed_live_scheduler_raises_and_resolves_each_incident_once(feed_demo, t
     with Project.load(feed_demo) as p:
         s = Scheduler(p, say=lambda _: None)
         s.jobs = {"alerts_15min": p.config.schedules["alerts_15min"]}
-        t = datetime(2024, 3, 12, 0, 0)
+        # from hours before the first incident (03-12 20:00) to hours after the second (03-13 14:00) resolved
+        t = datetime(2024, 3, 12, 12, 0)
         s.start_up(t)
-        while t < datetime(2024, 3, 14, 23, 0):
+        while t < datetime(2024, 3, 13, 20, 0):
             t += Q
             s.tick(t + timedelta(seconds=20))
         hist = p.alerts_history(limit=500).rows

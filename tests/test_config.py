@@ -60,6 +60,7 @@ def test_good_file_loads(tmp_path: Path):
     ("time: {column: ts, unit: ms}", "time: {column: ts, unit: ns}", ":11: sources.events.time.unit: Input should be"),
     ("time: {column: ts, unit: ms}", "time: {column: ts}", ":11: sources.events.time: time column 'ts' with unit timestamp must be declared as timestamp or string"),
     ("    path: data/*.csv", "    path: [data/*.csv", ":8: not valid YAML"),
+    ("  type: duckdb", "  type: duckdb\n  memory_limit: lots", ":4: warehouse.memory_limit: 'lots' is not a size"),
 ])
 def test_errors_name_line_and_key(tmp_path: Path, old: str, new: str, expect: str):
     assert old in GOOD
@@ -114,3 +115,25 @@ def test_grains_and_intervals():
         (D(2024, 1, 1, 20), D(2024, 1, 2)), (D(2024, 1, 2), D(2024, 1, 3)), (D(2024, 1, 3), D(2024, 1, 3, 2))]
     assert subtract_intervals((D(2024, 1, 1), D(2024, 1, 5)), [(D(2024, 1, 2), D(2024, 1, 3)), (D(2024, 1, 2, 12), D(2024, 1, 4))]) == [
         (D(2024, 1, 1), D(2024, 1, 2)), (D(2024, 1, 4), D(2024, 1, 5))]
+
+
+def test_duckdb_memory_limit_holds_and_comes_back_after_an_ingest(tmp_path: Path):
+    """warehouse.memory_limit bounds DuckDB (beyond it, it spills); an ingest lowers it for its own chunks and
+    restores the project's limit, not DuckDB's default (80 % of the machine)."""
+    from eventmart.warehouse.duckdb import default_memory_limit
+    from helpers import random_events, write_events_csv
+
+    def limit(p: Project) -> str:
+        return p.warehouse.con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+
+    write_events_csv(tmp_path / "data" / "e.csv", random_events(50, seed=1))
+    write_project(tmp_path, events_config({"type": "duckdb", "memory_limit": "1536MB"}))
+    with Project.load(tmp_path) as p:
+        assert limit(p) == "1.4 GiB"  # DuckDB prints 1536 MB (10^6) as GiB
+        assert p.ingest("events").loaded == 50
+        assert limit(p) == "1.4 GiB"
+    write_project(tmp_path, events_config({"type": "duckdb"}))
+    with Project.load(tmp_path) as p:
+        half = int(default_memory_limit().removesuffix("MiB"))
+        shown = limit(p)
+        assert shown.endswith("GiB") and abs(float(shown.split()[0]) * 1024 - half) < 0.06 * half, (shown, half)

@@ -406,6 +406,7 @@ class Warehouse(Strict):
     read_url: str | None = None  # postgres: a read-only role for `eventmart query` (default: url, read-only)
     database: str | None = None  # clickhouse: the database (default: the URL's, else `default`)
     cluster: str | None = None  # clickhouse server: a cluster name; tables are Replicated, reads Distributed
+    memory_limit: str | None = None  # duckdb: its memory before it spills to disk, e.g. 8GB (default: half the RAM)
 
     @model_validator(mode="after")
     def _defaults(self) -> Warehouse:
@@ -415,6 +416,11 @@ class Warehouse(Strict):
             raise _at("cluster", "a cluster is a ClickHouse server setting (type: clickhouse with url:)")
         if self.database is not None and self.type != "clickhouse":
             raise _at("database", "database is a ClickHouse setting; PostgreSQL takes it in the URL")
+        if self.memory_limit is not None and self.type != "duckdb":
+            raise _at("memory_limit", "memory_limit is a DuckDB setting; a server engine has its own")
+        if self.memory_limit is not None and not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)",
+                                                              self.memory_limit.strip()):
+            raise _at("memory_limit", f"'{self.memory_limit}' is not a size like 512MB, 8GB or 16GiB")
         if self.database is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.database):
             raise _at("database", f"'{self.database}' is not a plain name (letters, digits, _)")
         return self

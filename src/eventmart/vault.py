@@ -44,7 +44,8 @@ class LoadResult:
     rows: int
     seconds: float
     ingests: tuple[int, int] | None = None  # (after, up to): the raw rows it took
-    orphans: dict[str, int] = field(default_factory=dict)  # link: hub -> link rows whose hub key is missing
+    # link: hub -> link keys of this load's raw rows whose hub key is missing (`status` counts the whole link)
+    orphans: dict[str, int] = field(default_factory=dict)
 
     def line(self) -> str:
         took = f" from ingests {self.ingests[0] + 1}..{self.ingests[1]}" if self.ingests else " (nothing new)"
@@ -230,6 +231,23 @@ def orphans(cfg: ProjectConfig, wh: Warehouse, link: str) -> dict[str, int]:
     return out
 
 
+def batch_orphans(cfg: ProjectConfig, wh: Warehouse, link: str, lo: int, hi: int) -> dict[str, int]:
+    """hub -> link keys among the raw rows of ingests (lo, hi] whose key for that hub is not in the hub: what one
+    load reports, at the cost of its batch (`status` counts the whole link)."""
+    q, ln = wh.q, cfg.vault.links[link]
+    src = cfg.sources[ln.source]
+    all_cols = [c for cols in ln.hubs.values() for c in cols]
+    out = {}
+    for h, cols in ln.hubs.items():
+        hk = q(hub_hk(h, cfg.vault.hubs[h]))
+        out[h] = int(wh.fetch(
+            f"SELECT count(DISTINCT s.lk) FROM (SELECT {hash_sql(wh, src, all_cols)} AS lk, {hash_sql(wh, src, cols)} "
+            f"AS hk FROM {q(ln.source)} WHERE _ingest > {{{{ lo }}}} AND _ingest <= {{{{ hi }}}} AND "
+            f"{not_null(wh, all_cols)}) s LEFT JOIN {q(h)} t ON t.{hk} = s.hk WHERE t.{hk} IS NULL",
+            {"lo": lo, "hi": hi}).rows[0][0])
+    return out
+
+
 def load(cfg: ProjectConfig, wh: Warehouse, only: list[str] | None = None) -> list[LoadResult]:
     """Load what the raw tables gained since each vault table's last load: hubs, then links, then satellites."""
     v = cfg.vault
@@ -262,10 +280,11 @@ def load(cfg: ProjectConfig, wh: Warehouse, only: list[str] | None = None) -> li
                 wh.execute(sql, {"lo": lo, "hi": hi, "rs": item.record_source or source})
                 rows, took = _count(wh, name) - before, (lo, hi)
                 _set_watermark(wh, name, source, hi, now)
-            res = LoadResult(name, kind, rows, time.perf_counter() - t0, took)
-            if kind == "link":
-                res.orphans = orphans(cfg, wh, name)
-            results.append(res)
+            if kind == "link" and took:
+                orphaned = batch_orphans(cfg, wh, name, lo, hi)
+            else:
+                orphaned = {}
+            results.append(LoadResult(name, kind, rows, time.perf_counter() - t0, took, orphaned))
     return results
 
 

@@ -562,14 +562,18 @@ def ingest(wh: Warehouse, name: str, src: Source, files: list[str], progress: Pr
         return inner
 
     stage = wh.staging()
-    # DuckDB would otherwise keep every page it wrote cached: a big file would cost its size in memory
+    # DuckDB would otherwise keep every page it wrote cached: a big file would cost its size in memory; the
+    # warehouse's own limit (warehouse.memory_limit) comes back afterwards
     stage.execute(f"SET memory_limit = '{INGEST_MEMORY}'")
     # a checkpoint after every chunk's commit would rewrite the table each time: once, at the end, instead
     stage.execute("SET checkpoint_threshold = '16GB'")
     try:
         return _ingest(wh, name, src, files, res, started, tick, done, force, t0, dimensions, labels or {})
     finally:
-        stage.execute("RESET memory_limit")
+        if wh.stage_memory_limit:
+            stage.execute("SET memory_limit = $m", {"m": wh.stage_memory_limit})
+        else:
+            stage.execute("RESET memory_limit")
         stage.execute("RESET checkpoint_threshold")
 
 

@@ -27,7 +27,7 @@ def open_warehouse(cfg: WarehouseConfig, project_dir: Path, read_only: bool = Fa
         path = project_dir / cfg.path
         if read_only and not path.exists():
             return DuckDBWarehouse(None, read_only=True)
-        return DuckDBWarehouse(path, read_only=read_only)
+        return DuckDBWarehouse(path, read_only=read_only, memory_limit=cfg.memory_limit)
     if cfg.type == "clickhouse":
         from .clickhouse import open_clickhouse
 

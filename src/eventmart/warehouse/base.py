@@ -250,6 +250,9 @@ class Warehouse(ABC):
         return f"nextval('{name}')"
 
     # --- ingest ------------------------------------------------------------------
+    # the staging connection's memory limit outside an ingest (None: DuckDB's default)
+    stage_memory_limit: str | None = None
+
     @abstractmethod
     def staging(self) -> duckdb.DuckDBPyConnection:
         """The DuckDB connection where files are parsed and validated before they reach the warehouse."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import threading
@@ -53,9 +54,23 @@ def _used(sql: str, params: dict[str, Any] | None) -> dict[str, Any] | None:
     return {k: v for k, v in params.items() if k in names} or None
 
 
-def connect(path: str | Path | None, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+def default_memory_limit() -> str:
+    """Half the machine's memory: DuckDB's own default (80 %) leaves too little beside it for the process's
+    Python side, serve's dashboards and the rest of the machine once a big load spills."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return "4GB"
+    return f"{max(total // 2 // 2**20, 256)}MiB"
+
+
+def connect(path: str | Path | None, read_only: bool = False,
+            memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
     """A connection in UTC. Read-only ones (queries, checks) cannot reach files or change settings."""
-    config = {"enable_external_access": False} if read_only else {}
+    config: dict[str, Any] = {"enable_external_access": False} if read_only else {}
+    if path is not None and not read_only:
+        # bounded: beyond it aggregates, joins and sorts spill to <file>.tmp beside the warehouse
+        config["memory_limit"] = (memory_limit or default_memory_limit()).replace(" ", "")
     con = duckdb.connect(str(path) if path else ":memory:", read_only=read_only and path is not None, config=config)
     con.execute("SET TimeZone = 'UTC'")
     if read_only:
@@ -67,14 +82,16 @@ class DuckDBWarehouse(Warehouse):
     dialect = "duckdb"
     errors = (duckdb.Error,)
 
-    def __init__(self, path: Path | None, read_only: bool = False):
+    def __init__(self, path: Path | None, read_only: bool = False, memory_limit: str | None = None):
         """A file, or in memory (``path`` None)."""
         self.path = path
         self.read_only = read_only
         if read_only and path is not None and not path.exists():
             raise UserError(f"{path}: the warehouse does not exist yet; load data with `eventmart ingest` first")
         try:
-            self.con = connect(path, read_only=read_only)
+            self.con = connect(path, read_only=read_only, memory_limit=memory_limit)
+            if path is not None and not read_only:
+                self.stage_memory_limit = (memory_limit or default_memory_limit()).replace(" ", "")
         except duckdb.IOException as e:
             if "lock" in str(e).lower():
                 raise UserError(
