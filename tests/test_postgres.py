@@ -120,3 +120,20 @@ def test_concurrent_runs_of_one_window_never_double_the_mart(tmp_path, pg_url):
         with Project.load(tmp_path) as p:
             assert p.query("SELECT sum(n) FROM slow").rows[0][0] == 500
             assert p.query("SELECT sum(events) FROM by_topic").rows[0][0] == 500
+
+
+def test_the_planner_sees_a_batch_just_loaded(tmp_path, pg_url):
+    """After an ingest (and each vault table's load) the statistics are fresh: the next statement that reads the new
+    rows must not plan them as one row — PostgreSQL then picks a nested loop, hours on a vault's anti-join."""
+    import json
+
+    events = random_events(6000, seed=5, hours=24)
+    p = _pg_project(tmp_path, pg_url, events[:3000])
+    p.ingest("events")
+    write_events_csv(tmp_path / "data" / "f.csv", events[3000:])
+    assert p.ingest("events").loaded == 3000
+    last = p.warehouse.fetch("SELECT max(_ingest) FROM events").rows[0][0]
+    [[plan]] = p.warehouse.fetch(f"EXPLAIN (FORMAT JSON) SELECT * FROM events WHERE _ingest = {int(last)}").rows
+    plan = plan if isinstance(plan, list) else json.loads(plan)
+    assert plan[0]["Plan"]["Plan Rows"] > 1000, plan
+    p.close()

@@ -259,6 +259,7 @@ def load(cfg: ProjectConfig, wh: Warehouse, only: list[str] | None = None) -> li
             raise UserError(f"unknown vault table '{n}' (tables: {', '.join(plan)})")
     results = []
     now = utcnow()
+    analyzed: set[str] = set()
     with wh.transaction():
         wh.lock("vault")
         ensure(cfg, wh)
@@ -275,11 +276,16 @@ def load(cfg: ProjectConfig, wh: Warehouse, only: list[str] | None = None) -> li
             hi = _finished_upto(wh, source)
             rows, took = 0, None
             if hi > lo:
+                if source not in analyzed:  # a stream's batches, or an ingest of another version, left no statistics
+                    wh.analyze(source)
+                    analyzed.add(source)
                 sql = {"hub": _hub_sql, "link": _link_sql, "satellite": _satellite_sql}[kind](wh, cfg, name, item)
                 before = _count(wh, name)
                 wh.execute(sql, {"lo": lo, "hi": hi, "rs": item.record_source or source})
                 rows, took = _count(wh, name) - before, (lo, hi)
                 _set_watermark(wh, name, source, hi, now)
+                if rows:
+                    wh.analyze(name)  # links and satellites after it read this table
             if kind == "link" and took:
                 orphaned = batch_orphans(cfg, wh, name, lo, hi)
             else:

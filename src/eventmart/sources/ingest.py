@@ -568,7 +568,10 @@ def ingest(wh: Warehouse, name: str, src: Source, files: list[str], progress: Pr
     # a checkpoint after every chunk's commit would rewrite the table each time: once, at the end, instead
     stage.execute("SET checkpoint_threshold = '16GB'")
     try:
-        return _ingest(wh, name, src, files, res, started, tick, done, force, t0, dimensions, labels or {})
+        res = _ingest(wh, name, src, files, res, started, tick, done, force, t0, dimensions, labels or {})
+        if res.loaded:
+            wh.analyze(name)  # the marts and vault loads that read the new rows next plan with their real size
+        return res
     finally:
         if wh.stage_memory_limit:
             stage.execute("SET memory_limit = $m", {"m": wh.stage_memory_limit})

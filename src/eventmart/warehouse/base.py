@@ -102,6 +102,10 @@ class Warehouse(ABC):
     def transaction(self) -> Iterator[None]:
         """All statements inside commit together or not at all."""
 
+    def analyze(self, table: str) -> None:  # noqa: B027 - a no-op where the engine keeps its statistics itself
+        """Refresh the planner's statistics of ``table`` (eventmart's own name) after a big change, so the next
+        statement sees its new rows: without it PostgreSQL plans a batch just loaded as one row (a nested loop)."""
+
     def lock(self, key: str) -> None:  # noqa: B027 - a no-op where the engine has one writer
         """Inside a transaction: wait until no other process holds ``key``; released at commit or rollback.
         DuckDB has one writing process per file (eventmart serve forwards to it), so nothing to do there."""

@@ -113,6 +113,10 @@ class PostgresWarehouse(Warehouse):
         with self.conn.transaction():
             yield
 
+    def analyze(self, table: str) -> None:
+        # a sample (default_statistics_target rows), allowed inside a transaction; autovacuum would come later
+        self.conn.execute(f"ANALYZE {self.q(table)}")
+
     def lock(self, key: str) -> None:
         # a transaction-scoped advisory lock: two processes running one mart's window take turns, so the second
         # deletes what the first inserted instead of adding its rows beside them
