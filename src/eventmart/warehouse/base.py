@@ -73,6 +73,8 @@ class Warehouse(ABC):
     #: statements inside ``transaction()`` commit together. Where False (ClickHouse), each write is atomic on its
     #: own and eventmart orders its writes so that a rerun after a crash converges (see replace_window)
     transactional: bool = True
+    # execute() returns the rows an INSERT wrote (else -1: callers count the table before and after)
+    counts_rows: bool = True
     #: the engine's own error classes: a user's SQL or data that the engine refused
     errors: tuple[type[BaseException], ...] = ()
     #: file suffix of this engine's backups

@@ -150,6 +150,7 @@ def open_clickhouse(cfg: WarehouseConfig, project_dir: Path, read_only: bool = F
 class ClickHouseWarehouse(Warehouse):
     dialect = "clickhouse"
     transactional = False
+    counts_rows = False
     backup_suffix = "chbackup"
     table_exists_sql = "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = {{ t }}"
 
