@@ -266,8 +266,9 @@ class DashboardApp:
                               headers={"Content-Disposition": f'attachment; filename="{chart}.csv"'})
 
 
-def check_auth_env() -> None:
-    """Half a configuration must not silently mean "no authentication"; checked before anything opens."""
+def check_auth_env() -> tuple[str | None, str | None]:
+    """(user, password) of basic auth. Half a configuration must not silently mean "no authentication"; `serve`
+    checks it before anything opens."""
     from ..errors import UserError
 
     user, password = os.environ.get(AUTH_USER), os.environ.get(AUTH_PASSWORD)
@@ -275,14 +276,14 @@ def check_auth_env() -> None:
         missing = AUTH_PASSWORD if user else AUTH_USER
         raise UserError(f"{AUTH_USER} and {AUTH_PASSWORD} go together: {missing} is not set; set both (basic auth) "
                         "or neither")
+    return user, password
 
 
 def create_server(project: Project, host: str = "127.0.0.1") -> flask.Flask:
     """The Flask server with every dashboard and the Runs page mounted; checks every dashboard first."""
     from .runs import RunsApp
 
-    check_auth_env()
-    user, password = os.environ.get(AUTH_USER), os.environ.get(AUTH_PASSWORD)
+    user, password = check_auth_env()
     server = flask.Flask("eventmart")
     pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="eventmart-query")
     apps = {n: DashboardApp(n, d, project, server, pool) for n, d in project.config.dashboards.items()}

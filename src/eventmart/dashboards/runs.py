@@ -28,6 +28,15 @@ CALENDAR_WINDOWS = 400  # most recent windows per mart shown
 MAX_WINDOWS = 10_000  # per preview/backfill from this page
 
 
+CELL = {"padding": "3px 8px", "borderBottom": "1px solid #eee", "fontSize": "13px", "textAlign": "left"}
+
+
+def grid(cols: list[str], body: list[html.Tr]) -> html.Table:
+    """A plain table of the Runs page: a header of ``cols`` over the ``body`` rows."""
+    return html.Table([html.Thead(html.Tr([html.Th(c, style=CELL) for c in cols])), html.Tbody(body)],
+                      style={"borderCollapse": "collapse"})
+
+
 class RunsApp:
     def __init__(self, project: Project, server: flask.Flask):
         self.project = project
@@ -97,13 +106,11 @@ class RunsApp:
     def table(rows: list[dict[str, Any]]) -> html.Table:
         cols = ["started_at", "job", "mart", "window_start", "window_end", "status", "rows", "seconds", "retries",
                 "error"]
-        cell = {"padding": "3px 8px", "borderBottom": "1px solid #eee", "fontSize": "13px", "textAlign": "left"}
-        head = html.Tr([html.Th(c, style=cell) for c in cols])
-        body = [html.Tr([html.Td("" if r.get(c) is None else str(r.get(c)), style=cell) for c in cols],
+        body = [html.Tr([html.Td("" if r.get(c) is None else str(r.get(c)), style=CELL) for c in cols],
                         className=f"run-{r.get('status')}",
                         style={"background": "#fdecea"} if r.get("status") == "failed" else {})
                 for r in rows]
-        return html.Table([html.Thead(head), html.Tbody(body)], style={"borderCollapse": "collapse"})
+        return grid(cols, body)
 
     def coverage(self) -> dict[str, list[tuple[datetime, datetime, str]]]:
         """Per mart, its recent chunk windows and the state of each."""
@@ -256,11 +263,8 @@ class RunsApp:
                     rows.append([name, part, "-" if nxt is None else f"{nxt:,}", f"{end:,}", f"{n:,}"])
             except UserError as e:
                 rows.append([name, "-", "-", "-", str(e)])
-        cell = {"padding": "3px 8px", "borderBottom": "1px solid #eee", "fontSize": "13px", "textAlign": "left"}
-        cols = ["source", "partition", "loaded up to (next offset)", "end", "lag"]
-        return html.Table([html.Thead(html.Tr([html.Th(c, style=cell) for c in cols])),
-                           html.Tbody([html.Tr([html.Td(str(v), style=cell) for v in r], className="lag-row")
-                                       for r in rows])], style={"borderCollapse": "collapse"})
+        return grid(["source", "partition", "loaded up to (next offset)", "end", "lag"],
+                    [html.Tr([html.Td(str(v), style=CELL) for v in r], className="lag-row") for r in rows])
 
     def _callbacks(self) -> None:
         @self.app.callback(Output("runs", "children"), Output("calendar", "figure"),
