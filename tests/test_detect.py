@@ -212,6 +212,20 @@ def test_no_look_ahead(seed, cut, kind, det, grain):
     _same_before(full, detect(more, detector, grain=grain, **params), t[-1].floor(g))
 
 
+@pytest.mark.parametrize("params", [{}, {"n": 48}, {"period": "1 week"}, {"stuck": 3}, {"counts": False}])
+@pytest.mark.parametrize("cut", [20, 60, 95, 97, 150, 250])
+def test_a_series_shorter_than_its_windows_is_judged_as_the_start_of_a_longer_one(params, cut):
+    # found by the property test: windows (a day of residuals, the stuck rule's day, the anomaly rate) were clipped
+    # to the series' length, so a series shorter than a day or than 4n buckets was judged by other windows than
+    # the same buckets followed by more data
+    s = daily(5, seed=cut)
+    s.iloc[30] = 5  # anomalies in the part that is kept change which buckets the second pass leaves out
+    s.iloc[140] *= 3
+    s.iloc[170:176] = s.iloc[169]
+    full, part = detect(s, grain="15 minutes", **params), detect(s.iloc[:cut], grain="15 minutes", **params)
+    pd.testing.assert_frame_equal(full.iloc[:cut], part, check_freq=False)
+
+
 def test_an_irregular_extra_row_does_not_change_the_past():
     # the reported bug: one half-hour row appended to an hourly series moved 241 of 288 earlier bounds
     s = poisson(288, freq="h", seed=9)

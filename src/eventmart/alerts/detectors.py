@@ -115,19 +115,31 @@ def _shift1(x: np.ndarray) -> np.ndarray:
     return np.vstack([np.full((1, x.shape[1]), np.nan), x[:-1]])
 
 
+def _moving(fn, x: np.ndarray, window: int, min_count: int) -> np.ndarray:
+    """bottleneck's moving ``fn`` over ``window`` buckets up to t, also when the series is shorter than the window
+    (its start is padded with NaN): a window clipped to the series' length would make a bucket's value depend on
+    how many buckets follow it."""
+    window = max(1, window)
+    T = x.shape[0]
+    if window <= T:
+        return fn(x, window, min_count=min(min_count, window), axis=0)
+    pad = np.vstack([np.full((window - T, x.shape[1]), np.nan), x])
+    return fn(pad, window, min_count=min(min_count, window), axis=0)[window - T:]
+
+
 def _rolling_median(x: np.ndarray, n: int, min_periods: int) -> np.ndarray:
     """Median of the ``n`` buckets before each bucket (NaN-aware, at least ``min_periods`` values)."""
-    x = _shift1(np.asarray(x, dtype=float))
-    n = max(1, min(n, len(x)))
-    return bn.move_median(x, n, min_count=min(min_periods, n), axis=0)
+    return _moving(bn.move_median, _shift1(np.asarray(x, dtype=float)), n, min_periods)
 
 
 def _centred_median(x: np.ndarray, h: int) -> np.ndarray:
     """Median of buckets t-h .. t+h (NaN for the last h: only ever read a period later, through a lag)."""
-    if h == 0 or len(x) <= 2 * h:
+    if h == 0:
         return x
-    r = bn.move_median(x, 2 * h + 1, min_count=1, axis=0)
-    return np.vstack([r[h:], np.full((h, x.shape[1]), np.nan)])  # r[j] is centred on j - h
+    r = _moving(bn.move_median, x, 2 * h + 1, 1)
+    out = np.full_like(x, np.nan)
+    out[: max(0, len(x) - h)] = r[h:]  # r[j] is centred on j - h
+    return out
 
 
 def _run_length(flag: np.ndarray) -> np.ndarray:
@@ -142,18 +154,17 @@ def _auto_pass(x: np.ndarray, hist: np.ndarray, period: int, counts_mask: np.nda
                p: dict) -> tuple[np.ndarray, ...]:
     """(expected, spread, standard deviation of the residuals) for every bucket of ``x``, from the buckets of
     ``hist`` before it (``x`` with the anomalies found so far left out: an incident does not teach the model)."""
-    T, S = x.shape
     n = p["n"]
     short = max(3, n // 4)
     level = _rolling_median(hist, n, max(3, n // 2))
     expected = level
     nonneg = counts_mask | _seen_nonnegative(x)
-    if 1 < period < T:
+    if period > 1:
         # the same time on earlier days; at a fine grain smoothed over the neighbouring buckets (a minute's
         # value a day ago is one noisy number; a quarter-hour around it is a level)
         h = max(0, period // 192)
         sm = _centred_median(hist, h)
-        refs = np.stack([_lagged(sm, i * period) for i in range(1, p["k"] + 1) if i * period < T])
+        refs = np.stack([_lagged(sm, i * period) for i in range(1, p["k"] + 1)])  # NaN before a lag's first day
         seasonal = _quiet(_nanmedian, refs, axis=0)
         # the seasonal shape moved to the recent level: by ratio for metrics that are never negative (a weekend
         # or a release scales every hour alike), by difference otherwise
@@ -179,8 +190,7 @@ def _auto_pass(x: np.ndarray, hist: np.ndarray, period: int, counts_mask: np.nda
     spread = np.fmax(spread, floor)
     # the MAD ignores what a metric does now and then: a sparse metric's occasional jump (its MAD is 0), a heavy
     # tail's usual extremes. The standard deviation of past residuals over the last day (or 4n buckets) sees them.
-    w = min(max(4 * n, period if 1 < period < T else 0), T)
-    sd = bn.move_std(_shift1(hist - expected), w, min_count=min(max(6, n // 2), w), axis=0)
+    sd = _moving(bn.move_std, _shift1(hist - expected), max(4 * n, period), max(6, n // 2))
     return expected, np.where(spread > 0, spread, np.nan), sd
 
 
@@ -212,19 +222,18 @@ def _auto(x: np.ndarray, grain_seconds: int, p: dict) -> tuple[np.ndarray, ...]:
         first = (x < lower) | (x > upper)
     # ... unless anomalies are routine for this metric (more than 1% of the last day): then the model is wrong,
     # not the data, and leaving them out would only make it more wrong
-    w = max(4 * n, period if 1 < period < T else 0)
-    rate = bn.move_mean(_shift1(first.astype(float)), min(w, T), min_count=1, axis=0)
+    rate = _moving(bn.move_mean, _shift1(first.astype(float)), max(4 * n, period), 1)
     keep_out = first & (_run_length(first) <= n) & (rate < 0.01)
     expected, spread, sd = _auto_pass(x, np.where(keep_out, np.nan, x), period, counts_mask, typical, p)
     lower, upper = _auto_bounds(expected, spread, sd, counts_mask, p)
     # stuck: the same value `stuck` buckets in a row, where the last day saw it change
     stuck = np.zeros((T, S), bool)
     m = p["stuck"]
-    if m and T > m:
+    if m:
         same = np.vstack([np.zeros((1, S), bool), x[1:] == x[:-1]])
-        run = bn.move_sum(same.astype(float), m, axis=0) >= m - 1
-        w = min(max(n, period if 1 < period < T else n), T)
-        moved = bn.move_mean(_shift1((~same).astype(float)), w, min_count=min(n, w), axis=0) >= 0.5
+        with np.errstate(invalid="ignore"):
+            run = _moving(bn.move_sum, same.astype(float), m, m) >= m - 1
+            moved = _moving(bn.move_mean, _shift1((~same).astype(float)), max(n, period), n) >= 0.5
         stuck = run & moved & ~np.isnan(x)
     judgeable = ~np.isnan(expected) & ~np.isnan(spread)
     return expected, lower, upper, judgeable, stuck
