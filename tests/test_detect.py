@@ -281,6 +281,34 @@ def test_auto_on_a_sparse_ratio_does_not_alert_on_every_event():
     assert len(incidents(out)) < 15
 
 
+def test_the_stuck_rule_fires_on_the_stuck_th_equal_value_and_not_once_the_value_moves():
+    s = poisson(400, level=300, seed=4)
+    s.iloc[200:215] = s.iloc[199]  # 16 equal values, buckets 199..214
+    out = detect(s)
+    stuck = out["anomalous"].iloc[195:225]
+    # the 12th equal value is bucket 210; the first that differs again (215) is not a run any more
+    assert stuck.index[stuck.to_numpy()].tolist() == s.index[210:215].tolist()
+    with pytest.raises(DetectorError, match="stuck of auto must be at least 2"):
+        detect(s, stuck=1)
+    assert not detect(s, stuck=None)["anomalous"].iloc[205:216].any()  # switched off
+
+
+def test_a_count_resting_at_zero_every_night_is_not_stuck():
+    # a quiet night's counts are 0 for hours: not a stuck collector (a fall from a real level is a drop instead)
+    rng = np.random.default_rng(1)
+    idx = pd.date_range("2025-03-03", periods=14 * 96, freq="15min")
+    h = idx.hour + idx.minute / 60
+    day = (h >= 8) & (h < 23)
+    s = pd.Series(rng.poisson(np.where(day, 8.0, 0.0)).astype(float), index=idx)
+    out = detect(s)
+    night = out[~day & (idx >= idx[96 + 32])]  # on the first day, with no day before it, the fall to 0 is news
+    assert (night["value"] == 0).all() and night["judged"].mean() > 0.9
+    assert not night["anomalous"].any(), night[night["anomalous"]]
+    # the same series stuck on a non-zero value by day is still found
+    s.iloc[10 * 96 + 40: 10 * 96 + 60] = 7.0
+    assert detect(s)["anomalous"].iloc[10 * 96 + 51: 10 * 96 + 60].all()
+
+
 def test_auto_counts_floor_keeps_small_counts_quiet():
     out = detect(poisson(3000, level=0.8, freq="min", seed=1))
     assert len(incidents(out)) <= 3

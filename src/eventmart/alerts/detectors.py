@@ -226,15 +226,21 @@ def _auto(x: np.ndarray, grain_seconds: int, p: dict) -> tuple[np.ndarray, ...]:
     keep_out = first & (_run_length(first) <= n) & (rate < 0.01)
     expected, spread, sd = _auto_pass(x, np.where(keep_out, np.nan, x), period, counts_mask, typical, p)
     lower, upper = _auto_bounds(expected, spread, sd, counts_mask, p)
-    # stuck: the same value `stuck` buckets in a row, where the last day saw it change
+    # stuck: the same value `stuck` buckets in a row, where the day before the run saw it change
     stuck = np.zeros((T, S), bool)
     m = p["stuck"]
     if m:
         same = np.vstack([np.zeros((1, S), bool), x[1:] == x[:-1]])
+        # zero is where a metric that is never negative rests when nothing happens (a quiet night's counts, a crash
+        # rate with no crashes): a run of zeros is an outage only if a fall says so, and hours of rest at night do
+        # not make the day's metric one that never moves
+        resting = (counts_mask | _seen_nonnegative(x)) & (x == 0)
+        changes = np.where(same & resting, np.nan, (~same).astype(float))
         with np.errstate(invalid="ignore"):
-            run = _moving(bn.move_sum, same.astype(float), m, m) >= m - 1
-            moved = _moving(bn.move_mean, _shift1((~same).astype(float)), max(n, period), n) >= 0.5
-        stuck = run & moved & ~np.isnan(x)
+            run = _moving(bn.move_sum, same.astype(float), m - 1, m - 1) >= m - 1  # m equal values: m-1 repeats
+            # judged from before the run began, so the run does not argue itself away
+            moved = _lagged(_moving(bn.move_mean, changes, max(n, period), n), m - 1) >= 0.5
+        stuck = run & moved & ~np.isnan(x) & ~resting
     judgeable = ~np.isnan(expected) & ~np.isnan(spread)
     return expected, lower, upper, judgeable, stuck
 

@@ -58,6 +58,9 @@ def check_params(detector: str, params: dict[str, Any], direction: str = "both")
                 out[key] = float(out[key])
             except (TypeError, ValueError):
                 raise DetectorError(f"parameter {key} of threshold must be a number, not {out[key]!r}") from None
+    if out.get("stuck") == 1:
+        raise DetectorError("parameter stuck of auto must be at least 2 (a run needs two equal values), or null to "
+                            "switch the stuck rule off")
     if detector == "threshold" and out["lower"] is None and out["upper"] is None:
         raise DetectorError("the threshold detector needs lower and/or upper")
     for key in ("period", "lag"):
