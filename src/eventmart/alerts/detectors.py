@@ -9,8 +9,9 @@ vectorised pass.
   level (median of the last ``n`` buckets) and a seasonal one (the same time on earlier days, shifted to the
   recent level) — so a daily cycle is followed from its second day and a level shift is learnt within ``n/2``
   buckets; the spread is the robust spread (MAD) of past residuals, floored for counts by Poisson noise and
-  for any metric by ``min_spread`` of its level; a value stuck on one number for ``stuck`` buckets while the
-  metric used to move is anomalous too.
+  for any metric by ``min_spread`` of its level; bounds crossed routinely over the last day (heavy tails) widen
+  step by step; a value stuck on one number for ``stuck`` buckets while the metric used to move is anomalous too
+  (zeros of a never-negative metric are rest, not stuck).
 - ``iqr`` is the hand-written ``check_anomaly`` the feed pipeline used: quartiles of the ``n`` buckets before,
   bounds ``q25 - a·IQR`` / ``q75 + a·IQR``, smoothed with a centred rolling mean of ``n`` — which, judged at the
   newest bucket, averages only that bucket and the ``n//2`` before it — and no alert while IQR = 0.
@@ -226,6 +227,7 @@ def _auto(x: np.ndarray, grain_seconds: int, p: dict) -> tuple[np.ndarray, ...]:
     keep_out = first & (_run_length(first) <= n) & (rate < 0.01)
     expected, spread, sd = _auto_pass(x, np.where(keep_out, np.nan, x), period, counts_mask, typical, p)
     lower, upper = _auto_bounds(expected, spread, sd, counts_mask, p)
+    lower, upper = _tail_widened(x, expected, lower, upper, max(4 * n, period))
     # stuck: the same value `stuck` buckets in a row, where the day before the run saw it change
     stuck = np.zeros((T, S), bool)
     m = p["stuck"]
@@ -243,6 +245,30 @@ def _auto(x: np.ndarray, grain_seconds: int, p: dict) -> tuple[np.ndarray, ...]:
         stuck = run & moved & ~np.isnan(x) & ~resting
     judgeable = ~np.isnan(expected) & ~np.isnan(spread)
     return expected, lower, upper, judgeable, stuck
+
+
+_TAIL_LEVELS = (1.0, 1.4, 2.0, 3.0)  # how far the bounds widen, step by step, for a metric whose tails are heavy
+_TAIL_ROUTINE = 3  # this many separate excursions beyond a bound within a day make it routine, not news
+
+
+def _tail_widened(x: np.ndarray, expected: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+                  window: int) -> tuple[np.ndarray, ...]:
+    """The bounds widened where, over the last ``window`` buckets, values went beyond them routinely.
+
+    A heavy-tailed metric (a 1-minute p99 latency, a bursty gauge) crosses ``a`` spreads several times a day with
+    nothing wrong: its MAD describes the body, not the tail. Counting excursions (runs, so one incident of five
+    buckets is one) beyond each widening level, the bounds take the first level that was crossed fewer than
+    ``_TAIL_ROUTINE`` times in the window before t. A metric with light tails never crosses even the first
+    level: its bounds stay as they are."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        e = np.fmax((x - expected) / (upper - expected), (expected - x) / (expected - lower))
+        mult = np.full(x.shape, _TAIL_LEVELS[0])
+        for j, level in enumerate(_TAIL_LEVELS[:-1]):
+            out = e > level
+            starts = out & ~np.vstack([np.zeros((1, x.shape[1]), bool), out[:-1]])
+            seen = _moving(bn.move_sum, _shift1(starts.astype(float)), window, 1)
+            mult = np.where(seen >= _TAIL_ROUTINE, _TAIL_LEVELS[j + 1], mult)
+    return expected - mult * (expected - lower), expected + mult * (upper - expected)
 
 
 def _auto_bounds(expected: np.ndarray, spread: np.ndarray, sd: np.ndarray, counts: np.ndarray,
