@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +119,23 @@ def test_one_nan_leaves_one_bucket_unjudged():
     out = detect(s)
     assert not out["judged"].iloc[150]
     assert out["judged"].iloc[151:].all()
+
+
+@pytest.mark.parametrize("detector, params", DETECTORS)
+def test_infinite_values_are_missing_and_leave_the_bounds_finite(detector, params):
+    s = poisson(300, seed=6)
+    s.iloc[[100, 101, 200]] = [np.inf, -np.inf, np.inf]  # a ratio over zero
+    s.iloc[250] = 400
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "invalid value" from inf - inf on the way
+        out = detect(s, detector, **params)
+    assert out["value"].iloc[[100, 101, 200]].isna().all() and not out["judged"].iloc[[100, 101, 200]].any()
+    if detector != "threshold":  # its missing side is -inf by design
+        assert np.isfinite(out[["lower", "upper"]].iloc[120:].dropna().to_numpy()).all()
+    if detector == "auto":
+        assert out["anomalous"].iloc[250]
+        rows = pd.concat([s, pd.Series([np.inf], index=[s.index[10] + pd.Timedelta("1min")])])  # inf as a duplicate
+        assert detect(rows)["value"].iloc[10] == s.iloc[10]  # ignored, not averaged in
 
 
 def test_judged_is_false_before_enough_history_and_bounds_are_not_filled():

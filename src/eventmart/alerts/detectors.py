@@ -340,8 +340,10 @@ def bounds(x: np.ndarray, detector: str, grain_seconds: int, params: dict) -> tu
 
 def detect_matrix(x: np.ndarray, detector: str, grain_seconds: int, params: dict | None = None,
                   direction: str = "both", min_history: int = DEFAULT_MIN_HISTORY) -> Judged:
-    """Judge a regular (buckets × series) array; NaN is a missing bucket: never judged, skipped by the history."""
+    """Judge a regular (buckets × series) array; NaN is a missing bucket: never judged, skipped by the history.
+    So is ±inf (a ratio over zero): it is no measurement, and one would make every bound after it infinite."""
     x = np.asarray(x, dtype=float)
+    x = np.where(np.isinf(x), np.nan, x)
     if direction not in DIRECTIONS:
         raise DetectorError(f"direction '{direction}' is not one of {', '.join(DIRECTIONS)}")
     low, up, ok, expected, stuck = bounds(x, detector, grain_seconds, params or {})
@@ -437,6 +439,7 @@ def detect(series: pd.Series, detector: str = DEFAULT_DETECTOR, direction: str =
     if idx.tz is not None:
         idx = idx.tz_convert("UTC").tz_localize(None)
     values = pd.to_numeric(pd.Series(series.to_numpy(), index=idx), errors="coerce").astype(float)
+    values = values.replace([np.inf, -np.inf], np.nan)  # no measurement (a ratio over zero): missing, like NaN
     cols = ["value", "expected", "lower", "upper", "score", "anomalous", "judged", "firing"]
     values = values[~values.index.isna()]
     if grain is not None:
