@@ -202,7 +202,7 @@ def _seen_nonnegative(x: np.ndarray) -> np.ndarray:
 
 
 def _auto(x: np.ndarray, grain_seconds: int, p: dict) -> tuple[np.ndarray, ...]:
-    """The ``auto`` detector: (expected, spread, judgeable, stuck) per bucket, from earlier buckets only."""
+    """The ``auto`` detector: (expected, lower, upper, judgeable, stuck) per bucket, from earlier buckets only."""
     T, S = x.shape
     n = p["n"]
     period = lag_buckets(p["period"], grain_seconds)
