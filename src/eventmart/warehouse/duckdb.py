@@ -68,9 +68,9 @@ def connect(path: str | Path | None, read_only: bool = False,
             memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
     """A connection in UTC. Read-only ones (queries, checks) cannot reach files or change settings."""
     config: dict[str, Any] = {"enable_external_access": False} if read_only else {}
-    if path is not None and not read_only:
+    if memory_limit:
         # bounded: beyond it aggregates, joins and sorts spill to <file>.tmp beside the warehouse
-        config["memory_limit"] = (memory_limit or default_memory_limit()).replace(" ", "")
+        config["memory_limit"] = memory_limit
     con = duckdb.connect(str(path) if path else ":memory:", read_only=read_only and path is not None, config=config)
     con.execute("SET TimeZone = 'UTC'")
     if read_only:
@@ -88,10 +88,10 @@ class DuckDBWarehouse(Warehouse):
         self.read_only = read_only
         if read_only and path is not None and not path.exists():
             raise UserError(f"{path}: the warehouse does not exist yet; load data with `eventmart ingest` first")
+        if path is not None and not read_only:  # a warehouse file that is written: its memory is bounded
+            self.stage_memory_limit = (memory_limit or default_memory_limit()).replace(" ", "")
         try:
-            self.con = connect(path, read_only=read_only, memory_limit=memory_limit)
-            if path is not None and not read_only:
-                self.stage_memory_limit = (memory_limit or default_memory_limit()).replace(" ", "")
+            self.con = connect(path, read_only=read_only, memory_limit=self.stage_memory_limit)
         except duckdb.IOException as e:
             if "lock" in str(e).lower():
                 raise UserError(
