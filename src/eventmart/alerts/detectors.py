@@ -223,11 +223,12 @@ def _auto(x: np.ndarray, grain_seconds: int, p: dict) -> tuple[np.ndarray, ...]:
         first = (x < lower) | (x > upper)
     # ... unless anomalies are routine for this metric (more than 1% of the last day): then the model is wrong,
     # not the data, and leaving them out would only make it more wrong
-    rate = _moving(bn.move_mean, _shift1(first.astype(float)), max(4 * n, period), 1)
+    day = max(4 * n, period)  # the recent past that decides what is routine (a day, or 4n buckets)
+    rate = _moving(bn.move_mean, _shift1(first.astype(float)), day, 1)
     keep_out = first & (_run_length(first) <= n) & (rate < 0.01)
     expected, spread, sd = _auto_pass(x, np.where(keep_out, np.nan, x), period, counts_mask, typical, p)
     lower, upper = _auto_bounds(expected, spread, sd, counts_mask, p)
-    lower, upper = _tail_widened(x, expected, lower, upper, max(4 * n, period))
+    lower, upper = _tail_widened(x, expected, lower, upper, day)
     # stuck: the same value `stuck` buckets in a row, where the day before the run saw it change
     stuck = np.zeros((T, S), bool)
     m = p["stuck"]
