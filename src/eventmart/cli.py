@@ -28,17 +28,28 @@ app = typer.Typer(
     rich_markup_mode=None,  # plain click help: fast, and like the usage errors
 )
 class _Console:
-    """rich's Console, created on first use: `eventmart --help` and quick commands do not import rich."""
+    """rich's Console, created on first use: `eventmart --help` and quick commands do not import rich.
+
+    Hand ``.get()`` (the Console itself) to rich objects that use it as a context manager (Progress, Live)."""
 
     def __init__(self, **kw: Any):
         self.kw, self.console = kw, None
 
-    def __getattr__(self, name: str) -> Any:
+    def get(self) -> Any:
         if self.console is None:
             from rich.console import Console
 
             self.console = Console(**self.kw)
-        return getattr(self.console, name)
+        return self.console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.get(), name)
+
+    def __enter__(self) -> Any:
+        return self.get().__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.get().__exit__(*exc)
 
 
 # piped output (scripts, logs) gets wide lines instead of tables squeezed to 80 columns
@@ -143,7 +154,7 @@ def _bytes_progress() -> Progress:
     )
 
     return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                    TimeRemainingColumn(), console=err, transient=True)
+                    TimeRemainingColumn(), console=err.get(), transient=True)
 
 
 ingests_app = typer.Typer(help="The ingest log: list loads, undo one.", invoke_without_command=True, rich_markup_mode=None)
@@ -276,7 +287,7 @@ def backfill(
             )
 
             with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                          TimeRemainingColumn(), console=err, transient=True) as pr:
+                          TimeRemainingColumn(), console=err.get(), transient=True) as pr:
                 task = pr.add_task("backfill", total=None)
 
                 def tick(r: Any, i: int, n: int) -> None:
