@@ -90,11 +90,27 @@ class TimeRange(Strict):
         return self
 
 
+# strptime directives DuckDB reads (with the `-` modifier: no leading zero)
+_TIME_FORMAT_RE = re.compile(r"^(?:[^%\x00-\x1f]|%-?[aAwdbBmyYHIpMSgfnzZjUWcxX%])+$")
+
+
 class TimeSpec(Strict):
     column: str
     # how the time column is written in the data; stored as a UTC timestamp in `_time`
     unit: Literal["timestamp", "s", "ms"] = "timestamp"
+    # unit timestamp: a strptime format for times ISO parsing does not read, e.g. '%d.%m.%Y %H:%M', '%b %d %Y'
+    format: str | None = None
     valid: TimeRange = TimeRange()
+
+    @model_validator(mode="after")
+    def _check(self) -> TimeSpec:
+        if self.format is not None:
+            if self.unit != "timestamp":
+                raise _at("format", f"a format is for times written as text (unit: timestamp), not unix {self.unit}")
+            if "%" not in self.format or not _TIME_FORMAT_RE.match(self.format):
+                raise _at("format", f"'{self.format}' is not a strptime format; use directives such as %Y-%m-%d, "
+                                    "%d/%m/%Y %H:%M or %b %d %Y")
+        return self
 
     @property
     def valid_from(self) -> str:
@@ -171,7 +187,7 @@ class Source(Strict):
                 raise _at(f"columns.{c}", f"column name '{c}' is reserved by eventmart")
         if self.time.column not in self.columns:
             raise _at("time.column", f"'{self.time.column}' is not one of the declared columns")
-        want = {"timestamp": ("timestamp", "string"), "s": ("int", "float"), "ms": ("int", "float")}[self.time.unit]
+        want = {"timestamp": ("timestamp", "date", "string"), "s": ("int", "float"), "ms": ("int", "float")}[self.time.unit]
         if self.columns[self.time.column].type not in want:
             raise _at(
                 "time",

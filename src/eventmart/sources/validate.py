@@ -41,6 +41,8 @@ def time_sql(src: Source, col: str) -> str:
     """SQL for the UTC ``_time`` of a typed time column (NULL when it cannot be a time at all)."""
     c = q(col)
     if src.time.unit == "timestamp":
+        if src.columns[col].type == "string":  # kept as written; read as a time here (an offset counts)
+            return f"CAST({parsed_time_sql(c, src.time.format)} AS TIMESTAMP)"
         return f"CAST({c} AS TIMESTAMP)"
     scale = 1000 if src.time.unit == "ms" else 1
     # within what a TIMESTAMP holds (year 1..294000); the plausible range is checked separately
@@ -48,8 +50,17 @@ def time_sql(src: Source, col: str) -> str:
             f"THEN make_timestamp(CAST(round({c} * {1_000_000 // scale}) AS BIGINT)) END")
 
 
-def typed_sql(name: str, t: str) -> str:
+def parsed_time_sql(v: str, fmt: str | None) -> str:
+    """Text as a TIMESTAMPTZ: ISO-like (2024-03-10, 2024/03/10 10:00, offsets) or by a strptime format."""
+    if fmt is None:
+        return f"TRY_CAST({v} AS TIMESTAMPTZ)"
+    return f"CAST(try_strptime(trim({v}), {sql_str(fmt)}) AS TIMESTAMPTZ)"
+
+
+def typed_sql(name: str, t: str, fmt: str | None = None) -> str:
     v = q(name)
+    if fmt is not None and t in ("timestamp", "date"):  # the time column, written in a declared format
+        return f"CAST({parsed_time_sql(v, fmt)} AS {READ_TYPES[t]})"
     if t == "int":  # exact: digits only; TRY_CAST alone would round 500.5 and read 0x10 as hex
         return f"CASE WHEN regexp_full_match({v}, '{_INT_RE}') THEN TRY_CAST(trim({v}) AS BIGINT) END"
     if t == "float":
@@ -70,9 +81,11 @@ def validated_sql(src: Source, text_rel: str, has_why: bool = False, typed_cols:
         if name in typed_cols:
             t = f"CASE WHEN isfinite({v}) THEN {v} END" if col.type == "float" else v
         else:
-            t = typed_sql(name, col.type)
+            t = typed_sql(name, col.type, src.time.format if name == src.time.column else None)
         typed.append(f"{t} AS {v}")
         what = "a finite number" if col.type == "float" else col.type
+        if name == src.time.column and src.time.format and col.type != "string":
+            what += f" in the format {src.time.format}"
         required = col.required or name == src.time.column
         missing = f"WHEN {v} IS NULL THEN {sql_str(f'missing required value for column {name}')}" if required else ""
         checks.append(f"CASE {missing} WHEN {v} IS NOT NULL AND {t} IS NULL THEN "
@@ -98,6 +111,12 @@ def validated_sql(src: Source, text_rel: str, has_why: bool = False, typed_cols:
     out_of_range = (
         f"{sql_str(f'time column {src.time.column}: ')} || CAST({tcol} AS VARCHAR) || "
         f"COALESCE(' (' || strftime(_time0, '%Y-%m-%d %H:%M:%S') || {sql_str(f' as {unit})')}, '') || {hint}")
+    # a time column kept as text: a value that is no time at all is named as such, not as out of range
+    if src.time.unit == "timestamp" and src.columns[src.time.column].type == "string":
+        how = (f" in the format {src.time.format}" if src.time.format else
+               "; declare time.format (e.g. '%d/%m/%Y %H:%M') if the times are written another way")
+        out_of_range = (f"CASE WHEN _time0 IS NULL AND {tcol} IS NOT NULL THEN {sql_str(f'time column {src.time.column}: cannot read ')} || "
+                        f"{tcol} || {sql_str(' as a time' + how)} ELSE {out_of_range} END")
     reasons = ", ".join(checks)
     why = "_why" if has_why else "NULL"
     # the reasons' text is built only for rows that fail (CASE evaluates lazily): the good rows pay for one test
