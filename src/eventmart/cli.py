@@ -101,6 +101,10 @@ def _cell(v: Any) -> str:
         return f"{v:.6g}" if abs(v) < 1e-3 or abs(v) >= 1e9 else f"{round(v, 6):.6f}".rstrip("0").rstrip(".")
     if isinstance(v, datetime):
         return fmt(v) if v.microsecond == 0 else v.isoformat(sep=" ", timespec="milliseconds")
+    if isinstance(v, Decimal):
+        from .values import decimal_text
+
+        return decimal_text(v)
     return str(v)
 
 
@@ -686,15 +690,21 @@ def query(
         raise UserError(f"--format {format}: use table, csv or json")
     with _load(project) as p:
         res = p.query(sql)
+    _emit(res, format)
+
+
+def _emit(res: Any, format: str) -> None:
+    """Rows as a terminal table, CSV with a header or a JSON array of objects; numbers exactly as stored."""
+    from . import values
+
     if format == "table":
         _show(res)
     elif format == "csv":
         w = csv.writer(sys.stdout, lineterminator="\n")
         w.writerow(res.columns)
-        w.writerows([[("" if v is None else _jsonable(v)) for v in r] for r in res.rows])
+        w.writerows([[values.text(v) for v in r] for r in res.rows])
     else:
-        rows = [{c: _jsonable(v) for c, v in zip(res.columns, r, strict=True)} for r in res.rows]
-        sys.stdout.write(json.dumps(rows, ensure_ascii=False) + "\n")
+        sys.stdout.write(values.json_records(res.columns, res.rows) + "\n")
 
 
 @app.command()

@@ -64,9 +64,33 @@ def _check_name(v: str) -> str:
     return v
 
 
+_DECIMAL_RE = re.compile(r"^\s*decimal\s*\(\s*(\d+)\s*,\s*(\d+)\s*\)\s*$", re.I)
+
+
+def decimal_spec(t: str) -> tuple[int, int] | None:
+    """(precision, scale) of a `decimal(P,S)` column type, else None."""
+    m = _DECIMAL_RE.match(t)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
 class Column(Strict):
-    type: Literal["string", "int", "float", "bool", "timestamp", "date"]
+    # string, int, float, bool, timestamp, date, or decimal(P,S): P digits, S of them after the point, summed exactly
+    type: str
     required: bool = True
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, v: str) -> str:
+        if v in TYPES:
+            return v
+        spec = decimal_spec(v)
+        if spec is None:
+            raise ValueError(f"'{v}' is not a column type; use one of {', '.join(TYPES)} or decimal(P,S), e.g. "
+                             "decimal(18,2)")
+        p, sc = spec
+        if not 1 <= p <= 38 or sc > p:
+            raise ValueError(f"'{v}': a decimal holds 1 to 38 digits (P), S of them after the point (S <= P)")
+        return f"decimal({p},{sc})"
 
 
 class TimeRange(Strict):
@@ -191,7 +215,8 @@ class Source(Strict):
         if self.columns[self.time.column].type not in want:
             raise _at(
                 "time",
-                f"time column '{self.time.column}' with unit {self.time.unit} must be declared as {' or '.join(want)}",
+                f"time column '{self.time.column}' with unit {self.time.unit} must be declared as "
+                f"{', '.join(want[:-1])} or {want[-1]}",
             )
         for k in self.key:
             if k not in self.columns:

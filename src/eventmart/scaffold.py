@@ -29,7 +29,7 @@ sources:
   events:
     format: csv                 # csv | jsonl | parquet | postgres
     path: data/*.csv            # files, relative to this folder
-    columns:                    # name: type (string, int, float, bool, timestamp, date); `type?` may be empty
+    columns:                    # name: type (string, int, float, decimal(18,2), bool, timestamp, date); `type?` may be empty
       event_id: int
       user_id: int
       action: string

@@ -21,6 +21,7 @@ import dash
 import flask
 from dash import Input, Output, dcc, html
 
+from .. import values
 from ..config import Dashboard, locate
 from ..timeutil import grain_label, parse_last, parse_time
 from . import figures
@@ -261,7 +262,7 @@ class DashboardApp:
         if window is not None:
             _, res = self.q.run(chart, st, window)
             w.writerow(res.columns)
-            w.writerows([_fmt(v) if isinstance(v, datetime) else v for v in r] for r in res.rows)
+            w.writerows([_fmt(v) if isinstance(v, datetime) else values.text(v) for v in r] for r in res.rows)
         return flask.Response(out.getvalue(), mimetype="text/csv",
                               headers={"Content-Disposition": f'attachment; filename="{chart}.csv"'})
 

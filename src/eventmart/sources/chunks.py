@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from ..config import Source
+from ..config import Source, decimal_spec
 from ..errors import InputError
 
 CHUNK_BYTES = 32 << 20  # EVENTMART_CHUNK_BYTES overrides it (tests use tiny chunks to cross boundaries)
@@ -636,6 +636,9 @@ def _exact(col: pa.ChunkedArray, declared: str) -> pa.ChunkedArray | None:
         return col
     if declared == "date" and pa.types.is_date(t):
         return col
+    spec = decimal_spec(declared)
+    if spec and pa.types.is_decimal(t) and t.scale <= spec[1] and t.precision - t.scale <= spec[0] - spec[1]:
+        return col.cast(pa.decimal128(*spec))
     return None
 
 

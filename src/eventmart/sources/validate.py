@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from ..config import Source
+from ..config import Source, decimal_spec
 from ..warehouse.base import quote_ident as q
 
 # how the DuckDB stage reads each declared type; timestamps accept an offset and are stored in UTC
@@ -57,15 +57,27 @@ def parsed_time_sql(v: str, fmt: str | None) -> str:
     return f"CAST(try_strptime(trim({v}), {sql_str(fmt)}) AS TIMESTAMPTZ)"
 
 
+def read_type(t: str) -> str:
+    """The DuckDB type the stage reads a declared column type as."""
+    spec = decimal_spec(t)
+    return f"DECIMAL({spec[0]},{spec[1]})" if spec else READ_TYPES[t]
+
+
 def typed_sql(name: str, t: str, fmt: str | None = None) -> str:
     v = q(name)
     if fmt is not None and t in ("timestamp", "date"):  # the time column, written in a declared format
         return f"CAST({parsed_time_sql(v, fmt)} AS {READ_TYPES[t]})"
+    spec = decimal_spec(t)
+    if spec is not None:  # exact: at most S decimals (trailing zeros aside) and P-S digits before the point
+        p, s = spec
+        pattern = f"\\s*[+-]?0*[0-9]{{0,{p - s}}}(\\.[0-9]{{0,{s}}}0*)?\\s*"
+        return (f"CASE WHEN regexp_full_match({v}, '{pattern}') AND regexp_matches({v}, '[0-9]') "
+                f"THEN TRY_CAST(trim({v}) AS DECIMAL({p},{s})) END")
     if t == "int":  # exact: digits only; TRY_CAST alone would round 500.5 and read 0x10 as hex
         return f"CASE WHEN regexp_full_match({v}, '{_INT_RE}') THEN TRY_CAST(trim({v}) AS BIGINT) END"
     if t == "float":
         return f"CASE WHEN isfinite(TRY_CAST({v} AS DOUBLE)) THEN TRY_CAST({v} AS DOUBLE) END"
-    return f"TRY_CAST({v} AS {READ_TYPES[t]})"
+    return f"TRY_CAST({v} AS {read_type(t)})"
 
 
 def validated_sql(src: Source, text_rel: str, has_why: bool = False, typed_cols: set[str] | frozenset = frozenset()) -> str:
@@ -84,6 +96,9 @@ def validated_sql(src: Source, text_rel: str, has_why: bool = False, typed_cols:
             t = typed_sql(name, col.type, src.time.format if name == src.time.column else None)
         typed.append(f"{t} AS {v}")
         what = "a finite number" if col.type == "float" else col.type
+        if decimal_spec(col.type):
+            p_, s_ = decimal_spec(col.type)
+            what = f"a number with at most {s_} decimal(s) and {p_ - s_} digit(s) before the point ({col.type})"
         if name == src.time.column and src.time.format and col.type != "string":
             what += f" in the format {src.time.format}"
         required = col.required or name == src.time.column

@@ -37,6 +37,15 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+_ENGINE_DECIMAL = re.compile(r"^(?:Nullable\()?(?:DECIMAL|NUMERIC|Decimal)\((\d+),\s*(\d+)\)\)?$", re.I)
+
+
+def decimal_name(engine_type: str) -> str | None:
+    """An engine's DECIMAL(18,2) / Decimal(18, 2) / numeric(18,2) as eventmart's ``decimal(18,2)``, else None."""
+    m = _ENGINE_DECIMAL.match(engine_type.strip())
+    return f"decimal({m.group(1)},{m.group(2)})" if m else None
+
+
 def keep_verified(tmp: Path, target: Path, got: dict[str, int], want: dict[str, int]) -> dict[str, int]:
     """A backup written to ``tmp`` becomes ``target`` only if restoring it gave the warehouse's row counts."""
     if got != want:

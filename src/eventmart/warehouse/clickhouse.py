@@ -34,8 +34,17 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..config import decimal_spec
 from ..errors import UserError
-from .base import PARAM_RE, QueryResult, RowsOutsideWindow, TableLayout, Warehouse, keep_verified
+from .base import (
+    PARAM_RE,
+    QueryResult,
+    RowsOutsideWindow,
+    TableLayout,
+    Warehouse,
+    decimal_name,
+    keep_verified,
+)
 
 if TYPE_CHECKING:
     import duckdb
@@ -248,11 +257,12 @@ class ClickHouseWarehouse(Warehouse):
         out = {}
         for c, t in rows:
             inner = _unwrap(t)
-            out[c] = "timestamp" if inner.startswith("DateTime") else _BACK.get(inner, t)
+            out[c] = "timestamp" if inner.startswith("DateTime") else _BACK.get(inner) or decimal_name(inner) or t
         return out
 
     def type_name(self, t: str) -> str:
-        return f"Nullable({_TYPES[t]})"
+        spec = decimal_spec(t)
+        return f"Nullable(Decimal({spec[0]}, {spec[1]}))" if spec else f"Nullable({_TYPES[t]})"
 
     def alter_column_type(self, table: str, column: str, t: str) -> None:
         self.execute(f"ALTER TABLE {self.q(table)}{self._on_cluster()} MODIFY COLUMN {self.q(column)} "

@@ -17,8 +17,9 @@ import duckdb
 if TYPE_CHECKING:
     import pyarrow as pa
 
+from ..config import decimal_spec
 from ..errors import UserError
-from .base import PARAM_RE, QueryResult, Warehouse, keep_verified, quote_ident
+from .base import PARAM_RE, QueryResult, Warehouse, decimal_name, keep_verified, quote_ident
 
 _TYPES = {
     "string": "VARCHAR",
@@ -167,10 +168,11 @@ class DuckDBWarehouse(Warehouse):
             "AND table_schema = current_schema() ORDER BY ordinal_position",
             {"n": name},
         ).fetchall()
-        return {c: back.get(t, t) for c, t in rows}
+        return {c: back.get(t) or decimal_name(t) or t for c, t in rows}
 
     def type_name(self, t: str) -> str:
-        return _TYPES[t]
+        spec = decimal_spec(t)
+        return f"DECIMAL({spec[0]},{spec[1]})" if spec else _TYPES[t]
 
     def sequence_exists(self, name: str) -> bool:
         return bool(self.con.execute("SELECT count(*) FROM duckdb_sequences() WHERE sequence_name = $n "

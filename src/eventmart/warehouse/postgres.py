@@ -14,6 +14,7 @@ import duckdb
 import psycopg
 import pyarrow as pa
 
+from ..config import decimal_spec
 from ..errors import UserError
 from .base import PARAM_RE, QueryResult, Warehouse
 from .duckdb import _prepare as duck_prepare
@@ -156,18 +157,20 @@ class PostgresWarehouse(Warehouse):
         back = {"text": "string", "bigint": "int", "double precision": "float", "boolean": "bool",
                 "timestamp without time zone": "timestamp", "date": "date"}
         rows = self.conn.execute(
-            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = %s AND table_schema = %s "
-            "ORDER BY ordinal_position",
+            "SELECT column_name, data_type, numeric_precision, numeric_scale FROM information_schema.columns "
+            "WHERE table_name = %s AND table_schema = %s ORDER BY ordinal_position",
             (name, self.schema),
         ).fetchall()
-        return {c: back.get(t, t) for c, t in rows}
+        return {c: f"decimal({p},{s})" if t == "numeric" and p is not None else back.get(t, t)
+                for c, t, p, s in rows}
 
     def alter_column_type(self, table: str, column: str, t: str) -> None:
         c = self.q(column)
         self.execute(f"ALTER TABLE {self.q(table)} ALTER COLUMN {c} TYPE {self.type_name(t)} USING {c}::{self.type_name(t)}")
 
     def type_name(self, t: str) -> str:
-        return _TYPES[t]
+        spec = decimal_spec(t)
+        return f"NUMERIC({spec[0]},{spec[1]})" if spec else _TYPES[t]
 
     def sequence_exists(self, name: str) -> bool:
         return bool(self.conn.execute("SELECT count(*) FROM information_schema.sequences WHERE sequence_name = %s "
