@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 # Apache Airflow lives in its own venv: its pins are not ours (tests/test_airflow.py drives it)
 AIRFLOW_VENV ?= .venv-airflow
 DEMO   ?= demo/zen
+PORT   ?= 8050
 # two pytest workers (pytest-xdist): most tests wait on subprocesses and servers, so two halve the wall time even on
 # two cores; each worker starts its own PostgreSQL, ClickHouse stand-in and Kafka broker
 TEST_WORKERS ?= 2
@@ -36,7 +37,7 @@ $(AIRFLOW_VENV)/bin/airflow: pyproject.toml
 demo: venv
 	rm -rf $(DEMO)
 	@echo "eventmart is installed in $(CURDIR)/$(BIN); to run it by name: export PATH=\"$(CURDIR)/$(BIN):\$$PATH\""
-	$(BIN)/eventmart demo zen $(DEMO)
+	$(BIN)/eventmart demo zen $(DEMO) --port $(PORT)
 
 system-deps:
 	bash scripts/system-deps.sh

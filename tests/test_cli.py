@@ -153,15 +153,17 @@ def test_init_from_a_csv_proposes_a_working_project(tmp_path, kind):
     cfg = yaml.safe_load((d / "eventmart.yml").read_text())
     (name, source), = cfg["sources"].items()
     assert name == "my_events"
-    assert source["time"] == {"column": "ts", "unit": "ms" if kind == "ms" else "timestamp"}
-    assert source["key"] == ["event_id"] and source["columns"]["price"] == "float?"
-    mart = next(iter(cfg["marts"].values()))
-    assert set(mart["dimensions"]) >= {"dt", "page", "country"} and "users" in mart["measures"]
+    assert source["time"] == ({"column": "ts", "unit": "ms"} if kind == "ms" else {"column": "ts"})
+    assert source["key"] == ["event_id"] and source["columns"]["price"] == "decimal(18,2)?"
+    (mart_name, mart), = cfg["marts"].items()
+    assert mart_name == "my_events_by_15min" and mart["grain"] == "15 minutes"  # events 7 minutes apart
+    assert mart["dimensions"] == ["page", "country"] and "users" in mart["measures"]
+    assert mart["measures"]["price_sum"] == "sum(price)"
     assert (d / "data" / "my events.csv").exists()
     for args in (["check"], ["ingest", name], ["backfill"], ["check"]):
         r = em(*args, "-p", str(d))
         assert r.returncode == 0, (args, r.stdout, r.stderr)
-    r = em("query", "select sum(events), count(*) from my_events_hourly", "--format", "json", "-p", str(d))
+    r = em("query", "select sum(events), count(*) from my_events_by_15min", "--format", "json", "-p", str(d))
     assert r.returncode == 0 and '"sum(events)": 500' in r.stdout.replace(" ", "").replace(":", ": ")
     from eventmart import Project
     from eventmart.dashboards.app import create_server

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -141,17 +141,38 @@ def test_status_gaps_and_backfill(tmp_path: Path, engine: dict):
     assert s.covered == [(T0 + timedelta(hours=30), T0 + timedelta(hours=40))]
     assert s.gaps == [(T0, T0 + timedelta(hours=30)), (T0 + timedelta(hours=40), span[1])]
     plan = p.plan_backfill()
-    # gaps are cut into day-aligned chunks
-    assert [(a, b) for _, a, b in plan] == [
-        (T0, T0 + timedelta(hours=24)), (T0 + timedelta(hours=24), T0 + timedelta(hours=30)),
-        (T0 + timedelta(hours=40), T0 + timedelta(hours=48)), (T0 + timedelta(hours=48), span[1])]
+    # a declarative mart's day-aligned chunks run together, up to BATCH_ROWS source rows a statement: a gap each
+    assert [(a, b) for _, a, b in plan] == [(T0, T0 + timedelta(hours=30)), (T0 + timedelta(hours=40), span[1])]
     seen = []
     res = p.backfill(progress=lambda r, i, n: seen.append((i, n)))
-    assert all(r.status == "ok" for r in res) and seen[-1] == (4, 4)
+    assert all(r.status == "ok" for r in res) and seen[-1] == (2, 2)
     [s] = p.status()
     assert s.gaps == [] and s.covered == [span]
     assert_frames_equal(mart_frame(p), reference_by_topic(events, *span, 3600))
     assert p.backfill() == []
+
+
+def test_backfill_batches_stay_within_the_row_budget(tmp_path: Path, engine: dict, monkeypatch):
+    """With a budget below a day's rows every day runs alone; below two days' rows, pairs never form: each batch
+    holds at most the budget (or one chunk), and the mart equals pandas whatever the batching."""
+    import eventmart.marts as marts
+
+    events = random_events(3000, seed=4, hours=96)  # ~750 rows a day
+    per_day: dict = {}
+    for e in events:
+        day = datetime.utcfromtimestamp(e["ts"] / 1000).replace(hour=0, minute=0, second=0, microsecond=0)
+        per_day[day] = per_day.get(day, 0) + 1
+    monkeypatch.setattr(marts, "BATCH_ROWS", 1600)
+    p = _loaded(tmp_path, events, engine, grain="1 hour")
+    plan = p.plan_backfill()
+    assert len(plan) >= 2
+    for _, a, b in plan:
+        rows = sum(n for d, n in per_day.items() if a <= d < b)
+        assert rows <= 1600 or b - a == timedelta(days=1), (a, b, rows)
+    assert [b for _, _, b in plan[:-1]] == [a for _, a, _ in plan[1:]]  # contiguous, nothing left out
+    assert all(r.status == "ok" for r in p.backfill())
+    [s] = p.status()
+    assert_frames_equal(mart_frame(p), reference_by_topic(events, *s.span, 3600))
 
 
 def test_measure_and_dimension_errors_name_the_key(tmp_path: Path):

@@ -26,7 +26,7 @@ def test_ingest_and_backfill_show_progress_on_a_terminal(proj):
     assert "━" in r.raw  # the progress bar was drawn (and erased: transient)
     r = typed("backfill", "-p", str(proj))
     assert r.rc == 0, r.text
-    assert r.lines[-1].startswith("backfilled ")
+    assert r.lines[-1].startswith("by_topic: [2024-03-09 23:59, ") and "built in 1 run(s)" in r.lines[-1]
     assert COLOUR.search(r.raw)
 
 

@@ -249,7 +249,7 @@ def _print_runs(results: list[Any]) -> None:
     for r in results:
         (out if r.status == "ok" else err).print(r.line())
     if failed:
-        raise UserError(f"{len(failed)} mart run(s) failed; see `eventmart status` and fix the mart definitions")
+        raise UserError(f"{len(failed)} mart run(s) failed (above); `eventmart runs --failed` keeps the errors")
 
 
 @app.command()
@@ -300,11 +300,19 @@ def backfill(
                 results = p.backfill(marts, start=start, end=end, progress=tick)
         else:
             results = p.backfill(marts, start=start, end=end)
+        waiting = p.unloaded(marts)
+    for mart, src in waiting.items():
+        out.print(f"{mart}: waiting for source {src} (nothing loaded yet: eventmart ingest {src})", markup=False,
+                  soft_wrap=True)
     if not results:
-        out.print("nothing to backfill: no gaps")
+        out.print("nothing to backfill: every mart covers its data")
         return
-    ok = [r for r in results if r.status == "ok"]
-    out.print(f"backfilled {len(ok)} window(s), {sum(r.rows for r in ok):,} rows in {sum(r.seconds for r in results):.2f}s")
+    for mart in dict.fromkeys(r.mart for r in results):
+        ok = [r for r in results if r.mart == mart and r.status == "ok"]
+        if ok:
+            out.print(f"{mart}: [{fmt(min(r.start for r in ok))}, {fmt(max(r.end for r in ok))}) built in "
+                      f"{len(ok)} run(s), {sum(r.rows for r in ok):,} rows in {sum(r.seconds for r in ok):.2f}s",
+                      markup=False, soft_wrap=True)
     _print_runs([r for r in results if r.status != "ok"])
 
 
@@ -727,15 +735,21 @@ def init(
         from .examples import init_example
 
         path = init_example(example, directory)
+        notes: list[str] = []
     else:
         from .scaffold import init_project
 
-        path = init_project(directory, from_)
-    out.print(f"wrote {path}", markup=False)
+        path, notes = init_project(directory, from_)
+    out.print(f"wrote {path}", markup=False, soft_wrap=True)
+    for n in notes:
+        out.print(f"  {n}", markup=False, soft_wrap=True)
     exe = _exe()
     if from_:
-        out.print(f"next: cd {directory} && {exe} check && {exe} ingest <source> && {exe} backfill && {exe} serve",
-                  markup=False)
+        import yaml
+
+        source = next(iter(yaml.safe_load(path.read_text(encoding="utf-8"))["sources"]))
+        out.print(f"next: cd {directory} && {exe} check && {exe} ingest {source} && {exe} backfill && {exe} serve",
+                  markup=False, soft_wrap=True)
 
 
 def _exe() -> str:
@@ -760,7 +774,7 @@ def demo(
     days: Annotated[int, typer.Option(help="zen: days of generated log (0 = the real hour); feed: days (0 = "
                                            "30).")] = 0,
     serve: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve the dashboard afterwards.")] = True,
-    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8050,
+    port: Annotated[int, typer.Option(help="Port to serve on (0: any free port).", min=0, max=65535)] = 8050,
     engine: Annotated[str, typer.Option(help="Warehouse: duckdb (a file), clickhouse (embedded chDB) or postgres "
                                              "($EVENTMART_PG_URL).")] = "duckdb",
 ) -> None:
@@ -810,7 +824,7 @@ def _serve(project: Path, host: str, port: int) -> None:
 def serve(
     project: ProjectOpt = Path("."),
     host: Annotated[str, typer.Option(help="Address to bind; anything but loopback warns without auth.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port.")] = 8050,
+    port: Annotated[int, typer.Option(help="Port (0: any free port, printed).", min=0, max=65535)] = 8050,
 ) -> None:
     """Serve the dashboards, run the schedules, and take other commands' calls for this project.
 

@@ -58,6 +58,30 @@ def check_timezone(v: str) -> str:
     return v
 
 
+def normal_name(text: str) -> str:
+    """A header cell as a column name: 'Max Temp (C)' -> 'max_temp_c', '2nd value' -> 'c_2nd_value'."""
+    out = re.sub(r"[^0-9A-Za-z]+", "_", text.strip()).strip("_").lower() or "column"
+    return out if NAME_RE.match(out) else f"c_{out}"
+
+
+def match_header(header: list[str], declared: list[str]) -> tuple[list[str], list[str]]:
+    """The header with each declared column's cell renamed to it — written exactly, or as its normal name
+    ('Max Temp' for max_temp) — and the declared columns it lacks."""
+    out, missing = list(header), []
+    normal: dict[str, list[int]] = {}
+    for i, h in enumerate(header):
+        normal.setdefault(normal_name(h), []).append(i)
+    for c in declared:
+        if c in header:
+            continue
+        hits = [i for i in normal.get(c, []) if header[i] not in declared]
+        if len(hits) == 1:
+            out[hits[0]] = c
+        else:
+            missing.append(c)
+    return out, missing
+
+
 def _check_name(v: str) -> str:
     if not NAME_RE.match(v):
         raise ValueError(f"'{v}' is not a valid name; use letters, digits and _ (not starting with a digit)")

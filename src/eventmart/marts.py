@@ -35,6 +35,8 @@ from .warehouse.base import RowsOutsideWindow, TableLayout
 
 __all__ = ["RUNS", "MartRunner", "MartStatus", "RunResult", "compile_mart"]
 BUCKET_RE = re.compile(r"\{\{\s*bucket\(([^{}]+)\)\s*\}\}")
+# source rows a backfill puts into one statement at most (consecutive windows of a declarative mart run together)
+BATCH_ROWS = 5_000_000
 
 
 
@@ -365,7 +367,38 @@ class MartRunner:
         out: list[tuple[datetime, datetime]] = []
         for gs, ge in subtract_intervals((lo, hi), self.covered(name)):
             out.extend(self.windows(name, gs, ge))
-        return out
+        return self._batches(name, out) if self.batchable(name) and len(out) > 1 else out
+
+    def batchable(self, name: str) -> bool:
+        """Whether consecutive windows may run as one: a declarative mart's rows for [a, c) are its rows for
+        [a, b) and [b, c) (each bucket is computed from its own events). A SQL mart's rows may depend on the
+        window as a whole (a snapshot as of its end), so it runs chunk by chunk."""
+        return self.marts[name].sql is None
+
+    def _batches(self, name: str, windows: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+        """Consecutive chunk windows merged into runs of at most BATCH_ROWS source rows (a chunk with more runs
+        alone): a backfill of years of small days is a handful of statements, not one per day, and no statement
+        takes more rows than a day of a big log would."""
+        wh, mart = self.wh, self.marts[name]
+        tz = self.zone(name)
+        t = wh.q("_time")
+        bucket = wh.local_date_sql(t, mart.timezone) if tz else wh.bucket_sql(t, self._size(name, None))
+        rows = wh.fetch(f"SELECT {bucket} AS b, count(*) FROM {wh.q(mart.from_)} WHERE {t} >= {{{{ lo }}}} "
+                        f"AND {t} < {{{{ hi }}}} GROUP BY 1", {"lo": windows[0][0], "hi": windows[-1][1]}).rows
+        counts = {(b if isinstance(b, date) and not isinstance(b, datetime) else b.replace(tzinfo=None)): n
+                  for b, n in rows}
+
+        def key(s: datetime) -> date | datetime:
+            return _to_local(s, tz).date() if tz else self.floor_chunk(name, s)
+
+        out: list[list] = []
+        for s, e in windows:
+            n = int(counts.get(key(s), 0))
+            if out and out[-1][1] == s and out[-1][2] + n <= BATCH_ROWS:
+                out[-1][1], out[-1][2] = e, out[-1][2] + n
+            else:
+                out.append([s, e, n])
+        return [(s, e) for s, e, _ in out]
 
     def backfill(
         self,

@@ -230,6 +230,9 @@ class Project:
         s, e = _time(start, "--start"), _time(end, "--end")
         runner = self.runner
         windows = {}
+        for n, src in self.unloaded(names, never=True).items():
+            raise UserError(f"mart {n} reads source {src}, which has never been loaded; run `eventmart ingest {src}` "
+                            "first")
         for n in names:  # check every window before running any
             runner.compiled(n)
             windows[n] = (runner.from_user(n, s), runner.from_user(n, e))
@@ -246,10 +249,32 @@ class Project:
         progress: Callable[[RunResult, int, int], None] | None = None,
     ) -> list[RunResult]:
         names = self._marts(marts)
+        waiting = self.unloaded(names)
+        if waiting and len(waiting) == len(names):
+            srcs = sorted(set(waiting.values()))
+            raise UserError(f"nothing to build: {', '.join(sorted(waiting))} read(s) {', '.join(srcs)}, which has "
+                            f"nothing loaded yet; run `eventmart ingest {srcs[0]}` first")
+        names = [n for n in names if n not in waiting]
         runner = self.runner
         for n in names:
             runner.compiled(n)
         return runner.backfill(names, _time(start, "--start"), _time(end, "--end"), progress)
+
+    @_locked
+    def unloaded(self, marts: list[str] | None = None, never: bool = False) -> dict[str, str]:
+        """mart -> a source it reads that has no rows loaded yet (``never``: no raw table at all). Backfill passes
+        such marts by; run stops."""
+        from .marts import marts_reading
+
+        wh = self.warehouse
+        empty = {s for s in self.config.sources if wh.table_columns(s) is None or (not never and
+                 wh.fetch(f"SELECT count(*) FROM (SELECT 1 FROM {wh.q(s)} LIMIT 1) AS t").rows[0][0] == 0)}
+        out: dict[str, str] = {}
+        for s in sorted(empty):
+            for n in marts_reading(self.config, s):
+                if (marts is None or n in marts) and n not in out and s not in (self.config.marts[n].joins or {}):
+                    out[n] = s
+        return out
 
     @_locked
     def run_window(self, mart: str, start: datetime, end: datetime, trigger: str = "backfill") -> RunResult:

@@ -1,19 +1,19 @@
 """`eventmart init`: a new project — a minimal commented one, or one proposed from a sample of your CSV file.
 
-From a file it infers the columns and their types (DuckDB's CSV sniffer), the time column and its unit (ISO
-text, unix seconds or milliseconds, by name and by magnitude), a key (a column whose values are all distinct,
-else the whole row), and proposes a first hourly mart and a dashboard. Everything it writes is plain YAML with
-comments: read it, change it, `eventmart check` it.
+From a file (what :mod:`eventmart.infer` reads off its first rows) it proposes the source — columns and their
+types, the event time and how it is written, a key — a mart at the grain the events' spacing suggests, with a
+count, a distinct count of users and sum/avg/min/max of the numeric columns by the low-cardinality text columns,
+and a dashboard of them. Everything it writes is plain YAML with comments: read it, change it, `eventmart check` it.
 """
 
 from __future__ import annotations
 
-import re
+import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import NAME_RE, PROJECT_FILE
+from .config import PROJECT_FILE, normal_name
 from .errors import InputError, UserError
 
 MINIMAL = """\
@@ -56,142 +56,180 @@ dashboards:
       trend: {{type: line, mart: events_hourly, measure: events, color: action}}
 """
 
-_TIME_NAMES = re.compile(r"^(ts|time|timestamp|event_?time|event_?ts|created(_at)?|date_?time|dt|datetime|"
-                         r".*_at|.*_time|.*_ts)$", re.I)
-_ID_NAMES = re.compile(r"^(id|.*_id|.*id|uuid|event_?id)$", re.I)
-_USER_NAMES = re.compile(r"^(user|user_?id|uid|client_?id|visitor_?id|customer_?id|account_?id|member_?id)$", re.I)
-_TYPES = {"BIGINT": "int", "INTEGER": "int", "SMALLINT": "int", "TINYINT": "int", "HUGEINT": "int",
-          "UBIGINT": "int", "UINTEGER": "int", "DOUBLE": "float", "FLOAT": "float", "DECIMAL": "float",
-          "BOOLEAN": "bool", "TIMESTAMP": "timestamp", "TIMESTAMP WITH TIME ZONE": "timestamp", "DATE": "date"}
-_S_LO, _S_HI = 631_152_000, 4_102_444_800  # 1990..2100 as unix seconds
+_GRAINS = [(60, "1 minute", "by_minute"), (300, "5 minutes", "by_5min"), (900, "15 minutes", "by_15min"),
+           (3600, "1 hour", "hourly"), (86400, "1 day", "daily")]
+MAX_BUCKETS = 20_000  # over the sample's span: a mart a dashboard reads at once
+MAX_DIMENSION_VALUES = 50
+MAX_DIMENSIONS = 4
+MAX_NUMERIC = 6  # columns given sum/avg/min/max
 
 
 @dataclass
-class Sniffed:
-    columns: dict[str, str]  # name -> eventmart type
-    nullable: set[str]
-    distinct: dict[str, int]
-    rows: int
-    ranges: dict[str, tuple]  # numeric columns: (min, max)
-    delimiter: str
+class Proposal:
+    text: str  # the project file
+    notes: list[str] = field(default_factory=list)  # what was chosen, and why
+    source: str = ""
 
 
-def _sniff(path: Path) -> Sniffed:
-    import duckdb
-
-    con = duckdb.connect()
-    try:
-        con.execute("CREATE TABLE s AS SELECT * FROM read_csv_auto($p, sample_size = 20000) LIMIT 200000",
-                    {"p": str(path)})
-        sniff = con.execute("SELECT Delimiter FROM sniff_csv($p)", {"p": str(path)}).fetchone()
-    except duckdb.Error as e:
-        raise InputError(f"{path}: cannot read it as CSV ({str(e).splitlines()[0][:160]}); give a CSV with a header "
-                         "line") from None
-    desc = con.execute("DESCRIBE s").fetchall()
-    cols, nullable, distinct, ranges = {}, set(), {}, {}
-    rows = con.execute("SELECT count(*) FROM s").fetchone()[0]
-    for name, typ, *_ in desc:
-        t = _TYPES.get(str(typ).split("(")[0], "string")
-        cols[name] = t
-        q = '"' + name.replace('"', '""') + '"'
-        n_null, n_distinct = con.execute(f"SELECT count(*) - count({q}), count(DISTINCT {q}) FROM s").fetchone()
-        if n_null:
-            nullable.add(name)
-        distinct[name] = n_distinct
-        if t in ("int", "float"):
-            ranges[name] = con.execute(f"SELECT min({q}), max({q}) FROM s").fetchone()
-    con.close()
-    return Sniffed(cols, nullable, distinct, rows, ranges, sniff[0] if sniff else ",")
+def _grain(sample) -> tuple[int, str, str, str]:
+    """(seconds, grain, mart suffix, why) from how far apart the events are and how long they span."""
+    span = (sample.span[1] - sample.span[0]).total_seconds() if sample.span else 0
+    gaps = sample.spacing
+    typical = gaps[len(gaps) // 2] if gaps else 86400
+    if sample.all_midnight:
+        i, why = 4, "every time is a midnight: a row per day (or coarser)"
+    elif sample.all_whole_hours:
+        i, why = 3, "every time is a whole hour"
+    else:
+        i = next((k for k, (g, *_) in enumerate(_GRAINS) if g >= typical), 4)
+        why = f"events are typically {_duration(typical)} apart"
+    while i < 4 and span / _GRAINS[i][0] > MAX_BUCKETS:
+        i += 1
+        why += f"; {_duration(span)} of data would make too many {_GRAINS[i - 1][1]} buckets"
+    g, label, suffix = _GRAINS[i]
+    return g, label, suffix, why
 
 
-def _time_column(s: Sniffed) -> tuple[str, str]:
-    """(column, unit): a timestamp column, or a number in the unix-seconds/ms range, preferring time-like names."""
-    named = [c for c in s.columns if _TIME_NAMES.match(c)]
-    for c in named + [c for c in s.columns if c not in named]:
-        t = s.columns[c]
-        if t == "timestamp":
-            return c, "timestamp"
-        if t in ("int", "float") and c in s.ranges and s.ranges[c][0] is not None:
-            lo, hi = s.ranges[c]
-            if _S_LO <= lo and hi < _S_HI:
-                return c, "s"
-            if _S_LO * 1000 <= lo and hi < _S_HI * 1000:
-                return c, "ms"
-    for c in named:
-        if s.columns[c] == "date":
-            return c, "timestamp"
-    raise InputError("no column looks like the event time (a timestamp, or unix seconds/ms between 1990 and 2100); "
-                     "write the project file by hand: eventmart init DIR, then edit sources.*.time")
+def _duration(seconds: float) -> str:
+    for unit, n in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= n:
+            v = seconds / n
+            return f"{v:.0f} {unit}{'s' if round(v) != 1 else ''}"
+    return f"{seconds:.0f} second{'s' if round(seconds) != 1 else ''}"
 
 
-def _ident(name: str) -> str:
-    out = re.sub(r"\W+", "_", name.strip()).strip("_").lower() or "events"
-    return out if NAME_RE.match(out) else f"c_{out}"
+def _scalar(text: str) -> str:
+    """Text as a YAML scalar: plain where that reads back the same, else double-quoted."""
+    import re
+
+    return text if re.fullmatch(r"[A-Za-z0-9_./ -]+", text) and not text.startswith((" ", "-")) else json.dumps(text)
 
 
-def propose(path: Path, name: str) -> str:
+def propose(path: Path, name: str) -> Proposal:
     """A project file for the CSV at ``path`` (copied to data/ by :func:`init_project`)."""
-    s = _sniff(path)
-    bad = [c for c in s.columns if not NAME_RE.match(c) or c in ("_time", "_loaded_at", "_ingest")]
-    if bad:
-        raise InputError(f"{path}: column name(s) {', '.join(bad)} are not usable names (letters, digits, _); rename "
-                         "them in the header")
-    time_col, unit = _time_column(s)
-    if unit == "timestamp" and s.columns[time_col] == "date":
-        s.columns[time_col] = "timestamp"
-    ids = [c for c in s.columns if s.distinct[c] == s.rows and c != time_col and c not in s.nullable
-           and s.columns[c] in ("int", "string")]
-    key = [sorted(ids, key=lambda c: (not _ID_NAMES.match(c), c))[0]] if ids else \
-        [c for c in s.columns if c not in s.nullable]
-    users = [c for c in s.columns if _USER_NAMES.match(c) and c not in key]
-    dims = [c for c in s.columns if s.columns[c] == "string" and c not in key and c not in users
-            and 1 < s.distinct[c] <= 50 and c not in s.nullable][:3]
-    src = _ident(path.stem)
-    lines = [f"# proposed by `eventmart init --from {path.name}` from the first {s.rows:,} rows; check the types, the",
-             "# time column and the key, then: eventmart check && eventmart ingest " + src,
+    from .infer import _ID_NAMES, _USER_NAMES, read_sample
+
+    s = read_sample(path)
+    cols, t = s.columns, s.time
+    reserved = {"_time", "_loaded_at", "_ingest"}
+    if reserved & set(cols):
+        raise InputError(f"{path}:1: column name(s) {', '.join(sorted(reserved & set(cols)))} are reserved by "
+                         "eventmart; rename them in the header")
+    src = normal_name(path.stem)
+    if src in ("_rejects",):
+        src = "events"
+    types = {c: f.type for c, f in cols.items()}
+    types[t.column] = t.declared
+    key = s.key
+    users = [c for c in cols if _USER_NAMES.match(c) and c not in key]
+    dims = [c for c, f in cols.items() if c != t.column and c not in key and c not in users and
+            types[c] in ("string", "bool") and 1 < f.distinct <= MAX_DIMENSION_VALUES][:MAX_DIMENSIONS]
+    numeric = [c for c in s.numeric() if c != t.column and c not in key and c not in users
+               and not _ID_NAMES.match(c)][:MAX_NUMERIC]
+    g, grain, suffix, grain_why = _grain(s)
+    mart = f"{src}_{suffix}"
+    time_column = "dt" if "dt" not in dims else "bucket"
+    measures = {"events": "count()"}
+    if users:
+        measures["users"] = f"count_distinct({users[0]})"
+    for c in numeric:
+        for fn in ("sum", "avg", "min", "max"):
+            measures.setdefault(f"{c}_{fn}", f"{fn}({c})")
+
+    lines = [f"# proposed by `eventmart init --from {path.name}` from its first {s.rows:,} rows: check the types,",
+             f"# the time column and the key, then: eventmart check && eventmart ingest {src}",
              f"name: {name}", "", "warehouse:", "  type: duckdb", "  path: warehouse.duckdb", "", "sources:",
-             f"  {src}:", "    format: csv", f"    path: data/{path.name}"]
-    if s.delimiter != ",":
-        lines.append(f"    csv: {{delimiter: '{s.delimiter}'}}")
+             f"  {src}:", "    format: csv", f"    path: {_scalar('data/' + path.name)}"]
+    if s.delimiter != "," or not s.header:
+        opts = ([f"delimiter: {json.dumps(s.delimiter)}"] if s.delimiter != "," else []) + \
+            (["header: false"] if not s.header else [])
+        lines.append(f"    csv: {{{', '.join(opts)}}}")
     lines.append("    columns:")
-    for c, t in s.columns.items():
-        note = "  # the event time" if c == time_col else ("  # the key" if c in key and len(key) == 1 else "")
-        lines.append(f"      {c}: {t}{'?' if c in s.nullable else ''}{note}")
-    lines += [f"    time: {{column: {time_col}, unit: {unit}}}",
-              f"    key: [{', '.join(key)}]" + ("" if ids else "   # no column is unique: a repeated identical line "
-                                                                "counts once"), "", "marts:",
-              f"  {src}_hourly:", f"    from: {src}", "    grain: 1 hour", f"    dimensions: [{', '.join(['dt', *dims])}]",
-              "    measures:", "      events: count()"]
+    for c, f in cols.items():
+        notes = []
+        if c == t.column:
+            notes.append("the event time")
+        if c in key and len(key) == 1:
+            notes.append("the key")
+        if f.header != c and s.header:
+            notes.append(f"{json.dumps(f.header, ensure_ascii=False)} in the file")
+        if types[c].startswith("decimal"):
+            notes.append("exact: summed without rounding")
+        note = f"  # {'; '.join(notes)}" if notes else ""
+        lines.append(f"      {c}: {types[c]}{'?' if f.nulls and c not in key else ''}{note}")
+    tspec = [f"column: {t.column}"] + ([f"unit: {t.unit}"] if t.unit != "timestamp" else []) + \
+        ([f"format: {json.dumps(t.format)}"] if t.format else [])
+    lines.append(f"    time: {{{', '.join(tspec)}}}")
+    lines.append(f"    key: [{', '.join(key)}]" + ("   # no column is unique: a repeated identical line counts once"
+                                                  if len(key) > 2 else ""))
+    lines += ["", "marts:", f"  {mart}:", f"    from: {src}", f"    grain: {grain}"]
+    if time_column != "dt":
+        lines.append(f"    time_column: {time_column}")
+    if dims:
+        lines.append(f"    dimensions: [{', '.join(dims)}]")
+    lines.append("    measures:")
+    lines += [f"      {k}: {v}" for k, v in measures.items()]
+
+    charts = {"events": f"{{type: kpi, mart: {mart}, measure: events}}"}
     if users:
-        lines.append(f"      users: count_distinct({users[0]})")
-    mart = f"{src}_hourly"
-    lines += ["", "dashboards:", "  overview:", f"    title: {src}", f"    filters: [{', '.join(['time', *dims])}]",
-              "    charts:", f"      events: {{type: kpi, mart: {mart}, measure: events}}"]
-    if users:
-        lines.append(f"      users: {{type: kpi, mart: {mart}, measure: users, title: unique users}}")
-    lines.append(f"      trend: {{type: line, mart: {mart}, measure: events"
-                 + (f", color: {dims[0]}" if dims else "") + "}")
+        charts["users"] = f"{{type: kpi, mart: {mart}, measure: users, title: unique {users[0]}}}"
+    if numeric:
+        charts[f"{numeric[0]}_total"] = f"{{type: kpi, mart: {mart}, measure: {numeric[0]}_sum, title: total {numeric[0]}}}"
+    color = next((d for d in dims if cols[d].distinct <= 12), None)
+    charts["trend"] = f"{{type: line, mart: {mart}, measure: events" + (f", color: {color}" if color else "") + "}"
+    if numeric:
+        charts[f"{numeric[0]}_avg"] = f"{{type: line, mart: {mart}, measure: {numeric[0]}_avg, title: average {numeric[0]}}}"
     for d in dims[:2]:
-        lines.append(f"      by_{d}: {{type: bar, mart: {mart}, measure: events, dimension: {d}}}")
-    return "\n".join(lines) + "\n"
+        charts[f"by_{d}"] = f"{{type: bar, mart: {mart}, measure: events, dimension: {d}}}"
+    kpis = [c for c in charts if charts[c].startswith("{type: kpi")]
+    layout = [kpis] + [[c] for c in charts if c not in kpis and not c.startswith("by_")]
+    bars = [c for c in charts if c.startswith("by_")]
+    if bars:
+        layout.append(bars)
+    lines += ["", "dashboards:", "  overview:", f"    title: {json.dumps(path.stem, ensure_ascii=False)}",
+              f"    filters: [{', '.join(['time', *dims])}]", "    charts:"]
+    lines += [f"      {c}: {v}" for c, v in charts.items()]
+    lines.append("    layout:")
+    lines += [f"      - [{', '.join(row)}]" for row in layout]
+
+    notes = [f"read {s.rows:,} row(s) of {path.name}: {len(cols)} column(s)",
+             f"time: {t.column} — {t.why}",
+             f"key: {s.key_why}",
+             f"mart {mart}: grain {grain} ({grain_why})",
+             "dimensions: " + (", ".join(f"{d} ({cols[d].distinct} values)" for d in dims) or
+                               "none (no text column has 2 to 50 values)"),
+             "measures: count" + (f", distinct {users[0]}" if users else "") +
+             (f", sum/avg/min/max of {', '.join(numeric)}" if numeric else "")]
+    return Proposal("\n".join(lines) + "\n", notes, src)
 
 
-def init_project(directory: Path, from_csv: Path | None = None) -> Path:
+def init_project(directory: Path, from_csv: Path | None = None) -> tuple[Path, list[str]]:
     """Write a new project into ``directory`` (created if needed); with ``from_csv``, proposed from that file,
-    which is copied into the project's data/ folder."""
-    directory.mkdir(parents=True, exist_ok=True)
+    which is copied into the project's data/ folder. Returns the project file and what was chosen. Nothing is
+    left behind when it fails."""
     target = directory / PROJECT_FILE
     if target.exists():
         raise UserError(f"{target}: a project file exists already; choose an empty folder")
-    name = _ident(directory.resolve().name)
+    notes: list[str] = []
     if from_csv is None:
-        text = MINIMAL.format(name=name)
+        text = MINIMAL.format(name=normal_name(directory.resolve().name))
     else:
         if not from_csv.is_file():
-            raise InputError(f"{from_csv}: no such file")
-        text = propose(from_csv, name)
+            raise InputError(f"{from_csv}: no such file; give the path of a CSV file")
+        proposal = propose(from_csv, normal_name(directory.resolve().name))
+        text, notes = proposal.text, proposal.notes
+    created = [d for d in (directory, directory / "data") if not d.exists()]
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
         (directory / "data").mkdir(exist_ok=True)
-        shutil.copyfile(from_csv, directory / "data" / from_csv.name)
-    (directory / "data").mkdir(exist_ok=True)
-    target.write_text(text, encoding="utf-8")
-    return target
+        if from_csv is not None:
+            shutil.copyfile(from_csv, directory / "data" / from_csv.name)
+        target.write_text(text, encoding="utf-8")
+    except BaseException:
+        if from_csv is not None:
+            (directory / "data" / from_csv.name).unlink(missing_ok=True)
+        target.unlink(missing_ok=True)
+        for d in reversed(created):
+            shutil.rmtree(d, ignore_errors=True)
+        raise
+    return target, notes

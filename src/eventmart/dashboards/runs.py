@@ -210,7 +210,7 @@ class RunsApp:
     def plan(self, marts: list[str] | None, start: str | None, end: str | None) -> list[tuple[str, datetime, datetime]]:
         plan = self.project.plan_backfill(marts or None, start=_time(start), end=_time(end))
         if len(plan) > MAX_WINDOWS:
-            raise ValueError(f"{len(plan):,} windows: narrow the range or run `eventmart backfill` in a terminal "
+            raise ValueError(f"{len(plan):,} window(s): narrow the range or run `eventmart backfill` in a terminal "
                              f"(this page runs at most {MAX_WINDOWS:,} at a time)")
         return plan
 

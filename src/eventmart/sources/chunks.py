@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from ..config import Source, decimal_spec
+from ..config import Source, decimal_spec, match_header
 from ..errors import InputError
 
 CHUNK_BYTES = 32 << 20  # EVENTMART_CHUNK_BYTES overrides it (tests use tiny chunks to cross boundaries)
@@ -462,7 +462,7 @@ def read_layout(path: str, src: Source, head: bytes) -> tuple[CsvLayout, int]:
         row = next(csv.reader([text.rstrip("\r")], delimiter=opts.delimiter, quotechar=opts.quote), None)
         if not row or not any(h.strip() for h in row):
             raise InputError(f"{path}: the file is empty; a CSV with a header line is expected")
-        missing = [c for c in src.columns if c not in row]
+        row, missing = match_header(row, list(src.columns))
         if missing:
             raise InputError(
                 f"{path}:1: the header lacks declared column(s) {', '.join(missing)} (it has {', '.join(row[:20])}); "

@@ -26,7 +26,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..config import Source
+from ..config import Source, match_header
 from ..errors import InputError, ProjectError, UserError
 from ..timeutil import utcnow
 from ..warehouse import Warehouse
@@ -721,6 +721,7 @@ def _replay_layout(src: Source, header: str | None):
 
     line = header or src.csv.delimiter.join(src.columns)
     cols = next(csv.reader([line], delimiter=src.csv.delimiter, quotechar=src.csv.quote))
+    cols, _ = match_header(cols, list(src.columns))  # a cell missing now is a reject of the replay
     return CsvLayout(cols, line, src.csv.delimiter, src.csv.quote, list(src.columns))
 
 
