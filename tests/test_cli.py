@@ -100,6 +100,44 @@ def test_check_lists_every_problem_at_once(proj):
     assert lines[-1].startswith("error: 3 problem(s)")
 
 
+@pytest.mark.parametrize("case", ["format+column", "unknown key+column", "two columns", "key+time column",
+                                  "bad type+measure"])
+def test_check_lists_problems_of_different_kinds(proj, case):
+    """A problem pydantic reports first (a bad choice, an unknown key, a bad type) no longer hides the checks behind
+    it; two problems in one item are both named; nothing else is invented."""
+    cfg = yaml.safe_load((proj / "eventmart.yml").read_text())
+    mart, src = cfg["marts"]["by_topic"], cfg["sources"]["events"]
+    want = []
+    if case == "format+column":
+        src["format"] = "xlsx"
+        mart["dimensions"].append("city")
+        want = ["sources.events.format: Input should be", "marts.by_topic.dimensions: 'city' is not a column"]
+    elif case == "unknown key+column":
+        mart["grian"] = "1 hour"
+        mart["measures"]["spend"] = "sum(price)"
+        want = ["marts.by_topic.grian: unknown key", "marts.by_topic.measures.spend: unknown column(s) price"]
+    elif case == "two columns":
+        mart["dimensions"].append("city")
+        mart["measures"]["spend"] = "sum(price)"
+        want = ["marts.by_topic.dimensions: 'city' is not a column", "marts.by_topic.measures.spend: unknown column"]
+    elif case == "key+time column":
+        src["key"] = ["uid"]
+        src["time"]["column"] = "when"
+        want = ["sources.events.time.column: 'when' is not one of the declared columns",
+                "sources.events.key: key column 'uid' is not one of the declared columns"]
+    else:
+        src["columns"]["amount"] = "money?"
+        mart["measures"]["bad"] = "median(amount)"
+        want = ["sources.events.columns.amount.type: 'money' is not a column type"]
+    write_project(proj, cfg)
+    r = em("check", "-p", str(proj))
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    for w in want:
+        assert sum(w in ln for ln in lines) == 1, (w, lines)
+    assert lines[-1] == f"error: {len(want)} problem(s) in the project file", lines
+
+
 def test_check_finds_what_needs_the_warehouse(proj, tmp_path):
     cfg = yaml.safe_load((proj / "eventmart.yml").read_text())
     cfg["marts"]["broken_sql"] = {"from": "events", "grain": "1 hour",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +29,32 @@ RESERVED = ("_time", "_loaded_at")
 def _at(sub: str, msg: str) -> ValueError:
     """A model-level error that points at the sub-key ``sub`` (dotted) of the model."""
     return ValueError(f"@{sub}@ {msg}")
+
+
+_SEP = "\x1e"  # between the problems one validator found (pydantic keeps one error per validator)
+
+
+class _Problems:
+    """Independent checks of one model, every failure kept: `check` lists them all, not the first.
+
+        with _Problems() as bad:
+            if ...: bad.add("key", "...")
+    """
+
+    def __init__(self) -> None:
+        self.found: list[str] = []
+
+    def add(self, sub: str | None, msg: str) -> None:
+        self.found.append(f"@{sub}@ {msg}" if sub else msg)
+
+    def __enter__(self) -> _Problems:
+        return self
+
+    def __exit__(self, et: Any, e: Any, tb: Any) -> None:
+        if et is not None and issubclass(et, ValueError):  # a helper's own check (a name, a zone): one more
+            self.found.append(str(e))
+        if self.found:
+            raise ValueError(_SEP.join(self.found)) from None
 
 
 class Strict(BaseModel):
@@ -229,39 +256,42 @@ class Source(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> Source:
-        for c in self.columns:
-            _check_name(c)
-            if c in RESERVED:
-                raise _at(f"columns.{c}", f"column name '{c}' is reserved by eventmart")
-        if self.time.column not in self.columns:
-            raise _at("time.column", f"'{self.time.column}' is not one of the declared columns")
-        want = {"timestamp": ("timestamp", "date", "string"), "s": ("int", "float"), "ms": ("int", "float")}[self.time.unit]
-        if self.columns[self.time.column].type not in want:
-            raise _at(
-                "time",
-                f"time column '{self.time.column}' with unit {self.time.unit} must be declared as "
-                f"{', '.join(want[:-1])} or {want[-1]}",
-            )
-        for k in self.key:
-            if k not in self.columns:
-                raise _at("key", f"key column '{k}' is not one of the declared columns{did_you_mean(k, self.columns)}")
-            if not self.columns[k].required:
-                raise _at(f"columns.{k}", f"key column '{k}' is declared optional ({self.columns[k].type}?); an event's "
-                                          "key always has a value")
-        if not self.key:
-            raise _at("key", "key must name at least one column (the event's unique id)")
-        if self.format == "postgres":
-            if not self.table:
-                raise _at("format", "a postgres source needs `table`")
-            if self.s3 is not None:
-                raise _at("s3", "a postgres source reads a table, not objects")
-        elif self.s3 is not None and self.path is not None:
-            raise _at("s3", "give either path (files) or s3 (objects in a bucket), not both")
-        if self.kafka is not None:
-            if self.path is not None or self.s3 is not None:
-                raise _at("kafka", "a Kafka source reads a topic: no path or s3")
-            if self.format != "jsonl":
-                raise _at("format", "a Kafka source's messages are JSON objects: format: jsonl")
+        with _Problems() as bad:
+            for c in self.columns:
+                if not NAME_RE.match(c):
+                    bad.add(f"columns.{c}", f"'{c}' is not a valid name; use letters, digits and _ (not starting "
+                                            "with a digit)")
+                if c in RESERVED:
+                    bad.add(f"columns.{c}", f"column name '{c}' is reserved by eventmart")
+            if self.time.column not in self.columns:
+                bad.add("time.column", f"'{self.time.column}' is not one of the declared columns"
+                                       f"{did_you_mean(self.time.column, self.columns)}")
+            else:
+                want = {"timestamp": ("timestamp", "date", "string"), "s": ("int", "float"),
+                        "ms": ("int", "float")}[self.time.unit]
+                if self.columns[self.time.column].type not in want:
+                    bad.add("time", f"time column '{self.time.column}' with unit {self.time.unit} must be declared "
+                                    f"as {', '.join(want[:-1])} or {want[-1]}")
+            for k in self.key:
+                if k not in self.columns:
+                    bad.add("key", f"key column '{k}' is not one of the declared columns{did_you_mean(k, self.columns)}")
+                elif not self.columns[k].required:
+                    bad.add(f"columns.{k}", f"key column '{k}' is declared optional ({self.columns[k].type}?); an "
+                                            "event's key always has a value")
+            if not self.key:
+                bad.add("key", "key must name at least one column (the event's unique id)")
+            if self.format == "postgres":
+                if not self.table:
+                    bad.add("format", "a postgres source needs `table`")
+                if self.s3 is not None:
+                    bad.add("s3", "a postgres source reads a table, not objects")
+            elif self.s3 is not None and self.path is not None:
+                bad.add("s3", "give either path (files) or s3 (objects in a bucket), not both")
+            if self.kafka is not None:
+                if self.path is not None or self.s3 is not None:
+                    bad.add("kafka", "a Kafka source reads a topic: no path or s3")
+                if self.format != "jsonl":
+                    bad.add("format", "a Kafka source's messages are JSON objects: format: jsonl")
         return self
 
     @property
@@ -319,34 +349,41 @@ class Mart(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> Mart:
-        _check_name(self.time_column)
-        if self.timezone is not None:
-            check_timezone(self.timezone)
-            if self.grain_seconds != 86400:
-                raise _at("timezone", "a business time zone needs `grain: 1 day` (windows are local days)")
-            if self.chunk and parse_grain(self.chunk) != 86400:
-                raise _at("chunk", "a mart with a time zone runs in local days: leave chunk at 1 day")
-        if self.sql is None:
-            if not self.from_:
-                raise ValueError("a mart needs `from` (a source) and measures, or `sql`")
-            if not self.measures:
-                raise ValueError("a declarative mart needs at least one measure")
-            names = [d.name for d in self.dimensions] + list(self.measures)
-            for n in names:
-                _check_name(n)
-            dup = {n for n in names if names.count(n) > 1}
-            if dup:
-                raise _at("measures", f"column names used twice: {', '.join(sorted(dup))}")
-            if self.time_column in self.measures:
-                raise _at("measures", f"measure name '{self.time_column}' clashes with time_column")
-        else:
-            if self.measures:
-                raise _at("sql", "a SQL mart takes `sql`, not measures (its columns are what the query returns; "
-                                 "say how they roll up with `rollup:`)")
-            if any(d.expr for d in self.dimensions):
-                raise _at("dimensions", "a SQL mart names its dimension columns; the query computes them")
-            if "{{ start }}" not in self.sql.replace("{{start}}", "{{ start }}") or "end" not in self.sql:
-                raise _at("sql", "a SQL mart must filter its input with {{ start }} and {{ end }}")
+        with _Problems() as bad:
+            if not NAME_RE.match(self.time_column):
+                bad.add("time_column", f"'{self.time_column}' is not a valid name; use letters, digits and _")
+            if self.timezone is not None:
+                try:
+                    check_timezone(self.timezone)
+                except ValueError as e:
+                    bad.add("timezone", str(e))
+                if self.grain_seconds != 86400:
+                    bad.add("timezone", "a business time zone needs `grain: 1 day` (windows are local days)")
+                if self.chunk and parse_grain(self.chunk) != 86400:
+                    bad.add("chunk", "a mart with a time zone runs in local days: leave chunk at 1 day")
+            if self.sql is None:
+                if not self.from_:
+                    bad.add(None, "a mart needs `from` (a source) and measures, or `sql`")
+                if not self.measures:
+                    bad.add(None, "a declarative mart needs at least one measure")
+                names = [d.name for d in self.dimensions] + list(self.measures)
+                for n in dict.fromkeys(names):
+                    if not NAME_RE.match(n):
+                        bad.add("measures" if n in self.measures else "dimensions",
+                                f"'{n}' is not a valid name; use letters, digits and _ (not starting with a digit)")
+                dup = {n for n in names if names.count(n) > 1}
+                if dup:
+                    bad.add("measures", f"column names used twice: {', '.join(sorted(dup))}")
+                if self.time_column in self.measures:
+                    bad.add("measures", f"measure name '{self.time_column}' clashes with time_column")
+            else:
+                if self.measures:
+                    bad.add("sql", "a SQL mart takes `sql`, not measures (its columns are what the query returns; "
+                                   "say how they roll up with `rollup:`)")
+                if any(d.expr for d in self.dimensions):
+                    bad.add("dimensions", "a SQL mart names its dimension columns; the query computes them")
+                if "{{ start }}" not in self.sql.replace("{{start}}", "{{ start }}") or "end" not in self.sql:
+                    bad.add("sql", "a SQL mart must filter its input with {{ start }} and {{ end }}")
         return self
 
     @property
@@ -776,92 +813,108 @@ class ProjectConfig(Strict):
 
     @model_validator(mode="after")
     def _refs(self) -> ProjectConfig:
-        for n in list(self.sources) + list(self.marts):
-            _check_name(n)
-        clash = set(self.sources) & set(self.marts)
-        if clash:
-            raise ValueError(f"names used by both a source and a mart: {', '.join(sorted(clash))}")
-        for n, m in self.marts.items():
-            if m.from_ and m.from_ not in self.sources:
-                raise _at(f"marts.{n}.from", f"'{m.from_}' is not a declared source")
-            for src, key in (m.joins or {}).items():
-                if not m.from_ or m.sql is None:
-                    raise _at(f"marts.{n}.joins", "joins are for SQL marts with `from` (the source that sets the time)")
-                if src not in self.sources:
-                    raise _at(f"marts.{n}.joins", f"'{src}' is not a declared source")
-                for s_ in (src, m.from_):
-                    if key not in self.sources[s_].columns:
-                        raise _at(f"marts.{n}.joins.{src}", f"'{key}' is not a column of source {s_}")
-        # reports and alert rules point at a mart, channels and a dashboard the same way
-        for section, items in (("reports", self.reports), ("alerts", self.alerts)):
-            for n, item in items.items():
-                _check_name(n)
-                if item.mart and item.mart not in self.marts:
-                    raise _at(f"{section}.{n}.mart", f"'{item.mart}' is not a declared mart")
-                for c in item.channels:
-                    if c not in self.channels:
-                        raise _at(f"{section}.{n}.channels", f"'{c}' is not a declared channel")
-                if item.dashboard and item.dashboard not in self.dashboards:
-                    raise _at(f"{section}.{n}.dashboard", f"'{item.dashboard}' is not a declared dashboard")
-        for j, job in self.schedules.items():
-            _check_name(j)
-            for r in job.alerts or []:
-                if r not in self.alerts:
-                    raise _at(f"schedules.{j}.alerts", f"'{r}' is not a declared alert rule")
-            if job.report and job.report not in self.reports:
-                raise _at(f"schedules.{j}.report", f"'{job.report}' is not a declared report")
-            for src in job.sources or []:
-                if src not in self.sources:
-                    raise _at(f"schedules.{j}.sources", f"'{src}' is not a declared source")
-            for m in job.marts or []:
-                if m not in self.marts:
-                    raise _at(f"schedules.{j}.marts", f"'{m}' is not a declared mart")
-        for d, dash in self.dashboards.items():
-            for c, chart in dash.charts.items():
-                if chart.mart not in self.marts:
-                    raise _at(f"dashboards.{d}.charts.{c}.mart", f"'{chart.mart}' is not a declared mart")
-        self._expressions()
+        with _Problems() as bad:
+            for section, names in (("sources", self.sources), ("marts", self.marts), ("reports", self.reports),
+                                   ("alerts", self.alerts), ("schedules", self.schedules)):
+                for n in names:
+                    if not NAME_RE.match(n):
+                        bad.add(f"{section}.{n}", f"'{n}' is not a valid name; use letters, digits and _ (not "
+                                                  "starting with a digit)")
+            clash = set(self.sources) & set(self.marts)
+            if clash:
+                bad.add(None, f"names used by both a source and a mart: {', '.join(sorted(clash))}")
+            for n, m in self.marts.items():
+                if m.from_ and m.from_ not in self.sources:
+                    bad.add(f"marts.{n}.from", f"'{m.from_}' is not a declared source{did_you_mean(m.from_, self.sources)}")
+                for src, key in (m.joins or {}).items():
+                    if not m.from_ or m.sql is None:
+                        bad.add(f"marts.{n}.joins", "joins are for SQL marts with `from` (the source that sets the time)")
+                    elif src not in self.sources:
+                        bad.add(f"marts.{n}.joins", f"'{src}' is not a declared source")
+                    else:
+                        for s_ in (src, m.from_):
+                            if s_ in self.sources and key not in self.sources[s_].columns:
+                                bad.add(f"marts.{n}.joins.{src}", f"'{key}' is not a column of source {s_}")
+            # reports and alert rules point at a mart, channels and a dashboard the same way
+            for section, items in (("reports", self.reports), ("alerts", self.alerts)):
+                for n, item in items.items():
+                    if item.mart and item.mart not in self.marts:
+                        bad.add(f"{section}.{n}.mart", f"'{item.mart}' is not a declared mart"
+                                                       f"{did_you_mean(item.mart, self.marts)}")
+                    for c in item.channels:
+                        if c not in self.channels:
+                            bad.add(f"{section}.{n}.channels", f"'{c}' is not a declared channel")
+                    if item.dashboard and item.dashboard not in self.dashboards:
+                        bad.add(f"{section}.{n}.dashboard", f"'{item.dashboard}' is not a declared dashboard")
+            for j, job in self.schedules.items():
+                for r in job.alerts or []:
+                    if r not in self.alerts:
+                        bad.add(f"schedules.{j}.alerts", f"'{r}' is not a declared alert rule")
+                if job.report and job.report not in self.reports:
+                    bad.add(f"schedules.{j}.report", f"'{job.report}' is not a declared report")
+                for src in job.sources or []:
+                    if src not in self.sources:
+                        bad.add(f"schedules.{j}.sources", f"'{src}' is not a declared source")
+                for m in job.marts or []:
+                    if m not in self.marts:
+                        bad.add(f"schedules.{j}.marts", f"'{m}' is not a declared mart")
+            for d, dash in self.dashboards.items():
+                for c, chart in dash.charts.items():
+                    if chart.mart not in self.marts:
+                        bad.add(f"dashboards.{d}.charts.{c}.mart", f"'{chart.mart}' is not a declared mart"
+                                                                   f"{did_you_mean(chart.mart, self.marts)}")
+            self._expressions(bad)
         return self
 
-    def _expressions(self) -> None:
+    def _expressions(self, bad: _Problems) -> None:
         """Measures, dimension expressions and the measure expressions of charts, reports and alert rules on
         declarative marts: checked when the file loads, so every command stops at a bad one with its line
         (SQL marts' columns are known only to the warehouse: `eventmart check` and `serve` check those)."""
         from .measures import check_expression, measure_sql, parse_metric, shape_from_config
 
-        def at(e: ProjectError) -> ValueError:
-            key, _, msg = str(e).partition(": ")
-            return _at(key, msg)
+        def attempt(fn, *args) -> bool:
+            try:
+                fn(*args)
+                return True
+            except ProjectError as e:
+                key, _, msg = str(e).partition(": ")
+                bad.add(key, msg)
+                return False
 
-        try:
-            for n, m in self.marts.items():
-                if m.sql is not None:
-                    continue
-                allowed = set(self.sources[m.from_].columns) | {"_time"}
-                for d in m.dimensions:
-                    if d.expr:
-                        check_expression(d.expr, allowed, f"marts.{n}.dimensions.{d.name}")
-                    elif d.name != m.time_column and d.name not in allowed:
-                        raise ProjectError(f"marts.{n}.dimensions: '{d.name}' is not a column of source {m.from_}"
-                                           f"{did_you_mean(d.name, allowed)}; give an expression ({d.name}: <expr>) "
-                                           "or use one of its columns")
-                for k, text in m.measures.items():
-                    measure_sql(text, allowed, "duckdb", f"marts.{n}.measures.{k}")
-            uses = [(f"dashboards.{d}.charts.{c}.measure", ch.mart,
-                     f"{ch.agg}({ch.measure})" if ch.agg else ch.measure)
-                    for d, dash in self.dashboards.items() for c, ch in dash.charts.items() if ch.type != "scatter"]
-            uses += [(f"dashboards.{d}.charts.{c}.{k}", ch.mart, text)
-                     for d, dash in self.dashboards.items() for c, ch in dash.charts.items()
-                     for k, text in ([("x", ch.x), ("y", ch.y)] if ch.type == "scatter" else
-                                     [(f"measures.{m}", t) for m, t in (ch.measures or {}).items()])]
-            uses += [(f"reports.{r}.metrics.{k}.value", rep.mart, mv.value)
-                     for r, rep in self.reports.items() for k, mv in rep.metrics.items()]
-            uses += [(f"alerts.{a}.measure", rule.mart, rule.measure) for a, rule in self.alerts.items() if rule.mart]
-            for where, mart, text in uses:
-                if self.marts[mart].sql is None:
-                    parse_metric(shape_from_config(self, mart), text, where)
-        except ProjectError as e:
-            raise at(e) from None
+        good: set[str] = set()  # marts whose own columns check out: what charts on them can be checked against
+        for n, m in self.marts.items():
+            if m.sql is not None:
+                good.add(n)
+                continue
+            if m.from_ not in self.sources:
+                continue
+            allowed = set(self.sources[m.from_].columns) | {"_time"}
+            ok = True
+            for d in m.dimensions:
+                if d.expr:
+                    ok &= attempt(check_expression, d.expr, allowed, f"marts.{n}.dimensions.{d.name}")
+                elif d.name != m.time_column and d.name not in allowed:
+                    ok = False
+                    bad.add(f"marts.{n}.dimensions", f"'{d.name}' is not a column of source {m.from_}"
+                                                     f"{did_you_mean(d.name, allowed)}; give an expression "
+                                                     f"({d.name}: <expr>) or use one of its columns")
+            for k, text in m.measures.items():
+                ok &= attempt(measure_sql, text, allowed, "duckdb", f"marts.{n}.measures.{k}")
+            if ok:
+                good.add(n)
+        uses = [(f"dashboards.{d}.charts.{c}.measure", ch.mart,
+                 f"{ch.agg}({ch.measure})" if ch.agg else ch.measure)
+                for d, dash in self.dashboards.items() for c, ch in dash.charts.items() if ch.type != "scatter"]
+        uses += [(f"dashboards.{d}.charts.{c}.{k}", ch.mart, text)
+                 for d, dash in self.dashboards.items() for c, ch in dash.charts.items()
+                 for k, text in ([("x", ch.x), ("y", ch.y)] if ch.type == "scatter" else
+                                 [(f"measures.{m}", t) for m, t in (ch.measures or {}).items()])]
+        uses += [(f"reports.{r}.metrics.{k}.value", rep.mart, mv.value)
+                 for r, rep in self.reports.items() for k, mv in rep.metrics.items()]
+        uses += [(f"alerts.{a}.measure", rule.mart, rule.measure) for a, rule in self.alerts.items() if rule.mart]
+        for where, mart, text in uses:
+            if mart in good and self.marts[mart].sql is None:
+                attempt(lambda t, w, m=mart: parse_metric(shape_from_config(self, m), t, w), text, where)
 
 
 # --- loading -----------------------------------------------------------------
@@ -944,25 +997,126 @@ def _known_keys() -> set[str]:
     return keys
 
 
-def _problems(e: ValidationError, root: yaml.Node | None, file: str) -> list[str]:
+@dataclass
+class _Error:
+    at: tuple[Any, ...]  # where pydantic raised it (a field, or the model whose validator found it)
+    loc: tuple[Any, ...]  # the key it is about
+    type: str
+    msg: str
+    expected: str | None = None  # literal errors: the allowed values, as pydantic writes them
+
+
+def _errors(e: ValidationError) -> list[_Error]:
     out = []
     for err in e.errors():
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        msg = err["msg"].removeprefix("Value error, ")
-        m = re.match(r"^@([^@]+)@ (.*)$", msg, re.S)
-        if m:
-            loc = (*loc, *(int(p) if p.isdigit() else p for p in m.group(1).split(".")))
-            msg = m.group(2)
-        line = _node_line(root, loc)
-        if err["type"] == "extra_forbidden":
-            msg = f"unknown key '{loc[-1]}'{did_you_mean(loc[-1], _known_keys()) or '; check its spelling'}"
-        elif err["type"] == "missing":
-            msg = f"missing required key '{loc[-1]}'"
-        key = _loc_str(loc)
-        text = f"{file}:{line}: {key + ': ' if key else ''}{msg}"
-        if text not in out:
-            out.append(text)
+        at = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        for msg in err["msg"].removeprefix("Value error, ").split(_SEP):
+            loc = at
+            m = re.match(r"^@([^@]+)@ (.*)$", msg, re.S)
+            if m:
+                loc = (*at, *(int(p) if p.isdigit() else p for p in m.group(1).split(".")))
+                msg = m.group(2)
+            if err["type"] == "extra_forbidden":
+                msg = f"unknown key '{loc[-1]}'{did_you_mean(loc[-1], _known_keys()) or '; check its spelling'}"
+            elif err["type"] == "missing":
+                msg = f"missing required key '{loc[-1]}'"
+            out.append(_Error(at, loc, err["type"], msg, (err.get("ctx") or {}).get("expected")))
     return out
+
+
+def _text(e: _Error, root: yaml.Node | None, file: str) -> str:
+    key = _loc_str(e.loc)
+    return f"{file}:{_node_line(root, e.loc)}: {key + ': ' if key else ''}{e.msg}"
+
+
+_SECTIONS = ("sources", "marts", "dashboards", "schedules", "channels", "reports", "alerts")
+_ALIASES = {"from_": "from", "schema_": "schema", "for_": "for", "sender": "from"}
+
+
+def _item(loc: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """The top-level item a key belongs to: (sources, events), (vault, hubs, h), (warehouse,)."""
+    if len(loc) >= 2 and loc[0] in _SECTIONS:
+        return loc[:2]
+    if len(loc) >= 3 and loc[0] == "vault":
+        return loc[:3]
+    if loc and loc[0] in ("warehouse", "vault"):
+        return loc[:1]
+    return None
+
+
+def _node(data: Any, path: tuple[Any, ...]) -> Any:
+    for p in path:
+        if isinstance(data, dict) and p in data:
+            data = data[p]
+        elif isinstance(data, dict) and _ALIASES.get(p) in data:
+            data = data[_ALIASES[p]]
+        elif isinstance(data, list) and isinstance(p, int) and p < len(data):
+            data = data[p]
+        else:
+            return None
+    return data
+
+
+def _repair(data: dict, e: _Error, hidden: list[tuple], dropped: set[str]) -> bool:
+    """Take an error out of the way so that the checks behind it run (pydantic runs a model's own checks only when
+    its fields are valid): an unknown key goes, a bad choice becomes a valid one, anything else drops the item it
+    is in (a source, a mart, ...). What was hidden or dropped is remembered, so that errors of our making are not
+    reported. True when something changed."""
+    parent, key = (_node(data, e.at[:-1]), e.at[-1]) if e.at else (None, None)
+    if isinstance(parent, dict) and key is not None:
+        name = key if key in parent else _ALIASES.get(key, key)
+        if e.type == "extra_forbidden" and name in parent:
+            del parent[name]
+            hidden.append(e.at)
+            return True
+        if e.type == "literal_error" and name in parent and e.expected:
+            choice = re.match(r"'([^']*)'", e.expected)
+            if choice and parent[name] != choice.group(1):
+                parent[name] = choice.group(1)
+                hidden.append(e.at)
+                return True
+    item = _item(e.at) or _item(e.loc)
+    if item is None:
+        return False
+    holder = _node(data, item[:-1])
+    if isinstance(holder, dict) and item[-1] in holder:
+        del holder[item[-1]]
+        hidden.append(item)
+        if len(item) > 1:
+            dropped.add(str(item[-1]))
+        return True
+    return False
+
+
+def _all_problems(data: dict, first: ValidationError, root: yaml.Node | None, file: str) -> list[str]:
+    """Every problem of the file, not only those pydantic reports before a model's own checks can run: errors are
+    repaired or their item dropped, and the file validated again, for a few rounds."""
+    import copy
+
+    data = copy.deepcopy(data)
+    problems: list[str] = []
+    hidden: list[tuple] = []
+    dropped: set[str] = set()
+    err = first
+    for _ in range(8):
+        errs = _errors(err)
+        for e in errs:
+            # of our making: about a key we hid or dropped, about what holds such a key (below its item: the
+            # `time` of a `time.unit` we replaced), or naming a dropped item
+            ours = any(e.at[:len(h)] == h or e.loc[:len(h)] == h or
+                       (h[:len(e.loc)] == e.loc and len(e.loc) > len(_item(h) or h)) for h in hidden) or \
+                any(f"'{d}'" in e.msg for d in dropped)
+            text = _text(e, root, file)
+            if not ours and text not in problems:
+                problems.append(text)
+        if not any([_repair(data, e, hidden, dropped) for e in errs]):
+            break
+        try:
+            ProjectConfig.model_validate(data)
+            break
+        except ValidationError as again:
+            err = again
+    return problems
 
 
 def load_config(directory: Path) -> ProjectConfig:
@@ -989,7 +1143,7 @@ def load_config(directory: Path) -> ProjectConfig:
     try:
         return ProjectConfig.model_validate(data)
     except ValidationError as e:
-        problems = _problems(e, root, file)
+        problems = _all_problems(data, e, root, file)
         err = ProjectError(problems[0])
         err.problems = problems  # `eventmart check` lists them all
         raise err from None
