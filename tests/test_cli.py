@@ -225,3 +225,67 @@ def test_demo_help_describes_each_example_and_a_taken_port_is_one_line(tmp_path)
     assert r.returncode == 2
     assert r.stderr.strip() == f"error: port {port} on 127.0.0.1 is in use (another eventmart serve, or another " \
                                "program); pass --port N"
+
+
+def test_listing_commands_speak_csv_and_json(proj):
+    """Every command that lists things takes --format table|csv|json; the JSON and CSV say the same as the
+    warehouse does."""
+    import csv as csvmod
+    import io
+    import json
+
+    assert em("ingest", "events", "-p", str(proj)).returncode == 0
+    assert em("backfill", "-p", str(proj)).returncode == 0
+    truth = em("query", "select count(*) as n, min(window_start) as s from _eventmart_runs", "-f", "json",
+               "-p", str(proj))
+    (want,) = json.loads(truth.stdout)
+    for args in (["status"], ["runs"], ["ingests"], ["rejects", "events"], ["backfill", "--dry-run"],
+                 ["alerts", "history"], ["alerts", "status"], ["alerts", "silences"]):
+        for fmt in ("csv", "json"):
+            r = em(*args, "--format", fmt, "-p", str(proj))
+            assert r.returncode == 0, (args, fmt, r.stderr)
+            if fmt == "json":
+                data = json.loads(r.stdout)
+                assert isinstance(data, dict | list), args
+            else:
+                rows = list(csvmod.reader(io.StringIO(r.stdout)))
+                assert rows and all(len(x) == len(rows[0]) for x in rows), (args, r.stdout)
+    runs = json.loads(em("runs", "-f", "json", "-p", str(proj)).stdout)
+    assert len(runs) == want["n"] and min(r["window_start"] for r in runs) == want["s"]
+    status = json.loads(em("status", "-f", "json", "-p", str(proj)).stdout)
+    (m,) = status["marts"]
+    assert m["mart"] == "by_topic" and m["gaps"] == [] and m["covered"][0][0] == want["s"]
+    assert m["rows"] == json.loads(em("query", "select count(*) as n from by_topic", "-f", "json", "-p",
+                                      str(proj)).stdout)[0]["n"]
+    r = em("status", "--format", "xml", "-p", str(proj))
+    assert r.returncode == 2 and r.stderr.strip() == "error: --format xml: use table, csv or json"
+
+
+def test_dot_env_beside_the_project_is_read_and_the_environment_wins(proj):
+    import os
+
+    cfg = yaml.safe_load((proj / "eventmart.yml").read_text())
+    cfg["sources"]["events"]["path"] = "${EVENTS_GLOB}"
+    write_project(proj, cfg)
+    r = em("ingest", "events", "-p", str(proj))
+    assert r.returncode == 2 and "environment variable EVENTS_GLOB is not set" in r.stderr
+    (proj / ".env").write_text("# where the events are\nEVENTS_GLOB=data/*.csv\n")
+    r = em("ingest", "events", "-p", str(proj))
+    assert r.returncode == 0 and "200 loaded" in r.stdout, r.stderr
+    env = {**os.environ, "EVENTS_GLOB": "nowhere/*.csv"}
+    r = subprocess.run([EVENTMART, "ingest", "events", "--force", "-p", str(proj)], capture_output=True, text=True,
+                       env=env, timeout=120)
+    assert r.returncode == 2 and "nowhere" in r.stderr  # the environment wins over .env
+
+
+def test_shell_completion_is_offered(tmp_path):
+    import os
+
+    r = em("--help")
+    assert "--install-completion" in r.stdout
+    r = em("--show-completion", "bash")
+    assert r.returncode == 0 and "_eventmart_completion" in r.stdout
+    env = {**os.environ, "_EVENTMART_COMPLETE": "complete_bash", "COMP_WORDS": "eventmart alerts hi",
+           "COMP_CWORD": "2"}
+    r = subprocess.run([EVENTMART], capture_output=True, text=True, env=env, timeout=60)
+    assert r.stdout.split() == ["history"]

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 app = typer.Typer(
     help="eventmart: ingest event logs, build time-bucketed marts, keep them fresh.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain click help: fast, and like the usage errors
 )
@@ -58,6 +58,14 @@ err = _Console(stderr=True, highlight=False)
 
 ProjectOpt = Annotated[Path, typer.Option("--project", "-p",
                                           help="Project folder or its eventmart.yml (default: current folder).")]
+FORMATS = ("table", "csv", "json")
+FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table (on a terminal), csv (with a header) or json.")]
+
+
+def _format(format: str) -> str:
+    if format not in FORMATS:
+        raise UserError(f"--format {format}: use table, csv or json")
+    return format
 
 
 def _version(value: bool) -> None:
@@ -170,13 +178,15 @@ def ingests_list(
     ctx: typer.Context,
     source: Annotated[str | None, typer.Option("--source", help="Only this source's loads.")] = None,
     limit: Annotated[int, typer.Option(help="Rows to show.")] = 50,
+    format: FormatOpt = "table",
     project: ProjectOpt = Path("."),
 ) -> None:
     """Loads, newest first: id, source, files, rows loaded/duplicate/rejected, the time span, status."""
     if ctx.invoked_subcommand:
         return
+    _format(format)
     with _load(project) as p:
-        _show(p.ingests(source, limit))
+        _emit(p.ingests(source, limit), format)
 
 
 @ingests_app.command("undo")
@@ -209,10 +219,11 @@ def vault_load(
 
 
 @vault_app.command("status")
-def vault_status(project: ProjectOpt = Path(".")) -> None:
+def vault_status(format: FormatOpt = "table", project: ProjectOpt = Path(".")) -> None:
     """Each vault table: rows, last load, the last ingest it took, link rows whose hub key is missing."""
+    _format(format)
     with _load(project) as p:
-        _show(p.vault_status())
+        _emit(p.vault_status(), format)
 
 
 @vault_app.command("reset")
@@ -230,12 +241,14 @@ def rejects(
     action_or_source: Annotated[str, typer.Argument(metavar="[replay] SOURCE", help="SOURCE, or `replay SOURCE`.")],
     source: Annotated[str | None, typer.Argument(hidden=True)] = None,
     limit: Annotated[int, typer.Option(help="Rows to list.")] = 50,
+    format: FormatOpt = "table",
     project: ProjectOpt = Path("."),
 ) -> None:
     """List a source's rejected rows, or `replay` them: validate again and load those that now pass."""
+    _format(format)
     with _load(project) as p:
         if source is None:
-            _show(p.rejects(action_or_source, limit))
+            _emit(p.rejects(action_or_source, limit), format)
             return
         if action_or_source != "replay":
             raise UserError(f"unknown rejects action '{action_or_source}'; use `eventmart rejects replay {source}`")
@@ -270,12 +283,20 @@ def backfill(
     start: Annotated[str | None, typer.Option(help="From (default: the mart's start or first event).")] = None,
     end: Annotated[str | None, typer.Option(help="Until, exclusive (default: after the last event).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the windows, run nothing.")] = False,
+    format: FormatOpt = "table",
     project: ProjectOpt = Path("."),
 ) -> None:
-    """Fill the gaps of each mart in grain-aligned chunks, oldest first."""
+    """Fill the gaps of each mart, oldest first: a declarative mart's missing days run together (up to 5M source
+    rows a statement), a SQL mart's chunk by chunk."""
+    _format(format)
     with _load(project) as p:
         if dry_run:
             plan = p.plan_backfill(marts, start=start, end=end)
+            if format != "table":
+                from .warehouse import QueryResult
+
+                _emit(QueryResult(["mart", "window_start", "window_end"], [tuple(w) for w in plan]), format)
+                return
             for n, s, e in plan:
                 out.print(f"{n} [{fmt(s)}, {fmt(e)})")
             out.print(f"{len(plan)} window(s) to run")
@@ -317,8 +338,12 @@ def backfill(
 
 
 @app.command()
-def status(project: ProjectOpt = Path(".")) -> None:
-    """Each mart's covered intervals, gaps and last run; each Kafka source's lag per partition."""
+def status(format: FormatOpt = "table", project: ProjectOpt = Path(".")) -> None:
+    """Each mart's covered intervals, gaps and last run; each Kafka source's lag per partition.
+
+    --format json: {"marts": [...], "sources": [...]} with intervals as [start, end] pairs; --format csv: a row per
+    mart (intervals joined by ';')."""
+    _format(format)
     with _load(project) as p:
         sts = p.status()
         lags: dict[str, Any] = {}
@@ -328,6 +353,9 @@ def status(project: ProjectOpt = Path(".")) -> None:
                     lags[s] = p.lag(s)
                 except UserError as e:  # the marts' status stands; say why the lag is unknown
                     lags[s] = str(e)
+    if format != "table":
+        _status_data(sts, lags, format)
+        return
     from rich.table import Table
 
     t = Table("mart", "grain", "rows", "covered", "gaps", "last run")
@@ -349,6 +377,35 @@ def status(project: ProjectOpt = Path(".")) -> None:
             for part, nxt, end, lag in res.rows:
                 k.add_row(source, str(part), "-" if nxt is None else f"{nxt:,}", f"{end:,}", f"{lag:,}")
         out.print(k)
+
+
+def _status_data(sts: list[Any], lags: dict[str, Any], format: str) -> None:
+    from . import values
+
+    marts = []
+    for s in sts:
+        last = dict(zip(("started_at", "status", "window_start", "window_end", "rows", "error"), s.last_run,
+                        strict=True)) if s.last_run else None
+        marts.append({"mart": s.mart, "grain": s.grain, "rows": s.rows, "covered": [list(w) for w in s.covered],
+                      "gaps": [list(w) for w in s.gaps], "last_run": last})
+    if format == "json":
+        sources = [{"source": src, "error": res} if isinstance(res, str) else
+                   {"source": src, "partitions": [dict(zip(("partition", "next_offset", "end", "lag"), r, strict=True))
+                                                  for r in res.rows]} for src, res in lags.items()]
+        sys.stdout.write(values.json_value({"marts": marts, "sources": sources}) + "\n")
+        return
+
+    def spans(ws: list) -> str:
+        return "; ".join(f"{values.text(a)}/{values.text(b)}" for a, b in ws)
+
+    w = csv.writer(sys.stdout, lineterminator="\n")
+    w.writerow(["mart", "grain", "rows", "covered", "gaps", "last_status", "last_started_at", "last_window_start",
+                "last_window_end", "last_rows", "last_error"])
+    for m in marts:
+        last = m["last_run"] or {}
+        w.writerow([m["mart"], m["grain"], m["rows"], spans(m["covered"]), spans(m["gaps"]),
+                    *(values.text(last.get(k)) for k in ("status", "started_at", "window_start", "window_end", "rows",
+                                                          "error"))])
 
 
 @app.command()
@@ -374,11 +431,13 @@ def runs(
     failed: Annotated[bool, typer.Option("--failed", help="Only failed runs.")] = False,
     mart: Annotated[str | None, typer.Option("--mart", help="Only this mart's runs.")] = None,
     limit: Annotated[int, typer.Option(help="Rows to show.")] = 50,
+    format: FormatOpt = "table",
     project: ProjectOpt = Path("."),
 ) -> None:
     """Run history, newest first: job, window, status, rows, duration, attempt, error."""
+    _format(format)
     with _load(project) as p:
-        _show(p.runs(job=job, failed=failed, mart=mart, limit=limit))
+        _emit(p.runs(job=job, failed=failed, mart=mart, limit=limit), format)
 
 
 @app.command()
@@ -594,14 +653,15 @@ def alerts_silence(
 
 
 @alerts_app.command("silences")
-def alerts_silences(project: ProjectOpt = Path(".")) -> None:
+def alerts_silences(format: FormatOpt = "table", project: ProjectOpt = Path(".")) -> None:
     """Silences in force: which rule, until when."""
+    _format(format)
     with _load(project) as p:
         res = p.alerts_silences()
-    if not res.rows:
+    if not res.rows and format == "table":
         out.print("no rule is silenced")
         return
-    _show(res)
+    _emit(res, format)
 
 
 @alerts_app.command("unsilence")
@@ -619,18 +679,21 @@ def alerts_unsilence(
 def alerts_history(
     rule: Annotated[str | None, typer.Option("--rule", help="Only this rule.")] = None,
     limit: Annotated[int, typer.Option(help="Rows.")] = 50,
+    format: FormatOpt = "table",
     project: ProjectOpt = Path("."),
 ) -> None:
     """Alert events: fired, reminder, resolved, late, digest; per channel sent/failed/held/silenced."""
+    _format(format)
     with _load(project) as p:
-        _show(p.alerts_history(rule, limit))
+        _emit(p.alerts_history(rule, limit), format)
 
 
 @alerts_app.command("status")
-def alerts_status(project: ProjectOpt = Path(".")) -> None:
+def alerts_status(format: FormatOpt = "table", project: ProjectOpt = Path(".")) -> None:
     """Each rule and series: OK or FIRING, since when, the last judged bucket."""
+    _format(format)
     with _load(project) as p:
-        _show(p.alerts_state())
+        _emit(p.alerts_state(), format)
 
 
 airflow_app = typer.Typer(help="Airflow interop: export the scheduled jobs as DAGs.", no_args_is_help=True,
@@ -690,12 +753,11 @@ def check(project: ProjectOpt = Path("."),
 @app.command()
 def query(
     sql: Annotated[str, typer.Argument(help="SQL to run (read-only).")],
-    format: Annotated[str, typer.Option("--format", "-f", help="table, csv or json.")] = "table",
+    format: FormatOpt = "table",
     project: ProjectOpt = Path("."),
 ) -> None:
     """One read (SELECT, DESCRIBE or SHOW) of the warehouse's tables; anything else is refused."""
-    if format not in ("table", "csv", "json"):
-        raise UserError(f"--format {format}: use table, csv or json")
+    _format(format)
     with _load(project) as p:
         res = p.query(sql)
     _emit(res, format)

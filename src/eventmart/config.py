@@ -1127,6 +1127,11 @@ def load_config(directory: Path) -> ProjectConfig:
             f"{file}: no project file here; run eventmart in a project folder, pass -p DIR, "
             "or create one with `eventmart init`"
         )
+    env_file = path.parent / ".env"
+    if env_file.is_file():  # KEY=value lines beside the project file; what the environment already has wins
+        from dotenv import load_dotenv
+
+        load_dotenv(env_file, override=False)
     text = path.read_text(encoding="utf-8")
     try:
         root = yaml.compose(text)
