@@ -790,14 +790,41 @@ def init(
     directory: Annotated[Path, typer.Argument(help="Folder to create the project in.")],
     from_: Annotated[Path | None, typer.Option("--from", help="A CSV file of your events: the project is proposed "
                                                                 "from it (columns, time, key, a mart, a dashboard).")] = None,
-    example: Annotated[str | None, typer.Option(help="Copy a bundled example instead: zen or feed.")] = None,
+    example: Annotated[str | None, typer.Option(help="A bundled example instead, with its data: zen, feed, groups or "
+                                                     "web (see below).")] = None,
 ) -> None:
-    """Start a project: a minimal commented eventmart.yml, one proposed from your CSV (--from), or an example."""
-    if example:
-        from .examples import init_example
+    """Start a project: a minimal commented eventmart.yml, one proposed from your CSV (--from), or a bundled example
+    with its generated data (--example).
 
-        path = init_example(example, directory)
-        notes: list[str] = []
+    zen: a content platform's real hour of visits (Yandex.Zen, 310,207 events): per-minute marts, a dashboard.
+
+    feed: a feed & messenger app (30 days, ~20k DAU): daily metrics by os/gender/age, a digest, anomaly alerts.
+
+    groups: a social network's communities: a data vault (hubs, links, satellites) and group conversion.
+
+    web: web analytics from four Kafka topics: joined pageview marts and a live dashboard.
+
+    `eventmart demo NAME DIR` does the same and goes on: loads the data, builds the marts and serves them.
+    """
+    if example:
+        from .examples import create_example, next_steps
+
+        if directory.joinpath("eventmart.yml").exists():
+            raise UserError(f"{directory / 'eventmart.yml'}: a project file exists already; choose an empty folder")
+        created = not directory.exists()
+        try:
+            for f in create_example(example, directory, step=_step):
+                out.print(f"generated {f}", markup=False, soft_wrap=True)
+        except BaseException:
+            if created:
+                import shutil
+
+                shutil.rmtree(directory, ignore_errors=True)
+            raise
+        out.print(f"wrote {directory / 'eventmart.yml'}", markup=False, soft_wrap=True)
+        for line in next_steps(example, directory, _exe()):
+            out.print(f"next: {line}", markup=False, soft_wrap=True)
+        return
     else:
         from .scaffold import init_project
 
@@ -812,6 +839,16 @@ def init(
         source = next(iter(yaml.safe_load(path.read_text(encoding="utf-8"))["sources"]))
         out.print(f"next: cd {directory} && {exe} check && {exe} ingest {source} && {exe} backfill && {exe} serve",
                   markup=False, soft_wrap=True)
+
+
+def _step(text: str) -> Any:
+    """A long step: a spinner with its name on a terminal (gone when it ends), the name as a line when piped."""
+    if sys.stderr.isatty():
+        return err.get().status(text, spinner="dots")
+    from contextlib import nullcontext
+
+    out.print(text, markup=False, soft_wrap=True)
+    return nullcontext()
 
 
 def _exe() -> str:
@@ -849,18 +886,18 @@ def demo(
     os/gender/age, 15-minute marts, a dashboard, the morning digest (written to reports/dry-run) and
     anomaly alerts.
 
-    groups: a social network's users, groups, messages and group log (seed 003): a declared data vault,
+    groups: a social network's users, groups, messages and group log: a declared data vault,
     the group-conversion mart and its dashboard; prints the 10 oldest groups. With
     $EVENTMART_DEMO_S3_ENDPOINT set, the files are uploaded to that S3 server and read from there.
 
-    web: web analytics from four Kafka topics (seed 004): the seed's samples and a generated day
+    web: web analytics from four Kafka topics: the public sample records and a generated day
     published to an in-process Kafka cluster ($EVENTMART_KAFKA: your brokers), consumed with an
     exactly-once effect, joined marts, and a dashboard that `serve` keeps live from a replay.
     """
     from .examples import run_demo
 
-    say = lambda m: out.print(m, markup=False)  # noqa: E731
-    run_demo(example, directory, scale=scale, days=days, say=say, exe=_exe(), engine=engine)
+    say = lambda m: out.print(m, markup=False, soft_wrap=True)  # noqa: E731
+    run_demo(example, directory, scale=scale, days=days, say=say, exe=_exe(), engine=engine, step=_step)
     if serve:
         if example == "web":  # live traffic for the live dashboard
             from .examples import replay_web

@@ -257,24 +257,34 @@ def _spacing(con, sample: Sample) -> None:
 
 
 def _key(con, sample: Sample) -> None:
-    usable = [c for c, f in sample.columns.items() if not f.nulls and f.distinct == sample.rows
-              and (f.type in ("int", "string") or f.type.startswith("decimal") or c == sample.time.column)]
-    if usable:
-        best = sorted(usable, key=lambda c: (not _ID_NAMES.match(c), c != sample.time.column, list(sample.columns)
-                                             .index(c)))[0]
-        sample.key = [best]
-        sample.key_why = f"{best}: a different value on every row"
-        return
+    """A key, most telling first: a unique id-like column; the event time when no two rows share it; the time and
+    one more column together (readings per station and day); another unique text or integer column; else the whole
+    line. Amounts unique by chance (decimals) never are."""
     t = sample.time.column
+
+    def unique(c: str) -> bool:
+        f = sample.columns[c]
+        return not f.nulls and f.distinct == sample.rows
+
+    ids = [c for c in sample.columns if _ID_NAMES.match(c) and unique(c) and sample.columns[c].type in ("int", "string")]
+    if ids:
+        sample.key, sample.key_why = [ids[0]], f"{ids[0]}: a different value on every row"
+        return
+    if unique(t):
+        sample.key, sample.key_why = [t], f"{t}: a different time on every row"
+        return
     if not sample.columns[t].nulls:
-        for c, f in sample.columns.items():
-            if c == t or f.nulls or f.type not in ("string", "int"):
-                continue
-            n = con.execute(f"SELECT count(*) FROM (SELECT DISTINCT {_q(sample.columns[t].header)}, {_q(f.header)} "
-                            "FROM s)").fetchone()[0]
+        pairs = sorted((f.distinct, c) for c, f in sample.columns.items()
+                       if c != t and not f.nulls and f.type in ("string", "int", "bool"))
+        for _, c in pairs:
+            n = con.execute(f"SELECT count(*) FROM (SELECT DISTINCT {_q(sample.columns[t].header)}, "
+                            f"{_q(sample.columns[c].header)} FROM s)").fetchone()[0]
             if n == sample.rows:
-                sample.key = [t, c]
-                sample.key_why = f"{t} and {c}: no two rows share both"
+                sample.key, sample.key_why = [t, c], f"{t} and {c}: no two rows share both"
                 return
+    other = [c for c in sample.columns if unique(c) and sample.columns[c].type in ("int", "string")]
+    if other:
+        sample.key, sample.key_why = [other[0]], f"{other[0]}: a different value on every row"
+        return
     sample.key = [c for c, f in sample.columns.items() if not f.nulls]
     sample.key_why = "no column is unique, so the whole line is (a repeated identical line counts once)"

@@ -122,9 +122,10 @@ def propose(path: Path, name: str) -> Proposal:
     types[t.column] = t.declared
     key = s.key
     users = [c for c in cols if _USER_NAMES.match(c) and c not in key]
-    dims = [c for c, f in cols.items() if c != t.column and c not in key and c not in users and
+    unique = key if len(key) == 1 else []  # a column of a pair key (a station beside the date) is a dimension
+    dims = [c for c, f in cols.items() if c != t.column and c not in unique and c not in users and
             types[c] in ("string", "bool") and 1 < f.distinct <= MAX_DIMENSION_VALUES][:MAX_DIMENSIONS]
-    numeric = [c for c in s.numeric() if c != t.column and c not in key and c not in users
+    numeric = [c for c in s.numeric() if c != t.column and c not in unique and c not in users
                and not _ID_NAMES.match(c)][:MAX_NUMERIC]
     g, grain, suffix, grain_why = _grain(s)
     mart = f"{src}_{suffix}"

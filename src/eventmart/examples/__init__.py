@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -15,7 +16,13 @@ import pyarrow as pa
 from ..errors import UserError
 
 HERE = Path(__file__).parent
-EXAMPLES = ("zen", "feed", "groups", "web")
+# name -> what it is, for `eventmart init --example` and `eventmart demo`
+EXAMPLES = {
+    "zen": "a content platform's real hour of visits (Yandex.Zen, 310,207 events): per-minute marts, a dashboard",
+    "feed": "a feed & messenger app (30 days, ~20k DAU): daily metrics by os/gender/age, a digest, anomaly alerts",
+    "groups": "a social network's communities: a data vault (hubs, links, satellites) and group conversion",
+    "web": "web analytics from four Kafka topics: joined pageview marts and a live dashboard",
+}
 # the warehouse section of an example for each engine (`eventmart demo … --engine`)
 ENGINES = {
     "duckdb": None,  # as shipped
@@ -25,9 +32,15 @@ ENGINES = {
 }
 
 
-def init_example(example: str, directory: Path, engine: str = "duckdb") -> Path:
+def _known(example: str) -> None:
     if example not in EXAMPLES:
-        raise UserError(f"unknown example '{example}'; available: {', '.join(EXAMPLES)}")
+        raise UserError(f"unknown example '{example}'; available: {', '.join(EXAMPLES)} (eventmart init --help "
+                        "describes them)")
+
+
+def init_example(example: str, directory: Path, engine: str = "duckdb") -> Path:
+    """The example's project file in ``directory`` (its data: :func:`create_example`)."""
+    _known(example)
     if engine not in ENGINES:
         raise UserError(f"unknown engine '{engine}'; available: {', '.join(ENGINES)}")
     directory.mkdir(parents=True, exist_ok=True)
@@ -194,16 +207,64 @@ OLDEST = ("SELECT group_id, group_name, registration_dt, cnt_added_users, cnt_us
           "ORDER BY group_conversion DESC NULLS LAST")
 
 
+def _quiet(text: str):
+    """A step without a spinner: says what starts (long steps are not silent)."""
+    from contextlib import nullcontext
+
+    print(text)
+    return nullcontext()
+
+
+# what each example's generator makes, said before it starts (the feed takes a while)
+_MAKING = {"zen": "the Zen log: the real hour as raw events", "feed": "the feed and messenger events",
+           "groups": "users, groups, messages and the group log", "web": "the web samples and a day of pageviews"}
+# why an example's sources report duplicates: expected, not an error
+DUPLICATES = {"web_device": "a visitor's device record comes again with each of their pageviews",
+              "web_geo": "a visitor's place comes again with each of their pageviews"}
+
+
+def generate(example: str, directory: Path, scale: float = 1.0, days: int = 0,
+             step: Callable[[str], Any] = _quiet) -> list[Path]:
+    """The example's data files, generated into ``directory``/data."""
+    with step(f"generating {_MAKING[example]} …"):
+        return {"zen": lambda: [generate_zen(directory, scale, days)],
+                "feed": lambda: generate_feed(directory, scale, days),
+                "groups": lambda: generate_groups(directory, scale),
+                "web": lambda: generate_web(directory, scale)}[example]()
+
+
+def create_example(example: str, directory: Path, scale: float = 1.0, days: int = 0, engine: str = "duckdb",
+                   step: Callable[[str], Any] = _quiet) -> list[Path]:
+    """The example's project file and its generated data in ``directory``; returns the data files."""
+    init_example(example, directory, engine)
+    return generate(example, directory, scale, days, step)
+
+
+def next_steps(example: str, directory: Path, exe: str) -> list[str]:
+    """What to type after `eventmart init --example`."""
+    from ..config import load_config
+
+    cfg = load_config(directory)
+    cd = f"cd {directory}"
+    if example == "web":
+        return [f"{cd} && export EVENTMART_KAFKA=<your brokers>", *(f"{exe} produce {n} data/{part}_events*.jsonl"
+                for part, n in WEB_SOURCES.items()), *(f"{exe} ingest {n}" for n in WEB_SOURCES.values()),
+                f"{exe} backfill && {exe} serve   (or `{exe} demo web DIR`: an in-process Kafka cluster)"]
+    ingest = " && ".join(f"{exe} ingest {n}" for n in cfg.sources)
+    vault = f" && {exe} vault load" if cfg.vault.hubs else ""
+    return [f"{cd} && {ingest}{vault} && {exe} backfill && {exe} serve"]
+
+
 def run_demo(example: str, directory: Path, scale: float = 1.0, days: int = 0,
-             say: Callable[[str], None] = print, exe: str = "eventmart", engine: str = "duckdb") -> None:
+             say: Callable[[str], None] = print, exe: str = "eventmart", engine: str = "duckdb",
+             step: Callable[[str], Any] = _quiet) -> None:
     from ..project import Project
 
-    if example not in EXAMPLES:
-        raise UserError(f"unknown example '{example}'; available: {', '.join(EXAMPLES)}")
-    if not (directory / "eventmart.yml").exists():
-        init_example(example, directory, engine)
-    paths = {"zen": lambda: [generate_zen(directory, scale, days)], "feed": lambda: generate_feed(directory, scale, days),
-             "groups": lambda: generate_groups(directory, scale), "web": lambda: generate_web(directory, scale)}[example]()
+    _known(example)
+    if (directory / "eventmart.yml").exists():
+        paths = generate(example, directory, scale, days, step)
+    else:
+        paths = create_example(example, directory, scale, days, engine, step)
     for path in paths:
         say(f"generated {path}")
     if example == "groups" and os.environ.get("EVENTMART_DEMO_S3_ENDPOINT"):
@@ -215,11 +276,20 @@ def run_demo(example: str, directory: Path, scale: float = 1.0, days: int = 0,
         if example == "web":
             say(f"published {publish_web(p, paths):,} message(s) to the four topics")
         for source in p.config.sources:
-            say(p.ingest(source).summary())
+            with step(f"loading {source} …"):
+                res = p.ingest(source)
+            say(res.summary())
+            if res.duplicates:
+                key = ", ".join(p.config.sources[source].key)
+                say(f"  the {res.duplicates:,} duplicate(s) are records whose key ({key}) was loaded already: "
+                    f"kept once{' (' + DUPLICATES[source] + ')' if source in DUPLICATES else ''}")
         if p.config.vault.hubs:
-            for r in p.vault_load():
-                say(r.line())
-        results = p.backfill()
+            with step("loading the data vault …"):
+                lines = [r.line() for r in p.vault_load()]
+            for line in lines:
+                say(line)
+        with step("building the marts …"):
+            results = p.backfill()
         ok = [r for r in results if r.status == "ok"]
         say(f"built marts: {len(ok)} window(s), {sum(r.rows for r in ok):,} rows")
         if example == "feed":
