@@ -25,15 +25,25 @@ COLOUR = re.compile(r"\x1b\[[0-9;]*(3[0-9]|9[0-7]|38;[0-9;]+)m")  # a foreground
 class Typed:
     rc: int
     raw: str  # what the terminal received, escape sequences and all
+    cols: int = 120
 
     @property
     def text(self) -> str:
-        """What a person reads: escape sequences removed, progress redraws collapsed by the erase-line codes."""
+        """Everything that was written, escape sequences removed (erased progress bars included)."""
         return _ANSI.sub("", self.raw)
 
     @property
     def lines(self) -> list[str]:
-        return [ln for ln in self.text.splitlines() if ln.strip()]
+        """What a person sees on the screen at the end: the output played through a terminal emulator (pyte), so
+        that a transient progress bar that erased itself is gone and a redrawn line shows once."""
+        import pyte
+
+        # tall, so nothing scrolls away; wide, so a long line the program wrote as one reads as one (the program
+        # itself drew for self.cols columns)
+        screen = pyte.Screen(2000, max(self.raw.count("\n") + 5, 40))
+        stream = pyte.Stream(screen)
+        stream.feed(self.raw.replace("\r\n", "\n").replace("\n", "\r\n"))
+        return [ln.rstrip() for ln in screen.display if ln.strip()]
 
 
 def terminal_env(**extra: str) -> dict[str, str]:
@@ -56,6 +66,6 @@ def typed(*args: str, cwd: Path | str | None = None, env: dict[str, str] | None 
     child.expect(pexpect.EOF)
     child.close()
     rc = child.exitstatus if child.exitstatus is not None else 128 + (child.signalstatus or 0)
-    out = Typed(rc, child.before or "")
+    out = Typed(rc, child.before or "", cols)
     assert "Traceback" not in out.text and "lost sys.stderr" not in out.text, out.text
     return out

@@ -68,6 +68,12 @@ def _format(format: str) -> str:
     return format
 
 
+def _port(value: int) -> int:
+    if not 0 <= value <= 65535:
+        raise typer.BadParameter(f"{value} is not a port; use 1 to 65535 (0: any free port)")
+    return value
+
+
 def _version(value: bool) -> None:
     if value:
         from . import __version__
@@ -873,7 +879,7 @@ def demo(
     days: Annotated[int, typer.Option(help="zen: days of generated log (0 = the real hour); feed: days (0 = "
                                            "30).")] = 0,
     serve: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve the dashboard afterwards.")] = True,
-    port: Annotated[int, typer.Option(help="Port to serve on (0: any free port).", min=0, max=65535)] = 8050,
+    port: Annotated[int, typer.Option(help="Port to serve on (0: any free port).", callback=_port)] = 8050,
     engine: Annotated[str, typer.Option(help="Warehouse: duckdb (a file), clickhouse (embedded chDB) or postgres "
                                              "($EVENTMART_PG_URL).")] = "duckdb",
 ) -> None:
@@ -923,7 +929,7 @@ def _serve(project: Path, host: str, port: int) -> None:
 def serve(
     project: ProjectOpt = Path("."),
     host: Annotated[str, typer.Option(help="Address to bind; anything but loopback warns without auth.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port (0: any free port, printed).", min=0, max=65535)] = 8050,
+    port: Annotated[int, typer.Option(help="Port (0: any free port, printed).", callback=_port)] = 8050,
 ) -> None:
     """Serve the dashboards, run the schedules, and take other commands' calls for this project.
 
