@@ -289,3 +289,16 @@ def test_shell_completion_is_offered(tmp_path):
            "COMP_CWORD": "2"}
     r = subprocess.run([EVENTMART], capture_output=True, text=True, env=env, timeout=60)
     assert r.stdout.split() == ["history"]
+
+
+def test_a_failed_init_leaves_nothing_and_every_example_is_listed(tmp_path):
+    f = tmp_path / "no time.csv"
+    f.write_text("name,colour\nann,red\nbob,blue\n")
+    r = em("init", str(tmp_path / "p"), "--from", str(f))
+    assert r.returncode == 2 and "no column reads as the event time" in r.stderr
+    assert not (tmp_path / "p").exists()
+    r = em("init", str(tmp_path / "q"), "--example", "nope")
+    assert r.returncode == 2 and "available: zen, feed, groups, web" in r.stderr and not (tmp_path / "q").exists()
+    help_text = " ".join(em("init", "--help").stdout.split())
+    for name in ("zen:", "feed:", "groups:", "web:"):
+        assert name in help_text
