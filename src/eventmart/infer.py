@@ -9,6 +9,7 @@ format, or a number in the unix seconds/milliseconds range of 1990–2100.
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -274,14 +275,16 @@ def _key(con, sample: Sample) -> None:
         sample.key, sample.key_why = [t], f"{t}: a different time on every row"
         return
     if not sample.columns[t].nulls:
-        pairs = sorted((f.distinct, c) for c, f in sample.columns.items()
-                       if c != t and not f.nulls and f.type in ("string", "int", "bool"))
-        for _, c in pairs:
-            n = con.execute(f"SELECT count(*) FROM (SELECT DISTINCT {_q(sample.columns[t].header)}, "
-                            f"{_q(sample.columns[c].header)} FROM s)").fetchone()[0]
-            if n == sample.rows:
-                sample.key, sample.key_why = [t, c], f"{t} and {c}: no two rows share both"
-                return
+        # the time and up to three categories (a mart exported per minute, topic and segment): fewest values first
+        cats = [c for _, c in sorted((f.distinct, c) for c, f in sample.columns.items()
+                                     if c != t and not f.nulls and f.type in ("string", "int", "bool"))][:6]
+        for k in (1, 2, 3):
+            for combo in itertools.combinations(cats, k):
+                cols = ", ".join(_q(sample.columns[c].header) for c in (t, *combo))
+                if con.execute(f"SELECT count(*) FROM (SELECT DISTINCT {cols} FROM s)").fetchone()[0] == sample.rows:
+                    sample.key = [t, *combo]
+                    sample.key_why = f"{', '.join(sample.key)}: no two rows share them all"
+                    return
     other = [c for c in sample.columns if unique(c) and sample.columns[c].type in ("int", "string")]
     if other:
         sample.key, sample.key_why = [other[0]], f"{other[0]}: a different value on every row"

@@ -161,8 +161,10 @@ def propose(path: Path, name: str) -> Proposal:
     tspec = [f"column: {t.column}"] + ([f"unit: {t.unit}"] if t.unit != "timestamp" else []) + \
         ([f"format: {json.dumps(t.format)}"] if t.format else [])
     lines.append(f"    time: {{{', '.join(tspec)}}}")
+    whole = s.key_why.startswith("no column is unique")
     lines.append(f"    key: [{', '.join(key)}]" + ("   # no column is unique: a repeated identical line counts once"
-                                                  if len(key) > 2 else ""))
+                                                  if whole else f"   # {s.key_why.split(':')[1].strip()}"
+                                                  if len(key) > 1 else ""))
     lines += ["", "marts:", f"  {mart}:", f"    from: {src}", f"    grain: {grain}"]
     if time_column != "dt":
         lines.append(f"    time_column: {time_column}")
