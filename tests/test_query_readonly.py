@@ -134,7 +134,7 @@ CH_ATTACKS = [
     ("SELECT * FROM remote('127.0.0.1', system.one)", "is not a table of the warehouse"),
     ("SELECT name FROM system.users", "outside the warehouse's schema"),
     ("INSERT INTO FUNCTION file('out.csv', 'CSV') SELECT 1", "is not a read"),
-    ("SELECT 1 SETTINGS readonly = 0", "readonly"),
+    ("SELECT 1 SETTINGS readonly = 0", "SETTINGS clause"),
     ("ALTER TABLE events DELETE WHERE 1", "is not a read"),
     ("OPTIMIZE TABLE events FINAL", ""),
 ]

@@ -6,6 +6,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -65,9 +66,12 @@ def default_memory_limit() -> str:
     return f"{max(total // 2 // 2**20, 256)}MiB"
 
 
-def connect(path: str | Path | None, read_only: bool = False,
-            memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
-    """A connection in UTC. Read-only ones (queries, checks) cannot reach files or change settings."""
+def connect(path: str | Path | None, read_only: bool = False, memory_limit: str | None = None,
+            io_dir: Path | None = None) -> duckdb.DuckDBPyConnection:
+    """A connection in UTC. Read-only ones (queries, checks) cannot reach files or change settings. With
+    ``io_dir`` (the warehouse itself) the instance reaches no file but that folder, where backups and published
+    copies are written before Python moves them: SQL run on it — user SQL through `eventmart serve` included —
+    cannot read the project's files or anything else, and no statement can switch that back."""
     config: dict[str, Any] = {"enable_external_access": False} if read_only else {}
     if memory_limit:
         # bounded: beyond it aggregates, joins and sorts spill to <file>.tmp beside the warehouse
@@ -76,6 +80,9 @@ def connect(path: str | Path | None, read_only: bool = False,
     con.execute("SET TimeZone = 'UTC'")
     if read_only:
         con.execute("SET lock_configuration = true")
+    elif io_dir is not None:
+        con.execute(f"SET allowed_directories = [{_sql_text(str(io_dir) + os.sep)}]")
+        con.execute("SET enable_external_access = false")  # for good: DuckDB refuses to turn it back on
     return con
 
 
@@ -91,8 +98,12 @@ class DuckDBWarehouse(Warehouse):
             raise UserError(f"{path}: the warehouse does not exist yet; load data with `eventmart ingest` first")
         if path is not None and not read_only:  # a warehouse file that is written: its memory is bounded
             self.stage_memory_limit = (memory_limit or default_memory_limit()).replace(" ", "")
+        # the only folder this instance may touch: backups and published copies pass through it
+        self.io_dir = path.with_name(path.name + ".io") if path is not None else Path(tempfile.gettempdir()) / \
+            f"eventmart-io-{os.getpid()}-{id(self)}"
         try:
-            self.con = connect(path, read_only=read_only, memory_limit=self.stage_memory_limit)
+            self.con = connect(path, read_only=read_only, memory_limit=self.stage_memory_limit,
+                               io_dir=None if read_only else self.io_dir)
         except duckdb.IOException as e:
             if "lock" in str(e).lower():
                 raise UserError(
@@ -233,15 +244,24 @@ class DuckDBWarehouse(Warehouse):
         the old file open keeps reading it)."""
         tmp = target.with_name(target.name + ".partial")
         tmp.unlink(missing_ok=True)
+        staged = self._io_file("publish")
         con = self.con
-        con.execute(f"ATTACH {_sql_text(str(tmp))} AS em_publish")
+        con.execute(f"ATTACH {_sql_text(str(staged))} AS em_publish")
         try:
             for t in tables:
                 con.execute(f"CREATE TABLE em_publish.{self.q(t)} AS SELECT * FROM {self.q(t)}")
         finally:
             con.execute("DETACH em_publish")
+        shutil.move(staged, tmp)
         tmp.replace(target)
         return True
+
+    def _io_file(self, what: str) -> Path:
+        """A new file in the one folder the instance may write (see :func:`connect`)."""
+        self.io_dir.mkdir(parents=True, exist_ok=True)
+        f = self.io_dir / f"{what}-{os.getpid()}-{time.time_ns()}.duckdb"
+        f.unlink(missing_ok=True)
+        return f
 
     # --- backups: COPY FROM DATABASE into a new file (checkpointed and consistent while eventmart holds the file) --
     backup_suffix = "duckdb"
@@ -251,11 +271,13 @@ class DuckDBWarehouse(Warehouse):
         src_db = con.execute("SELECT current_database()").fetchone()[0]
         tmp = target.with_suffix(".partial")
         tmp.unlink(missing_ok=True)
-        con.execute(f"ATTACH {_sql_text(str(tmp))} AS em_backup")
+        staged = self._io_file("backup")
+        con.execute(f"ATTACH {_sql_text(str(staged))} AS em_backup")
         try:
             con.execute(f"COPY FROM DATABASE {self.q(src_db)} TO em_backup")
         finally:
             con.execute("DETACH em_backup")
+        shutil.move(staged, tmp)
         want = _counts(con)
         # restore to scratch: a copy of the file, opened on its own, must hold the same rows
         with tempfile.TemporaryDirectory(prefix="eventmart-verify-") as scratch:
