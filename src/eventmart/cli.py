@@ -760,13 +760,55 @@ def check(project: ProjectOpt = Path("."),
 def query(
     sql: Annotated[str, typer.Argument(help="SQL to run (read-only).")],
     format: FormatOpt = "table",
+    out_file: Annotated[Path | None, typer.Option("--out", "-o", help="Write the whole result to FILE (.csv or "
+                                                  ".jsonl), streamed, past query.max_rows and max_bytes.")] = None,
     project: ProjectOpt = Path("."),
 ) -> None:
-    """One read (SELECT, DESCRIBE or SHOW) of the warehouse's tables; anything else is refused."""
+    """One read (SELECT, DESCRIBE or SHOW) of the warehouse's tables; anything else is refused.
+
+    A read is stopped after query.timeout (default 1 minute) and refused past query.max_rows rows (100,000) or
+    query.max_bytes (64MB): --out FILE streams any size to a file. While `eventmart serve` runs, reads go through
+    it and never wait for (or delay) its ingests, runs and schedules."""
     _format(format)
+    if out_file is not None:
+        fmt = {".csv": "csv", ".jsonl": "jsonl"}.get(out_file.suffix.lower())
+        if fmt is None:
+            raise UserError(f"--out {out_file}: name a .csv or .jsonl file")
+        _export(project, sql, fmt, out_file)
+        return
     with _load(project) as p:
         res = p.query(sql)
     _emit(res, format)
+
+
+def _export(project: Path, sql: str, fmt: str, target: Path) -> None:
+    """Stream a whole result into ``target`` (written beside, renamed when complete: whole or not at all)."""
+    from . import values
+
+    tmp = target.with_name(target.name + ".part")
+    try:
+        with _load(project) as p, open(tmp, "wb") as f:
+            if hasattr(p, "export_to"):  # through eventmart serve
+                p.export_to(sql, fmt, f)
+                rows = None
+            else:
+                rows = 0
+
+                def counted(batches: Any) -> Any:
+                    nonlocal rows
+                    for cols, batch in batches:
+                        rows += len(batch)
+                        yield cols, batch
+
+                for text in values.export_lines(counted(p.export(sql)), fmt):
+                    f.write(text.encode())
+        tmp.replace(target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    size = target.stat().st_size
+    what = f"{rows:,} row(s)" if rows is not None else f"{size:,} bytes"
+    out.print(f"wrote {what} to {target}", markup=False, soft_wrap=True)
 
 
 def _emit(res: Any, format: str) -> None:

@@ -748,9 +748,51 @@ class Vault(Strict):
     satellites: dict[str, Satellite] = {}
 
 
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$", re.I)
+_SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20,
+               "gib": 2**30, "tib": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """'64MB', '1.5GiB' -> bytes. Raises ValueError when unusable."""
+    m = _SIZE_RE.match(str(text))
+    if not m:
+        raise ValueError(f"'{text}' is not a size like 512MB, 8GB or 16GiB")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+
+
+class QuerySettings(Strict):
+    """Limits on user SQL (`eventmart query`, the local API): one read may not hold the warehouse or the server's
+    memory. `eventmart query SQL --out FILE` streams a whole result to a file, past max_rows and max_bytes."""
+
+    timeout: str = "1 minute"  # a read running longer is cancelled (0 seconds: never)
+    max_rows: int = Field(default=100_000, ge=1)  # rows a result may have
+    max_bytes: str = "64MB"  # what a result may weigh, as text
+    memory: str = "1GB"  # what one read may use where the engine bounds it (ClickHouse; PostgreSQL: work_mem / 16)
+
+    @model_validator(mode="after")
+    def _check(self) -> QuerySettings:
+        with _Problems() as bad:
+            try:
+                parse_duration(self.timeout)
+            except ValueError as e:
+                bad.add("timeout", str(e))
+            for key in ("max_bytes", "memory"):
+                try:
+                    parse_size(getattr(self, key))
+                except ValueError as e:
+                    bad.add(key, str(e))
+        return self
+
+    @property
+    def timeout_seconds(self) -> float | None:
+        return float(parse_duration(self.timeout)) or None
+
+
 class ProjectConfig(Strict):
     name: str = "eventmart"
     warehouse: Warehouse = Warehouse()
+    query: QuerySettings = QuerySettings()
     sources: dict[str, Source] = {}
     marts: dict[str, Mart] = {}
     dashboards: dict[str, Dashboard] = {}

@@ -13,7 +13,7 @@ import functools
 import math
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +45,10 @@ def _locked(fn):
                 raise self.located(e) from None
 
     return inner
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 def _time(t: datetime | str | None, what: str) -> datetime | None:
@@ -351,19 +355,46 @@ class Project:
             out.append((name, wh.table_ddl(name, cols, layout=layout)))
         return out
 
-    @_locked
-    def query(self, sql: str) -> QueryResult:
-        """One read of the warehouse's tables (SELECT, DESCRIBE, SHOW), checked and run read-only; anything
-        else is refused with a UserError (see usersql.py)."""
-        from .usersql import check_read
+    def query(self, sql: str, cancel: threading.Event | None = None) -> QueryResult:
+        """One read of the warehouse's tables (SELECT, DESCRIBE, SHOW), checked and run read-only within the
+        project's `query:` limits (time, rows, bytes, memory); anything else is refused with a UserError (see
+        usersql.py). It takes no lock: inside `eventmart serve` a read never waits for, nor delays, the writers.
+        ``cancel``: set it to stop the read (a client that went away)."""
+        from .warehouse.base import QueryStopped, ResultTooBig
 
-        wh = self.warehouse_for_reading()
-        check_read(sql, wh.dialect, set(wh.table_names()), getattr(wh, "schema", None))
+        wh, limits = self._reader(sql)
         try:
-            return wh.read_only_query(sql)
+            return wh.read_only_query(sql, limits, cancel)
+        except ResultTooBig as e:
+            raise UserError(f"query: the result has {e}; add a LIMIT or aggregate it, or write it all to a file "
+                            "with `eventmart query SQL --out FILE.csv`") from None
+        except QueryStopped as e:
+            raise UserError(f"query: {e}; narrow it, or raise query.timeout in eventmart.yml") from None
         except wh.errors as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(f"query failed: {first}") from None
+            raise UserError(f"query failed: {_first_line(e)}") from None
+
+    def export(self, sql: str, cancel: threading.Event | None = None) -> Iterator[tuple[list[str], list[tuple]]]:
+        """The whole result of one read, batch by batch, past query.max_rows and max_bytes (``eventmart query
+        --out``): (columns, rows) batches. Checked like :meth:`query`; no lock; no timeout (``cancel`` stops it)."""
+        from .warehouse.base import Limits, QueryStopped
+
+        wh, limits = self._reader(sql)
+        try:
+            yield from wh.read_only_batches(sql, Limits(memory=limits.memory), cancel)
+        except QueryStopped as e:
+            raise UserError(f"query: {e}") from None
+        except wh.errors as e:
+            raise UserError(f"query failed: {_first_line(e)}") from None
+
+    def _reader(self, sql: str):
+        from .config import parse_size
+        from .usersql import check_read
+        from .warehouse.base import Limits
+
+        wh = self._wh if self._wh is not None else self.warehouse_for_reading()
+        check_read(sql, wh.dialect, set(wh.reader_table_names()), getattr(wh, "schema", None))
+        q = self.config.query
+        return wh, Limits(q.timeout_seconds, q.max_rows, parse_size(q.max_bytes), parse_size(q.memory))
 
     # --- run history, backups ---------------------------------------------------------------------
     @_locked

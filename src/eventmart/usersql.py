@@ -37,7 +37,7 @@ _DENY_EXACT = {"url", "urlcluster", "oss", "osscluster", "input", "merge", "loop
                "viewexplain", "values", "format", "globalvariable", "transactionid", "hostname", "fqdn", "serveruuid",
                "uptime", "currentuser", "currentprofiles", "currentroles", "enabledroles", "defaultroles",
                "getosversion", "getoskernelversion", "buildid", "displayname", "version"}
-_TABLE_FUNCTIONS = {"range", "generate_series", "unnest"}
+_TABLE_FUNCTIONS = {"range", "generate_series", "exploding_generate_series", "unnest", "explode"}
 _SCHEMAS = {"information_schema", "pg_catalog", "main"}
 
 
@@ -84,7 +84,7 @@ def check_read(sql: str, dialect: str, tables: set[str], schema: str | None = No
     level, log.level = log.level, logging.ERROR  # its "falling back to a Command" warning is not for the user
     try:
         statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
-    except sqlglot.errors.ParseError as e:
+    except sqlglot.errors.SqlglotError as e:  # a parse or tokenizer error: not SQL it can vouch for
         raise UserError(f"query: cannot parse it ({str(e).splitlines()[0][:160]}); {what}") from None
     finally:
         log.level = level

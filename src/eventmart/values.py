@@ -68,3 +68,24 @@ def json_records(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     keys = [json.dumps(c, ensure_ascii=False) for c in columns]
     return "[" + ", ".join("{" + ", ".join(f"{k}: {json_value(v)}" for k, v in zip(keys, r, strict=True)) + "}"
                            for r in rows) + "]"
+
+
+def export_lines(batches: Iterable[tuple[Sequence[str], Sequence[Sequence[Any]]]], fmt: str) -> Iterable[str]:
+    """A result's batches as the text of a file: CSV with a header, or JSON Lines (an object per row)."""
+    import csv
+    import io
+
+    header = None
+    for cols, rows in batches:
+        if fmt == "jsonl":
+            keys = [json.dumps(c, ensure_ascii=False) for c in cols]
+            yield "".join("{" + ", ".join(f"{k}: {json_value(v)}" for k, v in zip(keys, r, strict=True)) + "}\n"
+                          for r in rows)
+            continue
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        if header is None:
+            header = list(cols)
+            w.writerow(header)
+        w.writerows([text(v) for v in r] for r in rows)
+        yield buf.getvalue()

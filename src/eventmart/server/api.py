@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import secrets
+import threading
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -144,21 +145,92 @@ def register(server: flask.Flask, project: Project, token: str) -> None:
         method = body.get("method")
         if method not in METHODS:
             return {"ok": False, "error": f"unknown method {method!r}"}, 400
+        args, kwargs = decode(body.get("args", [])), decode(body.get("kwargs", {}))
+        if method in READS:
+            return _read(lambda cancel: getattr(project, method)(*args, cancel=cancel, **kwargs), method)
         try:
             with project.lock:
-                result = getattr(project, method)(*decode(body.get("args", [])), **decode(body.get("kwargs", {})))
+                result = getattr(project, method)(*args, **kwargs)
         except UserError as e:
             return {"ok": False, "error": str(e), "exit": e.exit_code}
         except Exception as e:  # a bug: its traceback goes to the server's output, one line to the caller
-            import traceback
-
-            traceback.print_exc()
-            return {"ok": False, "error": f"the server failed on {method}: {type(e).__name__}; its output has the "
-                                          "traceback", "exit": 1}, 500
+            return _bug(method, e), 500
         return {"ok": True, "result": encode(result)}
 
+    @server.post("/_eventmart/api/export")
+    def export():
+        """A whole result streamed as a file's text (``eventmart query --out`` while serve runs): no lock, no cap; a
+        client that goes away stops it. The text ends with END, or with ERROR and the reason."""
+        got = flask.request.headers.get(TOKEN_HEADER, "")
+        if not hmac.compare_digest(got.encode(), token.encode()):
+            return {"ok": False, "error": "bad or missing token"}, 403
+        body = flask.request.get_json(silent=True) or {}
+        cancel = threading.Event()
+
+        def stream():
+            from ..values import export_lines
+
+            try:
+                yield from export_lines(project.export(body.get("sql", ""), cancel), body.get("format", "csv"))
+                yield END
+            except UserError as e:
+                yield ERROR + str(e)
+            finally:  # GeneratorExit when the client went away: the read stops
+                cancel.set()
+
+        return flask.Response(stream(), mimetype="text/plain")
+
     # the API is exempt from the dashboards' basic auth: it has its own token
-    server.config.setdefault("eventmart_public", set()).add("/_eventmart/api/call")
+    server.config.setdefault("eventmart_public", set()).update({"/_eventmart/api/call", "/_eventmart/api/export"})
+
+
+# reads run beside the writers, never under the project's lock; a client that goes away stops them
+READS = ("query",)
+# how an export's text ends (never a line of CSV or JSON Lines)
+END, ERROR = "\x00END\n", "\x00ERROR "
+HEARTBEAT = 1.0  # seconds between the blanks a read's answer starts with (a closed connection shows on the next)
+
+
+def _bug(method: str, e: Exception) -> dict:
+    """A bug: its traceback goes to the server's output, one line to the caller."""
+    import traceback
+
+    traceback.print_exc()
+    return {"ok": False, "error": f"the server failed on {method}: {type(e).__name__}; its output has the traceback",
+            "exit": 1}
+
+
+def _read(run: Any, method: str) -> Any:
+    """Run a read in a thread of its own while the answer streams blanks (valid JSON whitespace) every second:
+    when the client has gone, writing one fails, and the read is cancelled."""
+    import flask
+
+    cancel = threading.Event()
+    done = threading.Event()
+    out: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            out["body"] = {"ok": True, "result": encode(run(cancel))}
+        except UserError as e:
+            out["body"] = {"ok": False, "error": str(e), "exit": e.exit_code}
+        except Exception as e:
+            out["body"] = _bug(method, e)
+        finally:
+            done.set()
+
+    threading.Thread(target=work, daemon=True, name=f"eventmart-{method}").start()
+
+    def stream():
+        try:
+            while not done.wait(HEARTBEAT):
+                yield " "
+            yield json.dumps(out["body"])
+        finally:
+            if not done.is_set():  # the client went away (or the server is stopping): stop the read
+                cancel.set()
+
+    return flask.Response(stream(), mimetype="application/json")
 
 
 # --- the client side -------------------------------------------------------------------------------
@@ -219,6 +291,31 @@ class RemoteProject:
         if name in METHODS:
             return lambda *a, **k: self._call(name, *a, **k)
         raise AttributeError(name)
+
+    def query(self, sql: str, cancel: Any = None) -> Any:
+        return self._call("query", sql)
+
+    def export_to(self, sql: str, fmt: str, f: Any) -> None:
+        """Write the whole result to the open file ``f`` as the server streams it; raises UserError (and the caller
+        drops the file) when the server ends with an error."""
+        import httpx
+
+        tail = b""
+        with httpx.stream("POST", self.url.replace("/call", "/export"), json={"sql": sql, "format": fmt},
+                          headers={TOKEN_HEADER: self.token}, timeout=httpx.Timeout(None, connect=5)) as r:
+            if r.status_code != 200:
+                raise UserError(f"eventmart serve refused the export (HTTP {r.status_code})")
+            for chunk in r.iter_bytes():
+                data = tail + chunk  # the last 64 kB stay back: the end marker (or the error) is in them
+                f.write(data[:-65536])
+                tail = data[-65536:]
+        if tail.endswith(END.encode()):
+            f.write(tail[:-len(END)])
+            return
+        at = tail.rfind(ERROR.encode())
+        if at >= 0:
+            raise UserError(tail[at + len(ERROR):].decode(errors="replace").strip())
+        raise UserError("eventmart serve stopped before the export ended; nothing was written")
 
     def backfill(self, marts=None, *, start=None, end=None, progress=None):
         """Window by window through the server, so a progress bar sees each one finish."""

@@ -10,6 +10,7 @@ which engine it runs on.
 from __future__ import annotations
 
 import re
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -55,6 +56,75 @@ def keep_verified(tmp: Path, target: Path, got: dict[str, int], want: dict[str, 
         raise UserError(f"backup {target.name} failed verification: restored row counts {got} != {want}")
     tmp.rename(target)
     return want
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one read of user SQL may take (from the project file's `query:`)."""
+
+    timeout: float | None = None  # seconds
+    max_rows: int | None = None
+    max_bytes: int | None = None
+    memory: int | None = None  # bytes, where the engine bounds one query's memory
+
+
+class ResultTooBig(Exception):  # noqa: N818 - the caller says what to do
+    """A result past the limits; nothing more was fetched."""
+
+
+class QueryStopped(Exception):  # noqa: N818 - the caller says what to do
+    """A read stopped by its timeout or by its caller going away."""
+
+
+def _weight(v: Any) -> int:
+    return len(v) if isinstance(v, (str, bytes)) else 8
+
+
+class Watchdog:
+    """Stops a running read (``stop()``: the engine's interrupt or cancel) after ``timeout`` seconds or as soon as
+    ``cancel`` is set; ``raise_stopped()`` then turns the engine's error into :class:`QueryStopped`.
+
+        with Watchdog(limits.timeout, cancel, cursor.interrupt) as dog:
+            try: ...
+            except duckdb.InterruptException: dog.raise_stopped()
+    """
+
+    def __init__(self, timeout: float | None, cancel: threading.Event | None, stop: Any):
+        self.timeout, self.cancel, self.stop = timeout, cancel, stop
+        self.why: str | None = None
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _watch(self) -> None:
+        import time
+
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        while not self._done.is_set():
+            if self.cancel is not None and self.cancel.is_set():
+                self.why = "cancelled: the caller went away"
+            elif deadline is not None and time.monotonic() >= deadline:
+                self.why = f"stopped after {self.timeout:g} s (query.timeout)"
+            if self.why:
+                try:
+                    self.stop()
+                except Exception:  # the read ended meanwhile
+                    pass
+                return
+            self._done.wait(0.05)
+
+    def __enter__(self) -> Watchdog:
+        if self.timeout is not None or self.cancel is not None:
+            self._thread = threading.Thread(target=self._watch, daemon=True, name="eventmart-query-watchdog")
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._done.set()
+
+    def raise_stopped(self) -> None:
+        """Call where the engine reports an interrupted query: QueryStopped when this watchdog stopped it."""
+        if self.why:
+            raise QueryStopped(self.why) from None
 
 
 class RowsOutsideWindow(Exception):  # noqa: N818 - a condition the caller turns into a user error
@@ -122,14 +192,40 @@ class Warehouse(ABC):
         DuckDB has one writing process per file (eventmart serve forwards to it), so nothing to do there."""
 
     @abstractmethod
-    def read_only_query(self, sql: str) -> QueryResult:
-        """User SQL (checked by usersql.check_read first): on a connection of its own, in a read-only
-        transaction that is rolled back, with no parameters (the text is the user's, sent as is)."""
+    def read_only_batches(self, sql: str, limits: Limits | None = None,
+                          cancel: threading.Event | None = None) -> Iterator[tuple[list[str], list[tuple]]]:
+        """User SQL (checked by usersql.check_read first), streamed as (columns, rows) batches: on a connection of
+        its own, in a read-only transaction that is rolled back, with no parameters (the text is the user's, sent as
+        is), stopped by the engine after ``limits.timeout`` seconds or when ``cancel`` is set (use :class:`Watchdog`);
+        callable from any thread while other work writes."""
+
+    def read_only_query(self, sql: str, limits: Limits | None = None,
+                        cancel: threading.Event | None = None) -> QueryResult:
+        """The whole result of user SQL, refused past ``limits.max_rows`` rows or ``limits.max_bytes`` of text
+        (the rest is never fetched)."""
+        limits = limits or Limits()
+        cols: list[str] = []
+        rows: list[tuple] = []
+        size = 0
+        for names, batch in self.read_only_batches(sql, limits, cancel):
+            cols = names
+            rows.extend(batch)
+            if limits.max_rows is not None and len(rows) > limits.max_rows:
+                raise ResultTooBig(f"more than {limits.max_rows:,} rows (query.max_rows)")
+            size += sum(_weight(v) for r in batch for v in r)
+            if limits.max_bytes is not None and size > limits.max_bytes:
+                raise ResultTooBig(f"more than {limits.max_bytes / 1e6:,.0f} MB (query.max_bytes)")
+        return QueryResult(cols, rows)
 
     def table_names(self) -> list[str]:
         """Tables and views of the warehouse's schema."""
         return [r[0] for r in self.fetch("SELECT table_name FROM information_schema.tables "
                                          "WHERE table_schema = current_schema()").rows]
+
+    def reader_table_names(self) -> list[str]:
+        """Like table_names, callable from any thread while other work writes (user SQL is checked against it)."""
+        return [r[0] for r in self.concurrent_fetch("SELECT table_name FROM information_schema.tables "
+                                                    "WHERE table_schema = current_schema()").rows]
 
     # --- schema ----------------------------------------------------------------
     @abstractmethod

@@ -38,7 +38,9 @@ from ..config import decimal_spec
 from ..errors import UserError
 from .base import (
     PARAM_RE,
+    Limits,
     QueryResult,
+    QueryStopped,
     RowsOutsideWindow,
     TableLayout,
     Warehouse,
@@ -236,10 +238,48 @@ class ClickHouseWarehouse(Warehouse):
     def transaction(self) -> Iterator[None]:
         yield  # each statement is atomic on its own (see the module's docstring)
 
-    def read_only_query(self, sql: str) -> QueryResult:
-        # readonly=1: the engine refuses writes and setting changes for this query, whatever the text says
-        res = self.client.query(sql, settings={"readonly": 1})
-        return QueryResult(list(res.column_names), [tuple(r) for r in res.result_rows])
+    def read_only_batches(self, sql, limits=None, cancel=None):
+        from clickhouse_connect.driver import exceptions
+
+        limits = limits or Limits()
+        settings: dict[str, Any] = {}
+        if limits.timeout:
+            settings["max_execution_time"] = max(int(limits.timeout), 1)
+            settings["timeout_overflow_mode"] = "throw"
+        if limits.memory:
+            settings["max_memory_usage"] = limits.memory
+        # readonly=1 last (the others are set before it binds): the engine refuses writes, table functions (file,
+        # url, remote, s3) and setting changes for this query, whatever the text says. chDB's scalar file() is not
+        # refused by it (clickhouse-local reads any path): usersql refuses that one by name
+        settings["readonly"] = 1
+        client = self._reader_client()
+        try:
+            with client.query_row_block_stream(sql, settings=settings) as stream:
+                cols = list(stream.source.column_names)
+                yielded = False
+                for block in stream:
+                    if cancel is not None and cancel.is_set():
+                        raise QueryStopped("cancelled: the caller went away")
+                    yielded = True
+                    yield cols, [tuple(r) for r in block]
+                if not yielded:
+                    yield cols, []
+        except exceptions.Error as e:
+            if "TIMEOUT_EXCEEDED" in str(e):
+                raise QueryStopped(f"stopped after {limits.timeout:g} s (query.timeout)") from None
+            raise
+
+    def _reader_client(self):
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = self._connect()
+            client.database = self.database
+            self._readers.append(client)
+        return client
+
+    def reader_table_names(self) -> list[str]:
+        return [r[0] for r in self.concurrent_fetch("SELECT name FROM system.tables WHERE database = "
+                                                    "currentDatabase() ORDER BY name").rows]
 
     def table_names(self) -> list[str]:
         return [r[0] for r in self.fetch("SELECT name FROM system.tables WHERE database = currentDatabase() "
@@ -499,11 +539,7 @@ class ClickHouseWarehouse(Warehouse):
 
     # --- concurrent reads (dashboards): a client per thread ----------------------------------------------
     def concurrent_fetch(self, sql: str, params: dict[str, Any] | None = None) -> QueryResult:
-        client = getattr(self._local, "client", None)
-        if client is None:
-            client = self._local.client = self._connect()
-            client.database = self.database
-            self._readers.append(client)
+        client = self._reader_client()
         text, p = _prepare(sql, params)
         res = client.query(text, parameters=p)
         return QueryResult(list(res.column_names), [tuple(r) for r in res.result_rows])

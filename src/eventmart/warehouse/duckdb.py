@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 
 from ..config import decimal_spec
 from ..errors import UserError
-from .base import PARAM_RE, QueryResult, Warehouse, decimal_name, keep_verified, quote_ident
+from .base import PARAM_RE, Limits, QueryResult, Warehouse, Watchdog, decimal_name, keep_verified, quote_ident
+
+BATCH_ROWS = 10_000  # rows fetched at a time from a read of user SQL
 
 _TYPES = {
     "string": "VARCHAR",
@@ -150,17 +152,37 @@ class DuckDBWarehouse(Warehouse):
         self._depth = 0
         self.con.execute("COMMIT")
 
-    def read_only_query(self, sql: str) -> QueryResult:
-        # a cursor is a connection of its own (its own session state), in a read-only transaction
+    def read_only_batches(self, sql, limits=None, cancel=None):
+        limits = limits or Limits()
+        # a cursor is a connection of its own (its own session state), in a read-only transaction; DuckDB's
+        # memory for it is the warehouse's (memory_limit, spilling beyond)
         cur = self.con.cursor()
         try:
             cur.execute("BEGIN TRANSACTION READ ONLY")
+            with Watchdog(limits.timeout, cancel, cur.interrupt) as dog:
+                try:
+                    res = cur.execute(sql)
+                    cols = [d[0] for d in res.description] if res.description else []
+                    if not res.description:
+                        yield cols, []
+                        return
+                    while batch := res.fetchmany(BATCH_ROWS):
+                        yield cols, batch
+                except duckdb.InterruptException:
+                    dog.raise_stopped()
+                    raise
+        finally:
             try:
-                res = cur.execute(sql)
-                cols = [d[0] for d in res.description] if res.description else []
-                return QueryResult(cols, res.fetchall() if res.description else [])
-            finally:
                 cur.execute("ROLLBACK")
+            except duckdb.Error:
+                pass
+            cur.close()
+
+    def reader_table_names(self) -> list[str]:
+        cur = self.con.cursor()
+        try:
+            return [r[0] for r in cur.execute("SELECT table_name FROM information_schema.tables "
+                                              "WHERE table_schema = current_schema()").fetchall()]
         finally:
             cur.close()
 

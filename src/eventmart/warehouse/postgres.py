@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from ..config import decimal_spec
 from ..errors import UserError
-from .base import PARAM_RE, QueryResult, Warehouse
+from .base import PARAM_RE, Limits, QueryResult, QueryStopped, Warehouse, Watchdog
 from .duckdb import _prepare as duck_prepare
 from .duckdb import _used as duck_used
 from .duckdb import connect as duck_connect
@@ -95,6 +95,8 @@ class PostgresWarehouse(Warehouse):
         self._stage: duckdb.DuckDBPyConnection | None = None
         self._local = threading.local()
         self._readers: list[psycopg.Connection] = []
+        self._reader: str | None = None  # the URL user SQL connects with (see _reader_url)
+        self._reader_lock = threading.Lock()
 
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> int:
         cur = self.conn.execute(_prepare(sql), params or None)
@@ -124,22 +126,85 @@ class PostgresWarehouse(Warehouse):
         self.conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
                           (f"eventmart:{self.schema}:{key}",))
 
-    def read_only_query(self, sql: str) -> QueryResult:
-        # a connection of its own, read-only by default, as the reader role when one is configured; no
+    def read_only_batches(self, sql, limits=None, cancel=None):
+        limits = limits or Limits()
+        timeout_ms = int(limits.timeout * 1000) if limits.timeout else 0
+        work_mem = max((limits.memory or 0) // 16 // 1024, 4096)  # kB: per sort or hash of the query
+        # a connection of its own, read-only by default, as a role that cannot read the server's files; no
         # parameters: the text is sent as the user wrote it ('50%' stays 50%)
-        url = self.read_url or self.url
-        conn = pg_connect(url, options="-c TimeZone=UTC -c default_transaction_read_only=on "
-                                       "-c statement_timeout=600000")
+        conn = pg_connect(self._reader_url(), options=f"-c TimeZone=UTC -c default_transaction_read_only=on "
+                                                      f"-c statement_timeout={timeout_ms} -c work_mem={work_mem}kB")
         try:
             if self.schema != "public":
                 conn.execute(f"SET search_path TO {self.q(self.schema)}")
-            with conn.transaction(force_rollback=True):
+            with Watchdog(None, cancel, conn.cancel) as dog, conn.transaction(force_rollback=True):
                 conn.execute("SET TRANSACTION READ ONLY")
-                cur = conn.execute(sql.encode())  # bytes: no placeholder processing at all
-                cols = [d.name for d in cur.description] if cur.description else []
-                return QueryResult(cols, cur.fetchall() if cur.description else [])
+                try:
+                    cur = conn.cursor()
+                    batch: list[tuple] = []
+                    cols: list[str] | None = None
+                    for row in cur.stream(sql.encode()):  # bytes: no placeholder processing at all
+                        if cols is None:
+                            cols = [d.name for d in cur.description]
+                        batch.append(row)
+                        if len(batch) >= 10_000:
+                            yield cols, batch
+                            batch = []
+                    yield cols or ([d.name for d in cur.description] if cur.description else []), batch
+                except psycopg.errors.QueryCanceled:
+                    dog.raise_stopped()
+                    if timeout_ms:
+                        raise QueryStopped(f"stopped after {limits.timeout:g} s (query.timeout)") from None
+                    raise
         finally:
             conn.close()
+
+    def _reader_url(self) -> str:
+        """Who user SQL connects as: the configured reader role, else the warehouse's role when it cannot read or
+        run anything on the server's machine, else a reader role of eventmart's own (created once per database and
+        schema, LOGIN with a password derived from the warehouse's URL, SELECT on the schema only): a superuser's
+        pg_read_file is then refused by the server itself, whatever the text of the query."""
+        if self.read_url:
+            return self.read_url
+        if self._reader is not None:
+            return self._reader
+        risky, can_create = self.conn.execute(
+            "SELECT rolsuper OR pg_has_role(current_user, 'pg_read_server_files', 'MEMBER') "
+            "OR pg_has_role(current_user, 'pg_write_server_files', 'MEMBER') "
+            "OR pg_has_role(current_user, 'pg_execute_server_program', 'MEMBER'), rolsuper OR rolcreaterole "
+            "FROM pg_roles WHERE rolname = current_user").fetchone()
+        if not risky or not can_create:
+            self._reader = self.url
+            return self._reader
+        import hashlib
+
+        from psycopg import sql as psql
+
+        info = psycopg.conninfo.conninfo_to_dict(self.url)
+        db = self.conn.execute("SELECT current_database()").fetchone()[0]
+        role = "eventmart_reader_" + hashlib.sha256(f"{db}/{self.schema}".encode()).hexdigest()[:12]
+        secret = hashlib.sha256(f"eventmart-reader:{self.url}:{self.schema}".encode()).hexdigest()
+        with self._reader_lock:
+            try:
+                self.conn.execute(psql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT")
+                                  .format(psql.Identifier(role)))
+            except psycopg.errors.DuplicateObject:
+                pass
+            ident, schema = psql.Identifier(role), psql.Identifier(self.schema)
+            for st in (psql.SQL("ALTER ROLE {} WITH LOGIN NOSUPERUSER PASSWORD {}").format(ident, psql.Literal(secret)),
+                       psql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(ident),
+                       psql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(psql.Identifier(db), ident),
+                       psql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, ident),
+                       psql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(schema, ident),
+                       psql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA {} GRANT SELECT ON TABLES TO {}").format(
+                           schema, ident)):
+                self.conn.execute(st)
+        self._reader = psycopg.conninfo.make_conninfo(**{**info, "user": role, "password": secret})
+        return self._reader
+
+    def reader_table_names(self) -> list[str]:
+        return [r[0] for r in self.concurrent_fetch("SELECT table_name FROM information_schema.tables WHERE "
+                                                    "table_schema = {{ s }}", {"s": self.schema}).rows]
 
     def table_names(self) -> list[str]:
         return [r[0] for r in self.conn.execute("SELECT table_name FROM information_schema.tables WHERE "
