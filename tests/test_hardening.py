@@ -205,3 +205,39 @@ def test_a_time_value_the_reader_cannot_read_is_a_reject_not_lost(tmp_path):
     write_project(tmp_path, events_config())
     r = em("ingest", "events", "-p", str(tmp_path))
     assert r.returncode == 0 and "0 loaded, 0 duplicate, 1 rejected" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("password", ["Hunter2 Secret%PW", "a/b@c:d", "p@ss wrd9", "pa:ss/wo@rd"])
+def test_postgres_urls_with_odd_passwords_never_show_any_part(tmp_path, password):
+    for url in (f"postgresql://u:{password}@127.0.0.1:1/db", f"host=127.0.0.1 port=1 user=u password={password}",
+                f"postgresql://u:{password}@127.0.0.1:1/db?sslmode=bogus"):
+        write_project(tmp_path, events_config({"type": "postgres", "url": "${BAD_URL}"}))
+        r = em("status", "-p", str(tmp_path), env={"BAD_URL": url})
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, (url, r.stderr)
+        words = [w for w in __import__("re").split(r"[\s:/@%]+", password) if len(w) >= 3]
+        assert not any(w in r.stderr + r.stdout for w in words), (url, r.stderr)
+
+
+def test_a_password_inside_other_words_does_not_garble_the_message():
+    from eventmart.warehouse.postgres import safe_message
+
+    url = "postgresql://u:p@127.0.0.1:1/db"
+    msg = 'connection to server at "127.0.0.1", port 1 failed: is the server running and accepting TCP/IP connections?'
+    assert safe_message(msg, url) == msg  # 'p' in 'accepting' or 'port' is not the password
+    assert safe_message("FATAL: password authentication failed: got p", url) is None
+    long = "postgresql://u:Hunter2%20Secret@127.0.0.1:1/db"
+    assert safe_message("role rejected Secret token", long) is None  # a word of it is enough to withhold it
+    assert safe_message(f"could not parse {long}", long) == "could not parse <postgres url>"
+
+
+def test_probing_dash_assets_is_a_plain_404_and_logs_nothing(proj, caplog):
+    client = create_server(proj).test_client()
+    dash = next(iter(proj.config.dashboards))
+    base = f"/d/{dash}/_dash-component-suites"
+    for path in (f"{base}/dash/..%2f..%2fetc%2fpasswd", f"{base}/dash/../../../etc/passwd",
+                 f"{base}/dash/deps/nope.js", f"{base}/no_such_lib/x.js"):
+        with caplog.at_level("DEBUG"):
+            r = client.get(path)
+        assert r.status_code == 404 and b"passwd" not in r.data and b"registered" not in r.data, path
+    assert "registered" not in caplog.text and "List of registered paths" not in caplog.text
+    assert client.get(f"{base}/plotly/package_data/plotly.min.js").status_code == 200

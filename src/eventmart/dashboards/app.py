@@ -296,6 +296,12 @@ def create_server(project: Project, host: str = "127.0.0.1") -> flask.Flask:
         server.config["eventmart_alerts"] = AlertsApp(project, server)
     first = next(iter(apps.values())).base if apps else "/runs/"
 
+    from dash.exceptions import DependencyException
+
+    @server.errorhandler(DependencyException)
+    def unknown_asset(_e):  # a script that is not one of Dash's (a typo, or ../ probing): no 500, no asset list logged
+        return "not found\n", 404, {"Content-Type": "text/plain"}
+
     @server.route("/")
     def index():
         return flask.redirect(first + (("?" + flask.request.query_string.decode()) if flask.request.query_string else ""))

@@ -38,12 +38,11 @@ def _pg_env(url: str, dbname: str | None = None) -> dict[str, str]:
     list."""
     import psycopg
 
-    from .postgres import scrub
-
     try:
         info = psycopg.conninfo.conninfo_to_dict(url)
-    except psycopg.Error as e:
-        raise UserError(f"the PostgreSQL URL is not valid ({scrub(str(e).strip().splitlines()[0], url)})") from None
+    except psycopg.Error:  # its message quotes the URL's pieces
+        raise UserError("the PostgreSQL URL is not valid; percent-encode special characters in the user and "
+                        "password (%40 for @, %2F for /, %20 for a space, %25 for %)") from None
     env = dict(os.environ)
     for key, value in info.items():
         if value is None or value == "":
@@ -66,7 +65,11 @@ def _run(args: list[str], env: dict[str, str], what: str, harmless: tuple[str, .
     real = [ln for ln in errors if not any(re.search(h, ln) for h in harmless)]
     if errors and not real:
         return  # pg_restore meeting the schema that already exists: nothing was lost
-    raise UserError(f"{what} failed: {(real or r.stderr.strip().splitlines() or ['failed'])[0]}")
+    from .postgres import safe_message
+
+    first = (real or r.stderr.strip().splitlines() or ["failed"])[0]
+    said = safe_message(first, "", [env.get("PGPASSWORD", "")])
+    raise UserError(f"{what} failed: {said or 'the tool quoted the credentials (message not shown)'}")
 
 
 # the warehouse schema exists already where a dump is restored (always so for `public`)
