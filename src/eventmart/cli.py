@@ -154,11 +154,17 @@ def ingest(
                 res = p.ingest(source, files, progress=tick, force=force)
         else:
             res = p.ingest(source, files, force=force)
-    out.print(res.summary(), markup=False)
+    out.print(res.summary(), markup=False, soft_wrap=True)
     for reason, n in res.reasons.items():
         out.print(f"  rejected {n:,}: {reason}", markup=False)
     if res.rejected:
         out.print(f"  see them with: eventmart rejects {source}", markup=False)
+    for _, why in res.bad_files:
+        err.print(f"  not read: {why}", markup=False, soft_wrap=True)
+    if res.bad_files:  # done, with files left out: a documented status of its own
+        from .sources.bad_files import EXIT_REJECTED_FILES
+
+        raise typer.Exit(EXIT_REJECTED_FILES)
 
 
 def _bytes_progress() -> Progress:
@@ -193,6 +199,10 @@ def ingests_list(
     _format(format)
     with _load(project) as p:
         _emit(p.ingests(source, limit), format)
+        bad = p.bad_files(source)
+    if bad.rows and format == "table":
+        out.print("files not read (tried again when they change):", markup=False)
+        _show(bad)
 
 
 @ingests_app.command("undo")
@@ -359,8 +369,9 @@ def status(format: FormatOpt = "table", project: ProjectOpt = Path(".")) -> None
                     lags[s] = p.lag(s)
                 except UserError as e:  # the marts' status stands; say why the lag is unknown
                     lags[s] = str(e)
+        bad = p.bad_files()
     if format != "table":
-        _status_data(sts, lags, format)
+        _status_data(sts, lags, format, bad)
         return
     from rich.table import Table
 
@@ -383,9 +394,12 @@ def status(format: FormatOpt = "table", project: ProjectOpt = Path(".")) -> None
             for part, nxt, end, lag in res.rows:
                 k.add_row(source, str(part), "-" if nxt is None else f"{nxt:,}", f"{end:,}", f"{lag:,}")
         out.print(k)
+    if bad.rows:
+        out.print("files not read (tried again when they change):", markup=False)
+        _show(bad)
 
 
-def _status_data(sts: list[Any], lags: dict[str, Any], format: str) -> None:
+def _status_data(sts: list[Any], lags: dict[str, Any], format: str, bad: Any) -> None:
     from . import values
 
     marts = []
@@ -398,7 +412,8 @@ def _status_data(sts: list[Any], lags: dict[str, Any], format: str) -> None:
         sources = [{"source": src, "error": res} if isinstance(res, str) else
                    {"source": src, "partitions": [dict(zip(("partition", "next_offset", "end", "lag"), r, strict=True))
                                                   for r in res.rows]} for src, res in lags.items()]
-        sys.stdout.write(values.json_value({"marts": marts, "sources": sources}) + "\n")
+        files = [dict(zip(bad.columns, r, strict=True)) for r in bad.rows]
+        sys.stdout.write(values.json_value({"marts": marts, "sources": sources, "files_not_read": files}) + "\n")
         return
 
     def spans(ws: list) -> str:

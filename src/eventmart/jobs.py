@@ -132,7 +132,8 @@ def _ingest(project: Project, name: str, now: datetime, attempt: int, trigger: s
         for s in sources:
             res = project.ingest(s)
             rec.rows += res.loaded
-            notes.append(f"{s}: {res.loaded} loaded, {res.rejected} rejected")
+            notes.append(f"{s}: {res.loaded} loaded, {res.rejected} rejected"
+                         + (f", {len(res.bad_files)} file(s) not read" if res.bad_files else ""))
         rec.note = "; ".join(notes)[:500]
     return rec.result
 

@@ -213,6 +213,15 @@ class Project:
         return undo_ingest(self.warehouse, int(ingest_id), marts, step)
 
     @_locked
+    def bad_files(self, source: str | None = None) -> QueryResult:
+        """Files of the sources that could not be read at all (source, file, reason, when), newest first."""
+        from .sources.bad_files import listing
+
+        if source:
+            self.source(source)
+        return QueryResult(*listing(self.warehouse, source))
+
+    @_locked
     def rejects(self, source: str, limit: int | None = None) -> QueryResult:
         self.source(source)
         from .sources import list_rejects

@@ -61,6 +61,7 @@ class RunsApp:
                 dcc.Checklist(id="failed", options=[{"label": " failed only", "value": "failed"}], value=[]),
             ], style={"display": "flex", "gap": "16px", "alignItems": "center", "margin": "0 24px"}),
             html.Div(id="runs", style={"margin": "8px 24px", "maxHeight": "520px", "overflow": "auto"}),
+            html.Div(id="bad-files", style={"margin": "8px 24px"}),
             *([html.H3("Kafka lag", style={"margin": "16px 24px 4px"}),
                html.Div(id="lag", style={"margin": "8px 24px"})] if self.kafka_sources else []),
             html.H3("Coverage", style={"margin": "16px 24px 4px"}),
@@ -266,11 +267,25 @@ class RunsApp:
         return grid(["source", "partition", "loaded up to (next offset)", "end", "lag"],
                     [html.Tr([html.Td(str(v), style=CELL) for v in r], className="lag-row") for r in rows])
 
+    def bad_files_table(self) -> list:
+        """Files the sources could not read at all (tried again when they change); nothing when there are none."""
+        from ..sources.bad_files import listing
+
+        cols, rows = listing(self.wh, concurrent=True)
+        if not rows:
+            return []
+        body = [html.Tr([html.Td("" if v is None else fmt(v) if isinstance(v, datetime) else str(v), style=CELL)
+                         for v in r], className="bad-file", style={"background": "#fdecea"}) for r in rows]
+        return [html.H3("Files not read", style={"margin": "16px 0 4px"}),
+                html.P("Each was passed by; the files beside it loaded. It is tried again when it changes.",
+                       style={"fontSize": "13px", "margin": "0 0 4px"}), grid(cols, body)]
+
     def _callbacks(self) -> None:
-        @self.app.callback(Output("runs", "children"), Output("calendar", "figure"),
+        @self.app.callback(Output("runs", "children"), Output("calendar", "figure"), Output("bad-files", "children"),
                            Input("tick", "n_intervals"), Input("job", "value"), Input("failed", "value"))
         def refresh(_n, job, failed):
-            return self.table(self.runs(job, "failed" in (failed or []))), self.calendar_figure()
+            return (self.table(self.runs(job, "failed" in (failed or []))), self.calendar_figure(),
+                    self.bad_files_table())
 
         if self.kafka_sources:
             @self.app.callback(Output("lag", "children"), Input("tick", "n_intervals"))

@@ -30,7 +30,7 @@ STATE_DIR = ".eventmart"
 STATE_FILE = "server.json"
 TOKEN_HEADER = "X-Eventmart-Token"
 # what another process may ask the server to do: the commands, nothing else
-METHODS = ("check", "unloaded", "run_window", "ingest", "ingests", "undo_ingest", "rejects", "replay_rejects", "run", "backfill", "plan_backfill", "status", "query", "reset",
+METHODS = ("check", "unloaded", "bad_files", "run_window", "ingest", "ingests", "undo_ingest", "rejects", "replay_rejects", "run", "backfill", "plan_backfill", "status", "query", "reset",
            "runs", "backup", "report", "alerts_check", "alerts_evaluate", "alerts_tune", "alerts_silence", "alerts_silences", "alerts_unsilence",
            "alerts_history", "alerts_state",
            "alerts_backtest", "vault_load", "vault_status", "vault_reset", "lag")

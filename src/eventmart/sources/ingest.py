@@ -59,14 +59,17 @@ class IngestResult:
     skipped: list[str] = field(default_factory=list)  # unchanged since loaded
     id: int | None = None
     notes: list[str] = field(default_factory=list)  # what the user should know (a Kafka offset that was reset)
+    bad_files: list[tuple[str, str]] = field(default_factory=list)  # (file, why) not read at all (bad_files.py)
 
     def summary(self) -> str:
-        read = len(self.files) - len(self.skipped)
+        read = len(self.files) - len(self.skipped) - len(self.bad_files)
         stream = self.files and self.files[0].startswith("kafka://")
         s = (f"{self.source}: {self.loaded:,} loaded, {self.duplicates:,} duplicate, {self.rejected:,} rejected "
              + (f"from {self.files[0]}" if stream else f"from {read} file(s)") + f" in {self.seconds:.2f}s")
         if self.skipped:
             s += f"; {len(self.skipped)} unchanged file(s) skipped (--force reads them again)"
+        if self.bad_files:
+            s += f"; {len(self.bad_files)} file(s) not read (below; tried again when they change)"
         return "; ".join([s, *self.notes])
 
 
@@ -541,16 +544,31 @@ def ingest(wh: Warehouse, name: str, src: Source, files: list[str], progress: Pr
     """Load files (or, for a postgres source, its table) into the raw table ``name``, chunk by chunk.
     ``dimensions``: the source's columns that marts group by (a layout hint for a new raw table); ``labels``: the
     name a file goes by in rejects and the ingest log (an S3 object's URL for its cached copy)."""
+    from . import bad_files
+
     t0 = time.perf_counter()
-    res = IngestResult(name, files)
+    res = IngestResult(name, [(labels or {}).get(f, f) for f in files])
     started = utcnow()
-    for f in files:  # an unusable file stops the command before anything is written
-        try:
-            preflight(f, src)
-        except InputError as e:
-            if labels and f in labels:  # an S3 object's cached copy: name the object
-                raise InputError(str(e).replace(f, labels[f])) from None
-            raise
+    for f in files:  # a path that is no readable file is a mistake in the command: stop before writing anything
+        check_readable(f)
+    good = []
+    for f in files:  # a file that cannot be read at all is listed and passed by: the good ones beside it load
+        label = (labels or {}).get(f, f)
+        why = bad_files.still_bad(wh, name, f)
+        if why is None:
+            try:
+                preflight(f, src)
+                good.append(f)
+                continue
+            except InputError as e:  # an S3 object's cached copy: name the object
+                why = str(e).replace(f, label)
+                with wh.transaction():
+                    bad_files.reject(wh, name, f, label, why, started)
+        res.bad_files.append((label, why))
+    files = good
+    if not files and src.format != "postgres":
+        res.seconds = time.perf_counter() - t0
+        return res
     total = sum(os.path.getsize(f) for f in files) or 1
     done = [0]
 
@@ -587,6 +605,7 @@ def _ingest(wh: Warehouse, name: str, src: Source, files: list[str], res: Ingest
     memory stays bounded (DuckDB holds what a transaction inserted until it commits) and a stopped load resumes
     where it stopped. Keys make a repeat harmless: a chunk read twice loads nothing twice."""
     from ..ledger import OWNER
+    from . import bad_files
 
     with wh.transaction():
         wh.lock(f"source:{name}")
@@ -628,6 +647,7 @@ def _ingest(wh: Warehouse, name: str, src: Source, files: list[str], res: Ingest
             commit(chunk, label, lambda c=chunk, f=f: _progress(wh, name, f, res.id, started, c.end, c.next_line))
         with wh.transaction():
             _progress(wh, name, f, res.id, started, os.path.getsize(f), 0, sha())
+            bad_files.clear(wh, name, f)  # it loads now: off the list
         read.append(label)
     res.seconds = time.perf_counter() - t0
     assert res.read == res.loaded + res.duplicates + res.rejected, "every line is loaded, a duplicate or a reject"
