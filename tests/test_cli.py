@@ -302,3 +302,11 @@ def test_a_failed_init_leaves_nothing_and_every_example_is_listed(tmp_path):
     help_text = " ".join(em("init", "--help").stdout.split())
     for name in ("zen:", "feed:", "groups:", "web:"):
         assert name in help_text
+
+
+@pytest.mark.parametrize("example", ["zen", "feed", "groups", "web"])
+def test_a_fresh_example_checks_before_anything_is_loaded(tmp_path, example):
+    d = tmp_path / example
+    assert em("init", str(d), "--example", example).returncode == 0
+    r = em("check", "-p", str(d))
+    assert r.returncode == 0 and r.stdout.startswith("ok: "), r.stdout + r.stderr

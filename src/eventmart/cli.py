@@ -769,6 +769,10 @@ def check(project: ProjectOpt = Path("."),
     if problems:
         raise UserError(f"{len(problems)} problem(s); fix them and run `eventmart check` again")
     out.print(f"ok: {len(done)} item(s) checked (warehouse, sources, marts, dashboards, reports, alert rules)")
+    from .marts import run_mode
+
+    for name, mart in p.config.marts.items():
+        out.print(f"  marts.{name} runs {run_mode(mart)}", markup=False, soft_wrap=True)
 
 
 @app.command()

@@ -325,6 +325,10 @@ class Mart(Strict):
     # SQL marts joining other sources to `from`: source -> the key column they share with `from`; rows of those
     # sources arriving late re-open the windows of the `from` rows they join (their own time is not the mart's)
     joins: dict[str, str] | None = None
+    # SQL marts: `grain` runs one grain step per statement (rows that depend on the window as a whole: a snapshot as
+    # of its end, dated {{ start }}); `any` lets consecutive windows run as one statement; default: found from the
+    # SQL (a time column computed from {{ start }}/{{ end }}, or a bound not paired with the other → grain)
+    batch: Literal["grain", "any"] | None = None
 
     @field_validator("dimensions", mode="before")
     @classmethod
@@ -362,6 +366,8 @@ class Mart(Strict):
                 if self.chunk and parse_grain(self.chunk) != 86400:
                     bad.add("chunk", "a mart with a time zone runs in local days: leave chunk at 1 day")
             if self.sql is None:
+                if self.batch is not None:
+                    bad.add("batch", "batch is for SQL marts (a declarative mart's windows always run together)")
                 if not self.from_:
                     bad.add(None, "a mart needs `from` (a source) and measures, or `sql`")
                 if not self.measures:

@@ -71,6 +71,63 @@ def marts_reading(cfg, source: str) -> list[str]:
     return out
 
 
+# --- SQL marts whose rows depend on the window as a whole ---------------------------------------------
+
+
+def window_dependence(mart: Mart) -> str | None:
+    """Why a SQL mart must run one grain step at a time, or None when its rows for [a, c) are its rows for [a, b)
+    and [b, c): declared (``batch``), or read off its SQL — a time column computed from {{ start }} / {{ end }} (a
+    snapshot dated by its window), or a bound on the window not paired with the other bound on the same expression
+    (``x < {{ end }}`` alone: everything up to the window's end). SQL it cannot read runs step by step too."""
+    import sqlglot
+    from sqlglot import exp
+
+    if mart.sql is None or mart.batch == "any":
+        return None
+    if mart.batch == "grain":
+        return "declared batch: grain"
+    text = BUCKET_RE.sub(lambda m: f"__em_bucket({m.group(1)})", mart.sql)
+    text = re.sub(r"\{\{\s*(start|end)\s*\}\}", r"__em_\1", text)
+    try:
+        tree = sqlglot.parse_one(text, read="duckdb")
+    except sqlglot.errors.SqlglotError:
+        return "its SQL could not be read to tell"
+    top = tree.find(exp.Select)
+    for sel in (top.selects if top else []):
+        if sel.alias_or_name == mart.time_column and any(c.name in ("__em_start", "__em_end")
+                                                          for c in sel.find_all(exp.Column)):
+            return f"its time column {mart.time_column} is computed from the window's start or end"
+    bounds: dict[str, set[str]] = {}
+    for col in tree.find_all(exp.Column):
+        if col.name not in ("__em_start", "__em_end"):
+            continue
+        cmp = col.parent
+        if not isinstance(cmp, (exp.GT, exp.GTE, exp.LT, exp.LTE)):
+            return f"it uses {{{{ {col.name[5:]} }}}} other than as a bound on a column"
+        left = cmp.this is col
+        other = (cmp.expression if left else cmp.this).sql()
+        # placeholder on the left: start < x is a lower bound; on the right: x >= start is one
+        lower = isinstance(cmp, (exp.LT, exp.LTE)) if left else isinstance(cmp, (exp.GT, exp.GTE))
+        role = "start" if lower else "end"
+        if role != col.name[5:]:
+            return f"{{{{ {col.name[5:]} }}}} bounds {other} from the wrong side"
+        bounds.setdefault(other, set()).add(role)
+    for other, roles in bounds.items():
+        if roles != {"start", "end"}:
+            return f"{other} is bounded by {{{{ {next(iter(roles))} }}}} alone (everything up to the window's end)"
+    return None
+
+
+def run_mode(mart: Mart) -> str:
+    """How a mart's windows run, as `eventmart check` says it."""
+    why = window_dependence(mart)
+    if why:
+        return f"one {grain_label(mart.grain_seconds)} step per statement ({why})"
+    if mart.sql is None or mart.batch == "any":
+        return "consecutive windows together (its rows for a window are the rows of its parts)"
+    return "chunk by chunk (`batch: any` lets its windows run together)"
+
+
 # --- compiling declarative marts --------------------------------------------------------------
 
 
@@ -115,7 +172,7 @@ def compile_mart(wh: Warehouse, name: str, mart: Mart, sources: dict[str, Source
         kind = measure_kind(text)
         if kind == "approx_count_distinct" and not wh.approx_distinct:
             raise ProjectError(f"{where}: this warehouse has no approximate distinct count; use count_distinct")
-        exprs[m] = measure_sql(text, allowed, wh.dialect, where)
+        exprs[m] = measure_sql(text, allowed, wh.dialect, where, sum_sql=lambda e, n: wh.sum_sql(e, mart.from_, n))
         order.append(m)
     if mart.keep_states:
         if not wh.states:
@@ -289,6 +346,23 @@ class MartRunner:
 
     def run_window(self, name: str, start: datetime, end: datetime, trigger: str = "run",
                    attempt: int = 1) -> RunResult:
+        """Replace the window [start, end) of the mart: one statement, or — for a mart whose rows depend on the
+        window as a whole — one per grain step, each with its ledger row (the result sums them; the first failed
+        step stops it)."""
+        if self.stepwise(name) and self.next_boundary(name, start) < end:
+            steps, t = [], start
+            while t < end:
+                nxt = min(self.next_boundary(name, t), end)
+                steps.append(self._run_one(name, t, nxt, trigger, attempt))
+                if steps[-1].status != "ok":
+                    return RunResult(name, start, end, steps[-1].status, sum(r.rows for r in steps),
+                                     sum(r.seconds for r in steps), steps[-1].error, attempt)
+                t = nxt
+            return RunResult(name, start, end, "ok", sum(r.rows for r in steps), sum(r.seconds for r in steps),
+                             attempt=attempt)
+        return self._run_one(name, start, end, trigger, attempt)
+
+    def _run_one(self, name: str, start: datetime, end: datetime, trigger: str, attempt: int) -> RunResult:
         wh, mart = self.wh, self.marts[name]
         sql, cols = self.compiled(name)
         started, t0 = utcnow_precise(), time.perf_counter()
@@ -371,9 +445,15 @@ class MartRunner:
 
     def batchable(self, name: str) -> bool:
         """Whether consecutive windows may run as one: a declarative mart's rows for [a, c) are its rows for
-        [a, b) and [b, c) (each bucket is computed from its own events). A SQL mart's rows may depend on the
-        window as a whole (a snapshot as of its end), so it runs chunk by chunk."""
-        return self.marts[name].sql is None
+        [a, b) and [b, c) (each bucket is computed from its own events), and a SQL mart's that says so (`batch:
+        any`). Other SQL marts run chunk by chunk, and those whose rows depend on the window as a whole
+        (:func:`window_dependence`) one grain step at a time."""
+        mart = self.marts[name]
+        return mart.sql is None or mart.batch == "any"
+
+    def stepwise(self, name: str) -> str | None:
+        """Why the mart runs one grain step per statement (see :func:`window_dependence`), or None."""
+        return window_dependence(self.marts[name])
 
     def _batches(self, name: str, windows: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
         """Consecutive chunk windows merged into runs of at most BATCH_ROWS source rows (a chunk with more runs

@@ -22,6 +22,7 @@ source answers it, and a SQL mart — whose lineage eventmart cannot know — re
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -107,13 +108,16 @@ def measure_kind(text: str) -> str:
     return node.key if isinstance(node, (exp.Sum, exp.Min, exp.Max, exp.Avg)) else ""
 
 
-def measure_sql(text: str, allowed: set[str], dialect: str, where: str, when: str | None = None) -> str:
+def measure_sql(text: str, allowed: set[str], dialect: str, where: str, when: str | None = None,
+                sum_sql: Callable[[str, exp.Expression], str] | None = None) -> str:
     """SQL for a declarative measure (``count()``, ``count_distinct(x)``, ``approx_count_distinct(x)``,
     ``sum/min/max/avg(x)``, ``count_if(cond)``) over source rows, counting only rows where ``when`` (rendered
-    SQL) holds."""
+    SQL) holds. ``sum_sql``: the engine's sum of an expression that cannot overflow (Warehouse.sum_sql)."""
     name, args = measure_parts(text, allowed, where)
     r = [a.sql(dialect=dialect) for a in args]
     filt = f" FILTER (WHERE {when})" if when else ""
+    if name == "sum" and sum_sql is not None:
+        return sum_sql(r[0], args[0]) + filt
     if name == "count":
         return (f"COUNT({r[0]})" if r else "COUNT(*)") + filt
     if name == "count_distinct":
@@ -431,7 +435,8 @@ class MeasureLayer:
             if raw:
                 src = self.cfg.sources[shape.source]
                 base = measure_sql(shape.measure_text[r.column], set(src.columns) | {"_time"}, wh.dialect,
-                                   f"marts.{q.mart}.measures.{r.column}", when)
+                                   f"marts.{q.mart}.measures.{r.column}", when,
+                                   lambda e, n, s=shape.source: wh.sum_sql(e, s, n))
             elif r.column in shape.states:  # a distinct count merged from the states of the rows it covers
                 base = wh.merge_state_sql(shape.states[r.column], qi(r.column + STATE_SUFFIX)) + \
                     (f" FILTER (WHERE {when})" if when else "")

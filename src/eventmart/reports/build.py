@@ -6,6 +6,7 @@ import io
 import urllib.parse
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from ..config import Report
@@ -33,7 +34,7 @@ class MetricValue:
         other = self.compare.get(key)
         if self.value is None or other in (None, 0):
             return None
-        return (self.value - other) / abs(other)
+        return (float(self.value) - float(other)) / abs(float(other))
 
 
 @dataclass
@@ -57,8 +58,12 @@ class Digest:
         return {m.name: m.value for m in self.metrics}
 
 
-def _num(v: Any) -> float | None:
-    return None if v is None else float(v)
+def _num(v: Any) -> float | int | Decimal | None:
+    """A metric's value as the engine gave it when exact (an integer, a decimal: 27021597764222979 stays so), else
+    a float."""
+    if v is None or isinstance(v, (int, Decimal)) and not isinstance(v, bool):
+        return v
+    return float(v)
 
 
 def latest_day(project: Project, report: Report) -> date:
@@ -149,11 +154,14 @@ def render_chart(title: str, metrics: list[MetricValue], day: date, filename: st
     return Chart(title, filename, buf.getvalue())
 
 
-def _fmt_value(v: float | None, fmt: str) -> str:
+def _fmt_value(v: float | int | Decimal | None, fmt: str) -> str:
+    """A metric as a reader sees it; integers and decimals keep every digit (no float on the way)."""
     if v is None:
         return "—"
     if fmt == "percent":
         return f"{v * 100:.2f}%"
     if fmt == "float":
         return f"{v:,.2f}"
+    if isinstance(v, (int, Decimal)):
+        return f"{round(v):,}"
     return f"{v:,.0f}"

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..config import Channel
+from ..values import json_value
 from .build import Chart, Digest
 from .render import html_page, payload, plain_text, slack_blocks, telegram_html
 
@@ -227,7 +228,7 @@ def sign(secret: str, body: bytes) -> str:
 def send_webhook(ch: Channel, name: str, d: Message, sleep=time.sleep) -> None:
     import httpx
 
-    body = json.dumps(d.payload, ensure_ascii=False, default=str).encode()
+    body = json_value(d.payload).encode()  # numbers as stored: a decimal total stays a number, every digit kept
     headers = {"Content-Type": "application/json"}
     if ch.secret:
         headers["X-Eventmart-Signature"] = sign(ch.secret, body)
@@ -243,7 +244,7 @@ def write_files(d: Message, folder: Path) -> Path:
     for c in d.images:
         (tmp / c.filename).write_bytes(c.png)
     (tmp / "index.html").write_text(d.html({c.filename: c.filename for c in d.images}), encoding="utf-8")
-    (tmp / "digest.json").write_text(json.dumps(d.payload, ensure_ascii=False, indent=1, default=str),
+    (tmp / "digest.json").write_text(json_value(d.payload),
                                      encoding="utf-8")
     if target.exists():
         shutil.rmtree(target)

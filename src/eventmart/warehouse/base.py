@@ -323,6 +323,12 @@ class Warehouse(ABC):
         """``expr`` cast to the engine's text type."""
         return f"CAST({expr} AS {self.type_name('string')})"
 
+    def sum_sql(self, expr: str, table: str | None = None, node: Any = None) -> str:
+        """The sum of ``expr`` (over rows of ``table``) in a type that cannot silently overflow: DuckDB sums
+        BIGINT into HUGEINT and PostgreSQL into NUMERIC by themselves (and fail on an overflow inside the
+        expression); ClickHouse does neither (see its adapter). ``node``: the expression, parsed (sqlglot)."""
+        return f"SUM({expr})"
+
     def canonical_text_sql(self, expr: str, t: str) -> str:
         """``expr`` (of eventmart type ``t``) as text written the same on every engine: the vault's hash contract
         (timestamps ``YYYY-MM-DD HH:MM:SS.ffffff``, booleans ``true``/``false``, dates ISO)."""

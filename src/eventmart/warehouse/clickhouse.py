@@ -406,6 +406,31 @@ class ClickHouseWarehouse(Warehouse):
     def text_sql(self, expr: str) -> str:
         return f"toString({expr})"
 
+    def sum_sql(self, expr: str, table: str | None = None, node: Any = None) -> str:
+        # sum(Int64) is Int64 here and wraps past 2^63 without a word, and so does Int64 arithmetic: integer
+        # columns are read as Int128 inside the expression, and an integer expression is summed as Int128 (the
+        # engine tells its type); decimals sum as Decimal128 with overflow checks, floats as Float64
+        if node is not None and table and self.table_columns(table) is not None:
+            from sqlglot import exp
+
+            ints = {c for c, t in self.column_types(table).items() if t == "int"}
+            node = node.copy()
+            for col in list(node.find_all(exp.Column)):
+                if col.name in ints:
+                    col.replace(exp.Anonymous(this="toInt128", expressions=[col.copy()]))
+            expr = node.sql(dialect=self.dialect)
+        t = self._expr_type(expr, table) if table else ""
+        if re.fullmatch(r"(Nullable\()?(LowCardinality\()?U?Int(8|16|32|64)\)*", t):
+            return f"sum(toInt128({expr}))"
+        return f"sum({expr})"
+
+    def _expr_type(self, expr: str, table: str) -> str:
+        """The engine's type for ``expr`` over ``table``'s rows ('' when the table does not exist yet)."""
+        if self.table_columns(table) is None:
+            return ""
+        rows = self.fetch(f"DESCRIBE TABLE (SELECT {expr} AS v FROM {self.q(table)})").rows
+        return str(rows[0][1]) if rows else ""
+
     def canonical_text_sql(self, expr: str, t: str) -> str:
         if t == "timestamp":
             return f"formatDateTime({expr}, '%Y-%m-%d %H:%i:%S.%f')"

@@ -1,0 +1,123 @@
+"""The same project on DuckDB, PostgreSQL and ClickHouse (chDB) gives the same mart, row by row, equal to Python's
+exact arithmetic on the events: counts, sums past 2^53 and past 2^63 (no wrap), decimals, averages (within 1e-9),
+distinct counts, count_if, max, a boolean dimension from an expression, Unicode text. And every output prints a
+PostgreSQL sum as the integer it is: query csv/json/table, a dashboard's CSV, a report's digest."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from datetime import datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+from conftest import write_project
+from eventmart import Project
+
+EVENTMART = str(Path(sys.executable).parent / "eventmart")
+T0 = datetime(2024, 3, 10)
+TOPICS = ["Кино, \"сериалы\"", "sport", "naïve café", "🎬 trailers"]
+EDGES = [2**53 + 1, 2**53 + 3, 2**62, 2**62, 2**63 - 1, 2**63 - 1, -(2**62), -(2**63) + 1, 0]
+
+
+def _events(n: int = 1500) -> list[dict]:
+    rnd = random.Random(17)
+    out = []
+    for i in range(n):
+        v = EDGES[i] if i < len(EDGES) else rnd.randint(-10**6, 10**6)
+        out.append({"id": i, "ts": (T0 + timedelta(seconds=rnd.randint(0, 2 * 86400 - 1))).isoformat(sep=" "),
+                    "topic": TOPICS[rnd.randrange(4)] if i >= len(EDGES) else TOPICS[0],
+                    "v": v, "amount": f"{rnd.randint(-99999, 99999) / 100:.2f}", "f": repr(rnd.uniform(-1e6, 1e6)),
+                    "user_id": rnd.randint(1, 90)})
+    return out
+
+
+def _project(d: Path, wh: dict, events: list[dict]) -> Path:
+    import csv
+
+    (d / "data").mkdir(parents=True, exist_ok=True)
+    with open(d / "data" / "e.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, list(events[0]))
+        w.writeheader()
+        w.writerows(events)
+    write_project(d, {"name": "x", "warehouse": wh, "sources": {"ev": {
+        "format": "csv", "path": "data/e.csv",
+        "columns": {"id": "int", "ts": "timestamp", "topic": "string", "v": "int", "amount": "decimal(18,2)",
+                    "f": "float", "user_id": "int"},
+        "time": {"column": "ts"}, "key": ["id"]}},
+        "marts": {"m": {"from": "ev", "grain": "1 day",
+                        "dimensions": ["topic", {"big": "v > 9007199254740992"}],
+                        "measures": {"n": "count()", "s": "sum(v)", "avg_f": "avg(f)", "users": "count_distinct(user_id)",
+                                     "positive": "count_if(v > 0)", "top": "max(v)", "amt": "sum(amount)",
+                                     "low": "min(amount)"}}},
+        "dashboards": {"d": {"title": "x", "charts": {"total": {"type": "kpi", "mart": "m", "measure": "s"}}}},
+        "reports": {"daily": {"title": "x", "mart": "m", "metrics": {"total": {"value": "sum(s)"}},
+                              "channels": ["files"]}},
+        "channels": {"files": {"type": "file", "path": "reports"}}})
+    with Project.load(d) as p:
+        assert p.ingest("ev").loaded == len(events)
+        assert all(r.status == "ok" for r in p.backfill())
+    return d
+
+
+def _truth(events: list[dict]) -> dict:
+    groups: dict = {}
+    for e in events:
+        day = datetime.fromisoformat(e["ts"]).replace(hour=0, minute=0, second=0)
+        groups.setdefault((day, e["topic"], e["v"] > 2**53), []).append(e)
+    out = {}
+    for k, es in groups.items():
+        fs = [float(e["f"]) for e in es]
+        out[k] = {"n": len(es), "s": sum(e["v"] for e in es), "avg_f": sum(fs) / len(fs),
+                  "users": len({e["user_id"] for e in es}), "positive": sum(e["v"] > 0 for e in es),
+                  "top": max(e["v"] for e in es), "amt": sum(Decimal(e["amount"]) for e in es),
+                  "low": min(Decimal(e["amount"]) for e in es)}
+    return out
+
+
+def _mart(d: Path) -> dict:
+    with Project.load(d) as p:
+        res = p.query("SELECT dt, topic, big, n, s, avg_f, users, positive, top, amt, low FROM m")
+    return {(r[0], r[1], bool(r[2])): dict(zip(res.columns[3:], r[3:], strict=True)) for r in res.rows}
+
+
+def test_three_engines_build_the_same_exact_mart(tmp_path, pg_url, ch_warehouse):
+    events = _events()
+    truth = _truth(events)
+    assert sum(e["v"] for e in events if e["v"] > 2**62) > 2**63  # sums past what an Int64 holds
+    for name, wh in (("duckdb", {"type": "duckdb"}), ("postgres", {"type": "postgres", "url": pg_url}),
+                     ("clickhouse", ch_warehouse)):
+        got = _mart(_project(tmp_path / name, wh, events))
+        assert set(got) == set(truth), name
+        for k, want in truth.items():
+            row = got[k]
+            for col, v in want.items():
+                g = row[col]
+                if col == "avg_f":
+                    assert abs(float(g) - v) <= 1e-9 * max(1.0, abs(v)), (name, k, col, g, v)
+                else:
+                    assert g == v and not isinstance(g, float), (name, k, col, g, v)
+
+
+def test_postgres_sums_print_as_integers_everywhere(tmp_path, pg_url):
+    events = _events(300)
+    d = _project(tmp_path, {"type": "postgres", "url": pg_url}, events)
+    total = sum(e["v"] for e in events)
+    sql = "SELECT sum(s) AS total FROM m"
+    r = subprocess.run([EVENTMART, "query", sql, "-f", "csv", "-p", str(d)], capture_output=True, text=True)
+    assert r.stdout.splitlines()[1] == str(total), r.stdout + r.stderr
+    r = subprocess.run([EVENTMART, "query", sql, "-f", "json", "-p", str(d)], capture_output=True, text=True)
+    assert json.loads(r.stdout)[0]["total"] == total and "e+" not in r.stdout and ".0" not in r.stdout
+    r = subprocess.run([EVENTMART, "query", sql, "-p", str(d)], capture_output=True, text=True)
+    assert str(total) in r.stdout
+    with Project.load(d) as p:
+        from eventmart.dashboards.app import create_server
+
+        csv_text = create_server(p).test_client().get("/d/d/csv/total").data.decode()
+        assert csv_text.splitlines()[1] == str(total), csv_text
+        day = p.report("daily", "2024-03-11", dry_run=True)
+    digest = json.loads(next((d / "reports" / "dry-run").rglob("digest.json")).read_text())
+    per_day = sum(e["v"] for e in events if e["ts"].startswith("2024-03-11"))
+    assert digest["metrics"]["total"]["value"] == per_day, (digest, day)
