@@ -444,9 +444,12 @@ def test_evaluate_and_tune_from_the_installed_cli(tmp_path):
     assert row["precision"] == round(true / len(starts), 3)
     assert (tmp_path / "scores.csv").read_text().splitlines()[0].startswith("rule,incidents,found,alerts")
     # the same labels from a warehouse table
-    with Project.load(tmp_path) as p:
-        p.warehouse.execute("CREATE TABLE incident_labels AS SELECT * FROM read_csv({{ p }}, header = true)",
-                            {"p": str(labels)})
+    with Project.load(tmp_path) as p:  # (the warehouse's own DuckDB reads no file: the rows come through Python)
+        wh = p.warehouse
+        wh.execute('CREATE TABLE incident_labels (start TIMESTAMP, "end" TIMESTAMP, series VARCHAR)')
+        for a, b in ((500, 502), (900, 901), (1200, 1201)):
+            wh.execute("INSERT INTO incident_labels VALUES ({{ s }}, {{ e }}, 'all')",
+                       {"s": T0 + a * Q, "e": T0 + b * Q})
     r2 = subprocess.run([eventmart, "alerts", "evaluate", "r", "--labels", "table:incident_labels", "-f", "json",
                          *args], capture_output=True, text=True, timeout=180)
     assert r2.returncode == 0 and json.loads(r2.stdout) == [row], r2.stderr

@@ -49,6 +49,8 @@ def test_a_read_stops_at_its_timeout_on_every_engine(tmp_path, engine):
         with pytest.raises(UserError, match=r"query: stopped after 1 s \(query.timeout\)"):
             p.query(SLOW[kind])
         assert p.query("SELECT count(*) FROM events").rows[0][0] == 300  # the warehouse is fine afterwards
+        empty = p.query("SELECT id, topic FROM events WHERE id < 0")  # no rows: the columns all the same
+        assert empty.columns == ["id", "topic"] and empty.rows == []
 
 
 def test_results_past_the_caps_are_refused_and_exported_whole(tmp_path, engine):

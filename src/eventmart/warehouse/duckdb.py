@@ -166,7 +166,9 @@ class DuckDBWarehouse(Warehouse):
                     if not res.description:
                         yield cols, []
                         return
-                    while batch := res.fetchmany(BATCH_ROWS):
+                    first = True
+                    while (batch := res.fetchmany(BATCH_ROWS)) or first:  # an empty result still has columns
+                        first = False
                         yield cols, batch
                 except duckdb.InterruptException:
                     dog.raise_stopped()
