@@ -262,7 +262,13 @@ class ClickHouseWarehouse(Warehouse):
                         raise QueryStopped("cancelled: the caller went away")
                     yielded = True
                     yield cols, [tuple(r) for r in block]
-                if not yielded:
+                if not yielded:  # chDB names no columns for a result without rows: ask the engine for them
+                    if not cols:
+                        try:
+                            cols = [r[0] for r in client.query(f"DESCRIBE TABLE ({sql})", settings=settings)
+                                    .result_rows]
+                        except exceptions.Error:
+                            cols = []
                     yield cols, []
         except exceptions.Error as e:
             if "TIMEOUT_EXCEEDED" in str(e):

@@ -156,17 +156,15 @@ class PostgresWarehouse(Warehouse):
             with Watchdog(None, cancel, conn.cancel) as dog, conn.transaction(force_rollback=True):
                 conn.execute("SET TRANSACTION READ ONLY")
                 try:
-                    cur = conn.cursor()
-                    batch: list[tuple] = []
-                    cols: list[str] | None = None
-                    for row in cur.stream(sql.encode()):  # bytes: no placeholder processing at all
-                        if cols is None:
-                            cols = [d.name for d in cur.description]
-                        batch.append(row)
-                        if len(batch) >= 10_000:
-                            yield cols, batch
-                            batch = []
-                    yield cols or ([d.name for d in cur.description] if cur.description else []), batch
+                    # a server-side cursor: the rows come 10,000 at a time, never all at once (SHOW cannot be one)
+                    show = sql.lstrip().lower().startswith("show")
+                    cur = conn.cursor() if show else conn.cursor(name="eventmart_user_sql")
+                    cur.execute(sql.encode())  # bytes: no placeholder processing at all
+                    cols = [d.name for d in cur.description] if cur.description else []
+                    first = True
+                    while (batch := cur.fetchmany(10_000) if cur.description else []) or first:
+                        first = False
+                        yield cols, batch
                 except psycopg.errors.QueryCanceled:
                     dog.raise_stopped()
                     if timeout_ms:
