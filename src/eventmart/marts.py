@@ -15,9 +15,9 @@ from zoneinfo import ZoneInfo
 
 from .config import Mart, Source
 from .errors import ProjectError, UserError
+from .expressions import STATE_SUFFIX, STATEFUL, check_expression, measure_kind, measure_parts, measure_sql
 from .ledger import RUNS, RunResult, begin, finish, first_line, last_run
 from .ledger import covered as ledger_covered
-from .measures import STATE_SUFFIX, STATEFUL, check_expression, measure_kind, measure_parts, measure_sql
 from .timeutil import (
     ceil_time,
     chunks,

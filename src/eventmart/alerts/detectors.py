@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .params import (
+from ..config.detectors import (
     DEFAULT_DETECTOR,
     DEFAULT_MIN_HISTORY,
     DETECTORS,

@@ -1,0 +1,36 @@
+"""The project file ``eventmart.yml``: one module per section of it, the cross-section checks, and loading.
+
+Errors name the file, the line and the key path, e.g.
+``eventmart.yml:14: marts.dash_visits.grain: '7 minutes' must divide a day evenly``. This package imports nothing
+of eventmart's but the ground floor (errors, timeutil) and the measure expressions' parser (expressions.py).
+"""
+
+from .base import (
+    NAME_RE,
+    PROJECT_FILE,
+    RESERVED,
+    TYPES,
+    Strict,
+    check_timezone,
+    decimal_spec,
+    did_you_mean,
+    match_header,
+    normal_name,
+    parse_size,
+)
+from .dashboards import CHART_TYPES, Chart, Dashboard, Filter
+from .delivery import AlertRule, Channel, Metric, Report, ReportChart, Schedule
+from .load import load_config, locate, project_file
+from .marts import Dimension, Mart
+from .project import ProjectConfig
+from .runtime import QuerySettings, Warehouse
+from .sources import Column, CsvOptions, KafkaSpec, S3Spec, Source, TimeRange, TimeSpec
+from .vault import Hub, Link, Satellite, Vault
+
+__all__ = [
+    "CHART_TYPES", "NAME_RE", "PROJECT_FILE", "RESERVED", "TYPES", "AlertRule", "Channel", "Chart", "Column",
+    "CsvOptions", "Dashboard", "Dimension", "Filter", "Hub", "KafkaSpec", "Link", "Mart", "Metric", "ProjectConfig",
+    "QuerySettings", "Report", "ReportChart", "S3Spec", "Satellite", "Schedule", "Source", "Strict", "TimeRange",
+    "TimeSpec", "Vault", "Warehouse", "check_timezone", "decimal_spec", "did_you_mean", "load_config", "locate",
+    "match_header", "normal_name", "parse_size", "project_file",
+]

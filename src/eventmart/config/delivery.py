@@ -1,0 +1,174 @@
+"""What goes out and when: `channels:`, `reports:`, alert rules (`alerts:`) and `schedules:`."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from ..timeutil import parse_duration, parse_grain
+from .base import Strict, _at, check_timezone
+
+
+class Channel(Strict):
+    """Where reports (and alerts) go. Secrets come from ${VAR}; they are never printed."""
+
+    type: Literal["telegram", "slack", "email", "webhook", "file"]
+    # telegram
+    token: str | None = None
+    chat_id: str | None = None
+    api_base: str = "https://api.telegram.org"
+    # slack
+    webhook: str | None = None
+    image_base_url: str | None = None  # slack: public URL where the report images are served
+    # email
+    host: str | None = None
+    port: int | None = None
+    security: Literal["starttls", "ssl", "none"] = "starttls"
+    user: str | None = None
+    password: str | None = None
+    sender: str | None = Field(default=None, alias="from")
+    ca_file: str | None = None  # email: CA certificates to trust (a private CA); default: the system's
+    to: list[str] = []
+    # webhook
+    url: str | None = None
+    secret: str | None = None  # HMAC-SHA256 of the body in X-Eventmart-Signature
+    # file
+    path: str = "reports"
+    # delivery
+    retries: int = Field(default=3, ge=0)
+    backoff: float = Field(default=2.0, ge=0)  # seconds before the first retry; doubles
+    timeout: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> Channel:
+        need = {"slack": ["webhook"], "email": ["host", "to"], "webhook": ["url"]}.get(self.type, [])
+        for k in need:
+            if not getattr(self, k):
+                raise _at(k, f"a {self.type} channel needs `{k}`")
+        return self
+
+class Metric(Strict):
+    value: str  # an aggregate over the report's mart rows of one day, e.g. sum(views)
+    label: str | None = None
+    format: Literal["int", "float", "percent"] = "int"
+
+class ReportChart(Strict):
+    metrics: list[str]
+    title: str | None = None
+    days: int = Field(default=7, ge=2, le=366)
+
+class Report(Strict):
+    title: str
+    mart: str
+    metrics: dict[str, Metric]
+    compare: list[Literal["previous_day", "same_day_last_week"]] = ["previous_day", "same_day_last_week"]
+    charts: list[ReportChart] = []
+    dashboard: str | None = None  # a link to it, filtered to the charts' days
+    base_url: str = "http://127.0.0.1:8050"  # where `eventmart serve` is reachable for readers
+    channels: list[str] = ["files"]
+
+    @model_validator(mode="after")
+    def _check(self) -> Report:
+        for i, c in enumerate(self.charts):
+            for m in c.metrics:
+                if m not in self.metrics:
+                    raise _at(f"charts.{i}.metrics", f"'{m}' is not one of this report's metrics")
+        return self
+
+class AlertRule(Strict):
+    """An anomaly rule on a metric: a mart measure (or SQL), per series of `by`, judged by a detector."""
+
+    mart: str | None = None
+    measure: str | None = None  # an aggregate over the mart's columns per bucket, e.g. sum(views)
+    sql: str | None = None  # or: SQL reading {{ start }}/{{ end }}, returning bucket [, by columns], value
+    grain: str | None = None  # default: the mart's grain
+    by: list[str] = []  # one series per value (e.g. os)
+    # auto (recommended: daily cycles, level shifts, counts or ratios, stuck values) | iqr | zscore | mad |
+    # pct_change | seasonal | threshold
+    detector: Literal["auto", "iqr", "zscore", "mad", "pct_change", "seasonal", "threshold"] = "auto"
+    params: dict[str, Any] = {}  # the detector's: a, n, k, period, lag, threshold, lower, upper, min_spread, ...
+    direction: Literal["up", "down", "both"] = "both"
+    min_history: int = Field(default=12, ge=0)  # buckets of history before a series is judged
+    for_: int = Field(default=1, ge=1, alias="for")  # anomalous buckets in a row before it fires
+    remind: str | None = None  # while firing, repeat every ... (e.g. "1 hour")
+    cap: int = Field(default=10, ge=1)  # messages per channel per hour; the rest go out as one digest
+    history: str = "2 days"  # how far back the detector may look (seasonal: at least k periods)
+    fill: Literal["zero", "none"] = "zero"  # a bucket without rows: 0 (counts) or missing (ratios)
+    channels: list[str] = []
+    dashboard: str | None = None
+    base_url: str = "http://127.0.0.1:8050"
+    title: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> AlertRule:
+        if (self.mart is None) == (self.sql is None):
+            raise ValueError("an alert rule takes `mart` + `measure`, or `sql`")
+        if self.mart is not None and not self.measure:
+            raise _at("measure", "an alert on a mart needs `measure` (e.g. sum(views))")
+        if self.sql is not None and not self.grain:
+            raise _at("grain", "an alert with `sql` needs its `grain`")
+        for key in ("grain",):
+            if getattr(self, key):
+                parse_grain(getattr(self, key))
+        for key in ("remind", "history"):
+            if getattr(self, key):
+                try:
+                    parse_duration(getattr(self, key))
+                except ValueError as e:
+                    raise _at(key, str(e)) from None
+        from .detectors import DetectorError, check_params
+
+        try:
+            check_params(self.detector, self.params, self.direction)
+        except DetectorError as e:
+            raise _at("params", str(e)) from None
+        return self
+
+class Schedule(Strict):
+    """A job run on a cron schedule by `eventmart serve` (or exported to Airflow)."""
+
+    cron: str  # five-field cron expression, e.g. "15 3 * * *"
+    timezone: str = "UTC"  # the zone the cron expression is read in
+    run: Literal["marts", "backup", "report", "alerts", "ingest", "vault"] = "marts"
+    marts: list[str] | None = None  # run: marts; default all marts
+    sources: list[str] | None = None  # run: ingest; default all sources (their declared files or objects)
+    window: str | None = None  # run: marts; window size per run (default: each mart's chunk)
+    report: str | None = None  # run: report
+    alerts: list[str] | None = None  # run: alerts; default all rules
+    lookback: int = Field(default=0, ge=0)  # also re-run the last N windows (late events)
+    catchup: Literal["all", "latest", "coalesce"] = "all"
+    retries: int = Field(default=2, ge=0)
+    retry_delay: str = "1 minute"
+    start: str | None = None  # first data interval when exported to Airflow (default: the marts' start or yesterday)
+    keep: int = Field(default=4, ge=1)  # run: backup; copies kept
+    dir: str = "backups"  # run: backup; folder (relative to the project)
+
+    @model_validator(mode="after")
+    def _check(self) -> Schedule:
+        from croniter import croniter
+
+        if not croniter.is_valid(self.cron) or len(self.cron.split()) != 5:
+            raise _at("cron", f"'{self.cron}' is not a five-field cron expression (e.g. '15 3 * * *')")
+        check_timezone(self.timezone)
+        parse_duration(self.retry_delay)
+        if self.window is not None:
+            parse_grain(self.window)
+        if self.run == "report" and not self.report:
+            raise _at("report", "a report job names the report to send: report: <name>")
+        if self.start is not None:
+            from ..timeutil import parse_time
+
+            try:
+                parse_time(self.start, "start")
+            except Exception:
+                raise _at("start", f"'{self.start}' is not an ISO date or time") from None
+        return self
+
+    @property
+    def retry_seconds(self) -> int:
+        return parse_duration(self.retry_delay)
+
+    @property
+    def window_seconds(self) -> int | None:
+        return parse_grain(self.window) if self.window else None
