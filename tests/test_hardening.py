@@ -219,7 +219,7 @@ def test_postgres_urls_with_odd_passwords_never_show_any_part(tmp_path, password
 
 
 def test_a_password_inside_other_words_does_not_garble_the_message():
-    from eventmart.warehouse.postgres import safe_message
+    from eventmart.warehouse.pgconnect import safe_message
 
     url = "postgresql://u:p@127.0.0.1:1/db"
     msg = 'connection to server at "127.0.0.1", port 1 failed: is the server running and accepting TCP/IP connections?'

@@ -11,7 +11,7 @@ from psycopg import sql
 from ..config import CsvOptions, Source
 from ..errors import InputError
 from ..warehouse.base import quote_ident as q
-from ..warehouse.postgres import pg_connect
+from ..warehouse.pgconnect import pg_connect
 from .chunks import Chunk, csv_chunks
 
 

@@ -65,7 +65,7 @@ def _run(args: list[str], env: dict[str, str], what: str, harmless: tuple[str, .
     real = [ln for ln in errors if not any(re.search(h, ln) for h in harmless)]
     if errors and not real:
         return  # pg_restore meeting the schema that already exists: nothing was lost
-    from .postgres import safe_message
+    from .pgconnect import safe_message
 
     first = (real or r.stderr.strip().splitlines() or ["failed"])[0]
     said = safe_message(first, "", [env.get("PGPASSWORD", "")])
@@ -89,7 +89,7 @@ def _pg_counts(conn, schema: str) -> dict[str, int]:
 def backup(wh, target: Path) -> dict[str, int]:
     import psycopg
 
-    from .postgres import pg_connect
+    from .pgconnect import pg_connect
 
     tmp = target.with_suffix(".partial")
     env = _pg_env(wh.url)

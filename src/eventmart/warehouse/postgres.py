@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
@@ -15,11 +14,11 @@ import psycopg
 import pyarrow as pa
 
 from ..config import decimal_spec
-from ..errors import UserError
 from .base import PARAM_RE, Limits, QueryResult, QueryStopped, Warehouse, Watchdog
 from .duckdb import _prepare as duck_prepare
 from .duckdb import _used as duck_used
 from .duckdb import connect as duck_connect
+from .pgconnect import pg_connect
 
 _TYPES = {
     "string": "TEXT",
@@ -35,61 +34,6 @@ _COPY_CHUNK = 1 << 20
 def _prepare(sql: str) -> str:
     # '%' is psycopg's placeholder character: escape literal ones before adding ours
     return PARAM_RE.sub(lambda m: f"%({m.group(1)})s", sql.replace("%", "%%"))
-
-
-def redact(url: str) -> str:
-    """A connection URL without its password, for messages."""
-    try:
-        info = psycopg.conninfo.conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
-        return "<postgres url>"
-    return f"postgresql://{info.get('user', '')}@{info.get('host', '')}:{info.get('port', '5432')}/{info.get('dbname', '')}"
-
-
-def _secrets(url: str, extra: Sequence[str] = ()) -> list[str]:
-    """Every credential a URL may carry — the parsed password, and whatever sits where a password would be in the
-    URL or keyword form even when it does not parse — with its words of 4+ characters (a message may echo a part)."""
-    found = {x for x in extra if x} | set(re.findall(r"://[^:/\s]*:(.+)@[^@]*$", url)) | set(re.findall(r"password\s*=\s*'?([^'\s]+)", url))
-    try:
-        pw = psycopg.conninfo.conninfo_to_dict(url).get("password")
-        if pw:
-            found.add(str(pw))
-    except psycopg.Error:
-        pass
-    out = set()
-    for secret in found:
-        out.add(secret)
-        out.update(w for w in re.split(r"[\s:/@%?=&]+", secret) if len(w) >= 4)
-    return sorted((s for s in out if s), key=len, reverse=True)
-
-
-def safe_message(text: str, url: str, extra: Sequence[str] = ()) -> str | None:
-    """``text`` (a library's or the server's message) with the URL itself replaced, or None when it still holds
-    any credential or a word of one — the caller then says what happened without it. Nothing is masked inside
-    other words ('p' in 'accepting' stays), and no part of a credential is ever shown."""
-    if url:
-        text = text.replace(url, "<postgres url>")
-    for secret in _secrets(url, extra):
-        if re.search(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", text):
-            return None
-    return text
-
-
-def pg_connect(url: str, **kw: Any) -> psycopg.Connection:
-    try:
-        psycopg.conninfo.conninfo_to_dict(url)
-    except psycopg.Error:  # libpq's parse errors quote the URL's pieces: never show them
-        raise UserError("the PostgreSQL URL is not valid; write it as postgresql://USER:PASSWORD@HOST:PORT/DB, "
-                        "percent-encoding special characters in the user and password (%40 for @, %2F for /, %20 "
-                        "for a space, %25 for %)") from None
-    try:
-        return psycopg.connect(url, autocommit=True, **{"options": "-c TimeZone=UTC", **kw})
-    except psycopg.Error as e:
-        first = str(e).strip().splitlines()[-1] if str(e).strip() else "connection failed"
-        said = safe_message(first, url)
-        why = f": {said}" if said else " (the server's message is not shown: it quoted the credentials)"
-        raise UserError(f"cannot connect to PostgreSQL at {redact(url)}{why}; check the URL and that the server "
-                        "runs") from None
 
 
 class PostgresWarehouse(Warehouse):
