@@ -93,7 +93,7 @@ def render_payload(app) -> tuple[str, dict]:
 
 def eventmart_times(d: Path, sts: list[dict]) -> tuple[list[float], list[float]]:
     from eventmart import Project
-    from eventmart.dashboards.app import create_server
+    from eventmart.server.web import create_server
 
     p = Project.load(d)
     server = create_server(p)

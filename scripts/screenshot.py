@@ -16,8 +16,8 @@ from playwright.sync_api import sync_playwright
 from werkzeug.serving import make_server
 
 from eventmart import Project
-from eventmart.dashboards.app import create_server
 from eventmart.examples import generate_zen, init_example
+from eventmart.server.web import create_server
 
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
         "--disable-component-update", "--no-first-run", "--disable-sync"]

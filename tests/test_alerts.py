@@ -344,7 +344,7 @@ def test_feed_live_scheduler_raises_and_resolves_each_incident_once(feed_demo, t
 
 
 def test_alerts_page_shows_state_history_and_a_replay(tmp_path):
-    from eventmart.dashboards.app import create_server
+    from eventmart.server.web import create_server
 
     p = counts_project(tmp_path, {"all": steady(40, spikes={30: 600})}, {"r": RULE})
     for b in range(12, 33):
@@ -354,7 +354,7 @@ def test_alerts_page_shows_state_history_and_a_replay(tmp_path):
     app = server.config["eventmart_alerts"]
     assert [r[3] for r in app.history_rows()] == ["resolved", "fired"]
     assert app.state_rows()[0][2] == "OK"
-    import eventmart.dashboards.alerts_page as page
+    import eventmart.alerts.page as page
 
     real = page._now
     page._now = lambda: T0 + 33 * Q  # the page replays "the last days" of data: pin now to the data's end

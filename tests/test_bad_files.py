@@ -48,7 +48,7 @@ def test_a_bad_file_in_the_glob_is_passed_by_listed_and_retried_when_it_changes(
     with Project.load(tmp_path) as p:
         assert p.query("select count(*) from events").rows[0][0] == 120
         assert len(p.bad_files().rows) == 1
-        from eventmart.dashboards.app import create_server
+        from eventmart.server.web import create_server
 
         runs = create_server(p).config["eventmart_runs"]
         assert "b.csv" in json.dumps(runs.bad_files_table(), default=str)

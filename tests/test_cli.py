@@ -204,7 +204,7 @@ def test_init_from_a_csv_proposes_a_working_project(tmp_path, kind):
     r = em("query", "select sum(events), count(*) from my_events_by_15min", "--format", "json", "-p", str(d))
     assert r.returncode == 0 and '"sum(events)": 500' in r.stdout.replace(" ", "").replace(":", ": ")
     from eventmart import Project
-    from eventmart.dashboards.app import create_server
+    from eventmart.server.web import create_server
 
     with Project.load(d) as p:
         assert create_server(p).test_client().get("/d/overview/").status_code == 200

@@ -23,9 +23,9 @@ from werkzeug.serving import make_server
 
 from conftest import events_config, write_project
 from eventmart import Project
-from eventmart.dashboards.app import create_server
 from eventmart.examples import generate_zen, init_example
 from eventmart.examples.zen import read_real
+from eventmart.server.web import create_server
 from helpers import T0, random_events, write_events_csv
 from pgserver import free_port
 

@@ -13,9 +13,9 @@ import pytest
 
 from conftest import events_config, write_project
 from eventmart import Project
-from eventmart.dashboards.app import create_server
 from eventmart.dashboards.query import DashboardQueries, State, choose_grain
 from eventmart.errors import ProjectError
+from eventmart.server.web import create_server
 from helpers import T0, TOPICS, random_events, write_events_csv
 
 INJECTION = "x' OR '1'='1"

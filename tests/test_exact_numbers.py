@@ -113,7 +113,7 @@ def test_postgres_sums_print_as_integers_everywhere(tmp_path, pg_url):
     r = subprocess.run([EVENTMART, "query", sql, "-p", str(d)], capture_output=True, text=True)
     assert str(total) in r.stdout
     with Project.load(d) as p:
-        from eventmart.dashboards.app import create_server
+        from eventmart.server.web import create_server
 
         csv_text = create_server(p).test_client().get("/d/d/csv/total").data.decode()
         assert csv_text.splitlines()[1] == str(total), csv_text

@@ -276,8 +276,8 @@ def test_vault_and_conversion_on_every_engine(tmp_path, engine):
 
 
 def test_groups_dashboard_charts_equal_the_oracle(demo):
-    from eventmart.dashboards.app import create_server
     from eventmart.dashboards.query import DashboardQueries, State
+    from eventmart.server.web import create_server
 
     d, _ = demo
     with Project.load(d) as p:

@@ -17,8 +17,8 @@ import pytest
 
 from conftest import events_config, write_project
 from eventmart import Project, UserError
-from eventmart.dashboards.app import create_server
 from eventmart.dashboards.query import MAX_FILTER_VALUES, State
+from eventmart.server.web import create_server
 from helpers import T0, random_events, write_events_csv
 
 EVENTMART = str(Path(sys.executable).parent / "eventmart")
@@ -49,7 +49,7 @@ def proj(tmp_path) -> Project:
 def test_runs_page_plans_within_the_data_and_runs_only_a_previewed_plan(proj):
     import flask
 
-    from eventmart.dashboards.runs import MAX_WINDOWS, RunsApp
+    from eventmart.server.runs_page import MAX_WINDOWS, RunsApp
 
     app = RunsApp(proj, flask.Flask("t"))
     t0 = time.perf_counter()
@@ -62,7 +62,7 @@ def test_runs_page_plans_within_the_data_and_runs_only_a_previewed_plan(proj):
     assert proj.status()[0].gaps == []
     assert app.run_backfill(token).startswith("preview the backfill first")  # a token runs once
     proj.reset("by_topic")
-    import eventmart.dashboards.runs as runs
+    import eventmart.server.runs_page as runs
 
     runs.MAX_WINDOWS = 0  # the two days run as one batch now: a plan of one is over a limit of none
     try:

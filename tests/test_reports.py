@@ -241,8 +241,8 @@ def test_report_errors_are_one_line(feed, tmp_path):
 
 def test_the_feed_dashboard_draws_from_its_marts(feed):
     d, f, _ = feed
-    from eventmart.dashboards.app import create_server
     from eventmart.dashboards.query import State
+    from eventmart.server.web import create_server
 
     with Project.load(d) as p:
         app = create_server(p).config["eventmart_apps"]["feed"]
@@ -256,7 +256,7 @@ def test_the_feed_dashboard_draws_from_its_marts(feed):
 
 def test_serve_publishes_the_report_files(feed, tmp_path):
     d, _, _ = feed
-    from eventmart.dashboards.app import create_server
+    from eventmart.server.web import create_server
 
     with Project.load(d) as p:
         p.report("daily", DAY)  # the project's own `files` channel: reports/daily/<day>/

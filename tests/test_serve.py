@@ -126,7 +126,7 @@ def test_runs_page_coverage_states(recent):
         p.run(["gated"], start=start, end=start + DAY)  # fails: no table gate
         import flask
 
-        from eventmart.dashboards.runs import RunsApp
+        from eventmart.server.runs_page import RunsApp
 
         app = RunsApp(p, flask.Flask("t"))
         cov = app.coverage()
@@ -145,7 +145,7 @@ def test_runs_page_coverage_states(recent):
 def test_runs_page_shows_a_calendar_of_days_for_long_spans(tmp_path):
     import flask
 
-    from eventmart.dashboards.runs import RunsApp
+    from eventmart.server.runs_page import RunsApp
     from helpers import T0
 
     write_events_csv(tmp_path / "data" / "e.csv", random_events(400, seed=1, hours=24 * 100))

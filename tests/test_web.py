@@ -116,7 +116,7 @@ def test_serve_keeps_marts_live_and_late_parts_join(live):
     # the Runs page shows the lag per partition of each Kafka source
     import flask
 
-    from eventmart.dashboards.runs import RunsApp
+    from eventmart.server.runs_page import RunsApp
     from eventmart.sources.kafka import lag
 
     for name, sent in (("web_browser", 120), ("web_location", 90)):

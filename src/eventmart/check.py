@@ -15,10 +15,10 @@ from .config import locate
 from .errors import ProjectError, UserError
 
 if TYPE_CHECKING:
-    from .project import Project
+    from .workspace import Workspace
 
 
-def check_project(p: Project) -> tuple[list[str], list[str]]:
+def check_project(p: Workspace) -> tuple[list[str], list[str]]:
     """(problems, what was checked). Nothing is written to the warehouse."""
     problems: list[str] = []
     done: list[str] = []
@@ -80,7 +80,7 @@ def check_project(p: Project) -> tuple[list[str], list[str]]:
     return problems, done
 
 
-def _rule(p: Project, layer: Any, name: str, rule: Any) -> None:
+def _rule(p: Workspace, layer: Any, name: str, rule: Any) -> None:
     from .alerts.engine import rule_grain
 
     where = f"alerts.{name}.measure"
@@ -92,7 +92,7 @@ def _rule(p: Project, layer: Any, name: str, rule: Any) -> None:
     layer.check(rule.mart, [layer.metric(rule.mart, rule.measure, where)], rule_grain(p, rule), list(rule.by), where)
 
 
-def _source(p: Project, name: str, src: Any) -> None:
+def _source(p: Workspace, name: str, src: Any) -> None:
     if src.format == "postgres":
         from .sources.database import check_table
 
@@ -106,6 +106,6 @@ def _source(p: Project, name: str, src: Any) -> None:
                             f"'{src.s3.glob}'")
         return
     if src.paths:
-        from .sources.ingest import resolve_files
+        from .sources.files import resolve_files
 
         resolve_files(src, name, None, p.dir)

@@ -974,9 +974,9 @@ def demo(
 
 
 def _serve(project: Path, host: str, port: int) -> None:
-    from .dashboards.app import check_auth_env
     from .server.api import running_server
     from .server.serve import serve as serve_project
+    from .server.web import check_auth_env
 
     check_auth_env()
     with _load(project, local=True) as p:

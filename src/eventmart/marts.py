@@ -322,7 +322,7 @@ class MartRunner:
 
     def _ensure_joined(self, name: str) -> None:
         """A joined source that has not delivered anything yet is an empty table: its parts are unmatched."""
-        from .sources.ingest import ensure_tables
+        from .rawtables import ensure_tables
 
         for src in self.marts[name].joins or {}:
             if self.wh.table_columns(src) is None:

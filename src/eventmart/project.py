@@ -70,6 +70,7 @@ class Project:
         self._read_only = False
         # one writer at a time inside a process (scheduler, API calls, dashboard actions)
         self.lock = threading.RLock()
+        self.caches: dict[str, Any] = {}  # features' own (Workspace.caches)
 
     @classmethod
     def load(cls, directory: str | Path = ".") -> Project:
@@ -143,7 +144,7 @@ class Project:
         """Load the source's files (or ``files``); files unchanged since they were loaded are skipped unless
         ``force``. ``progress(file, bytes done, bytes in all)`` is called as the files are read."""
         from .sources import ingest
-        from .sources.ingest import resolve_files
+        from .sources.files import resolve_files
 
         src = self.source(source)
         dims = [d.name for m in self.config.marts.values() if m.from_ == source for d in m.dimensions]
@@ -195,7 +196,7 @@ class Project:
     @_locked
     def ingests(self, source: str | None = None, limit: int = 50) -> QueryResult:
         """The ingest log, newest first: id, files, rows, the time span they cover, status."""
-        from .sources.ingest import list_ingests
+        from .sources.log import list_ingests
 
         if source:
             self.source(source)
@@ -205,7 +206,7 @@ class Project:
     def undo_ingest(self, ingest_id: int):
         """Remove exactly the rows of one ingest and re-open the mart windows they were in (one transaction)."""
         from .marts import marts_reading
-        from .sources.ingest import undo_ingest
+        from .sources.log import undo_ingest
 
         marts = {s: marts_reading(self.config, s) for s in self.config.sources}
         # windows start on grain boundaries (local midnights: whole quarter hours in every zone)
@@ -338,7 +339,7 @@ class Project:
         would run them; nothing is written. A mart whose source has not been loaded yet is described from the
         declared columns."""
         from .marts import compile_mart
-        from .sources.ingest import raw_columns, raw_layout
+        from .rawtables import raw_columns, raw_layout
 
         wh = self.warehouse_for_reading()
         out = []
@@ -464,7 +465,7 @@ class Project:
         """Before serving a project that has not loaded anything yet: empty raw tables for its sources, its vault's
         tables and its SQL marts' tables (their columns are what their query returns), so dashboards on them can be
         checked and drawn (empty) at once, and fill as data arrives."""
-        from .sources.ingest import ensure_tables
+        from .rawtables import ensure_tables
 
         with self.lock:
             wh = self.warehouse

@@ -209,7 +209,7 @@ def _finished_upto(wh: Warehouse, source: str) -> int:
     """The newest ingest of ``source`` whose rows are all in: an ingest still running (its process alive) and every
     later one wait for the next load, or their later chunks would be missed."""
     from .ledger import _alive
-    from .sources.ingest import INGESTS
+    from .rawtables import INGESTS
 
     hi = int(wh.fetch(f"SELECT COALESCE(max(_ingest), 0) FROM {wh.q(source)}").rows[0][0])
     if wh.table_columns(INGESTS) is not None:

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..config import AlertRule
+from ..delivery.charts import Chart
 from ..errors import UserError
 from ..ledger import RunResult
-from ..reports.build import Chart
 from ..timeutil import floor_time, parse_duration, utcnow
 from .detectors import detect_matrix, incidents
 from .messages import _chart, render
@@ -47,7 +47,7 @@ from .store import (
 )
 
 if TYPE_CHECKING:
-    from ..project import Project
+    from ..workspace import Workspace
 
 __all__ = ["ALL", "EVENTS", "SILENCES", "STATE", "EvalResult", "Event", "Incident", "Series", "Verdicts", "backtest",
            "ensure_tables", "evaluate", "evaluate_job", "judge", "render", "silence", "silenced", "silences",
@@ -66,7 +66,7 @@ class Verdicts:
     judged: np.ndarray | None = None  # had a value and enough history (else neither normal nor anomalous)
 
 
-def judge(project: Project, name: str, rule: AlertRule, start: datetime, end: datetime) -> Verdicts:
+def judge(project: Workspace, name: str, rule: AlertRule, start: datetime, end: datetime) -> Verdicts:
     """Every bucket in [start, end) judged as of its own time (history loaded from before ``start``)."""
     g = rule_grain(project, rule)
     lo = floor_time(start - timedelta(seconds=history_seconds(rule, g)), g)
@@ -87,7 +87,7 @@ class Incident:
         return ((self.end or until) - self.start).total_seconds() / 60
 
 
-def backtest(project: Project, name: str, start: datetime, end: datetime) -> tuple[Verdicts, list[Incident]]:
+def backtest(project: Workspace, name: str, start: datetime, end: datetime) -> tuple[Verdicts, list[Incident]]:
     rule = project.config.alerts[name]
     v = judge(project, name, rule, start, end)
     out = []
@@ -122,7 +122,7 @@ class EvalResult:
     deliveries: list[tuple[str, str, str]] = field(default_factory=list)  # (channel, status, detail)
 
 
-def freshness_end(project: Project, rule: AlertRule, complete: datetime) -> datetime:
+def freshness_end(project: Workspace, rule: AlertRule, complete: datetime) -> datetime:
     """The end of the data that may be judged: complete buckets the mart has been run for."""
     if rule.mart is None:
         return complete
@@ -132,7 +132,7 @@ def freshness_end(project: Project, rule: AlertRule, complete: datetime) -> date
     return min(complete, covered[-1][1])
 
 
-def loaded_end(project: Project, rule: AlertRule, complete: datetime) -> datetime:
+def loaded_end(project: Workspace, rule: AlertRule, complete: datetime) -> datetime:
     """The end of the data loaded so far: the bucket holding the mart's source's newest event (capped at the
     last complete bucket). Past it there is nothing to judge, and nothing late: a source whose events stopped
     (a demo's historic data) is not a mart that fell behind."""
@@ -149,7 +149,7 @@ def loaded_end(project: Project, rule: AlertRule, complete: datetime) -> datetim
     return min(complete, floor_time(last, g) + timedelta(seconds=g))
 
 
-def evaluate(project: Project, name: str, now: datetime | None = None, sleep=time.sleep) -> EvalResult:
+def evaluate(project: Workspace, name: str, now: datetime | None = None, sleep=time.sleep) -> EvalResult:
     """Judge the buckets completed since the last evaluation, move the state, notify."""
     wh = project.warehouse
     rule = project.config.alerts[name]
@@ -212,7 +212,7 @@ def _f(x: Any) -> float | None:
     return None if x is None or (isinstance(x, float) and np.isnan(x)) else float(x)
 
 
-def _save(project: Project, name: str, state: dict[str, RuleState], res: EvalResult, now: datetime, sleep) -> None:
+def _save(project: Workspace, name: str, state: dict[str, RuleState], res: EvalResult, now: datetime, sleep) -> None:
     """Send what the evaluation decided, then write state and history together."""
     wh = project.warehouse
     rule = project.config.alerts[name]
@@ -226,7 +226,7 @@ def _save(project: Project, name: str, state: dict[str, RuleState], res: EvalRes
 # --- jobs and commands ------------------------------------------------------------------------------
 
 
-def evaluate_job(project: Project, job: str, now: datetime, attempt: int = 1) -> RunResult:
+def evaluate_job(project: Workspace, job: str, now: datetime, attempt: int = 1) -> RunResult:
     spec = project.config.schedules[job]
     names = spec.alerts or list(project.config.alerts)
     events, failures, t0 = 0, [], time.perf_counter()

@@ -27,7 +27,7 @@ from ..errors import UserError
 from ..timeutil import parse_time
 
 if TYPE_CHECKING:
-    from ..project import Project
+    from ..workspace import Workspace
 
 A_TP, A_FP, A_FN = 1.0, -0.11, -1.0
 
@@ -159,7 +159,7 @@ def normalise_nab(raw: float, incidents: int) -> float:
     return 100 * (raw - null) / (perfect - null) if perfect != null else 0.0
 
 
-def evaluate_rule(project: Project, name: str, start: datetime, end: datetime, labels: list[Label],
+def evaluate_rule(project: Workspace, name: str, start: datetime, end: datetime, labels: list[Label],
                   tolerance: int = 2, params: dict | None = None) -> Score:
     """Backtest rule ``name`` over [start, end) (with ``params`` instead of its own, when given) and score it."""
     from .engine import judge
@@ -236,7 +236,7 @@ def _combinations(grid: dict[str, list]) -> Iterable[dict[str, Any]]:
             yield {first: v, **r}
 
 
-def tune(project: Project, name: str, start: datetime, end: datetime, budget: float = 2.0,
+def tune(project: Workspace, name: str, start: datetime, end: datetime, budget: float = 2.0,
          labels: list[Label] | None = None, split: float = 0.6) -> Tuning:
     """Pick the rule's parameters on [start, split point) under ``budget`` alerts per week per series — the most
     sensitive setting within the budget, or with labels the best F1 within it — and report the later part."""

@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..config import AlertRule
-from ..reports.build import Chart
-from ..reports.channels import Message
+from ..delivery.channels import Message
+from ..delivery.charts import Chart
 from ..timeutil import fmt, utcnow
 from .series import ALL, rule_grain
 
 if TYPE_CHECKING:
-    from ..project import Project
+    from ..workspace import Workspace
     from .engine import Event
 
 
@@ -47,7 +47,7 @@ def dashboard_link(rule: AlertRule, series: str, t: datetime | None) -> str | No
     return f"{rule.base_url.rstrip('/')}/d/{rule.dashboard}/?{urllib.parse.urlencode(q)}"
 
 
-def message(project: Project, name: str, rule: AlertRule, e: Event) -> Message:
+def message(project: Workspace, name: str, rule: AlertRule, e: Event) -> Message:
     import html
 
     what = rule.title or name
@@ -113,7 +113,7 @@ def _slug(s: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in s)[:60]
 
 
-def _chart(project: Project, name: str, rule: AlertRule, key: str, t: datetime) -> Chart:
+def _chart(project: Workspace, name: str, rule: AlertRule, key: str, t: datetime) -> Chart:
     """The last 24 h of the series with its bounds, anomalous buckets marked."""
     from .engine import judge  # the chart shows what the engine judged
 

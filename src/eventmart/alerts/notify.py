@@ -7,16 +7,16 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from ..config import AlertRule
-from ..reports.channels import ChannelError, Message, deliver
+from ..delivery.channels import ChannelError, Message, deliver
 from .messages import digest_message, message
 from .store import EVENTS, silenced
 
 if TYPE_CHECKING:
-    from ..project import Project
+    from ..workspace import Workspace
     from .engine import EvalResult, Event
 
 
-def notify(project: Project, name: str, rule: AlertRule, res: EvalResult, now: datetime, sleep) -> list[dict]:
+def notify(project: Workspace, name: str, rule: AlertRule, res: EvalResult, now: datetime, sleep) -> list[dict]:
     wh = project.warehouse
     rows: list[dict] = []
     quiet = silenced(project, name, now)
@@ -58,7 +58,7 @@ def notify(project: Project, name: str, rule: AlertRule, res: EvalResult, now: d
     return rows
 
 
-def send(project: Project, ch, ch_name: str, msg: Message, r: dict, sleep) -> dict:
+def send(project: Workspace, ch, ch_name: str, msg: Message, r: dict, sleep) -> dict:
     try:
         r["d"] = deliver(ch, ch_name, msg, project.dir, sleep)[:500]
         r["st"] = "sent"

@@ -15,7 +15,7 @@ from ..timeutil import parse_duration, parse_grain
 from .detectors import PARAMS, lag_buckets
 
 if TYPE_CHECKING:
-    from ..project import Project
+    from ..workspace import Workspace
 
 ALL = "all"
 
@@ -28,13 +28,13 @@ class Series:
     values: np.ndarray  # (T, S)
 
 
-def rule_grain(project: Project, rule: AlertRule) -> int:
+def rule_grain(project: Workspace, rule: AlertRule) -> int:
     if rule.grain:
         return parse_grain(rule.grain)
     return project.config.marts[rule.mart].grain_seconds
 
 
-def _data_version(project: Project) -> tuple:
+def _data_version(project: Workspace) -> tuple:
     from ..ledger import RUNS
 
     wh = project.warehouse
@@ -43,11 +43,11 @@ def _data_version(project: Project) -> tuple:
     return tuple(wh.fetch(f"SELECT count(*), max(started_at) FROM {wh.q(RUNS)}").rows[0])
 
 
-def load_series(project: Project, name: str, rule: AlertRule, start: datetime, end: datetime) -> Series:
+def load_series(project: Workspace, name: str, rule: AlertRule, start: datetime, end: datetime) -> Series:
     """The rule's metric per bucket in [start, end) (cached per data version: rules share series)."""
     key = (rule.mart, rule.measure, rule.sql, tuple(rule.by), rule.grain, rule.fill, start, end,
            _data_version(project))
-    cache = project.__dict__.setdefault("_series_cache", {})
+    cache = project.caches.setdefault("alerts.series", {})
     if key not in cache:
         if len(cache) >= 32:
             cache.pop(next(iter(cache)))
@@ -55,7 +55,7 @@ def load_series(project: Project, name: str, rule: AlertRule, start: datetime, e
     return cache[key]
 
 
-def _load_series(project: Project, name: str, rule: AlertRule, start: datetime, end: datetime) -> Series:
+def _load_series(project: Workspace, name: str, rule: AlertRule, start: datetime, end: datetime) -> Series:
     wh = project.warehouse
     g = rule_grain(project, rule)
     params = {"start": start, "end": end}

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from ..timeutil import utcnow
 
 if TYPE_CHECKING:
-    from ..project import Project
+    from ..workspace import Workspace
 
 STATE, EVENTS, SILENCES = "_eventmart_alert_state", "_eventmart_alert_events", "_eventmart_silences"
 LATE_KEY = "(data)"  # the pseudo-series that records "the data is late"
@@ -68,13 +68,13 @@ def _insert(wh, table: str, rows: list[list], batch: int = 200) -> None:
         wh.execute(f"INSERT INTO {table} VALUES {values}", params)
 
 
-def silenced(project: Project, name: str, now: datetime) -> bool:
+def silenced(project: Workspace, name: str, now: datetime) -> bool:
     wh = project.warehouse
     return bool(wh.fetch(f"SELECT count(*) FROM {SILENCES} WHERE rule = {{{{ r }}}} AND silenced_until > {{{{ t }}}}",
                          {"r": name, "t": now}).rows[0][0])
 
 
-def silence(project: Project, name: str, seconds: int, now: datetime | None = None) -> datetime:
+def silence(project: Workspace, name: str, seconds: int, now: datetime | None = None) -> datetime:
     now = now or utcnow()
     until = now + timedelta(seconds=seconds)
     wh = project.warehouse
@@ -85,7 +85,7 @@ def silence(project: Project, name: str, seconds: int, now: datetime | None = No
     return until
 
 
-def silences(project: Project, now: datetime | None = None) -> list[tuple]:
+def silences(project: Workspace, now: datetime | None = None) -> list[tuple]:
     """Silences in force: (rule, silenced until, set at), soonest end first."""
     now = now or utcnow()
     wh = project.warehouse
@@ -96,7 +96,7 @@ def silences(project: Project, now: datetime | None = None) -> list[tuple]:
         "GROUP BY rule ORDER BY 2, 1", {"t": now}).rows]
 
 
-def unsilence(project: Project, name: str, now: datetime | None = None) -> int:
+def unsilence(project: Workspace, name: str, now: datetime | None = None) -> int:
     """Lift a rule's silences now; returns how many were in force."""
     now = now or utcnow()
     wh = project.warehouse

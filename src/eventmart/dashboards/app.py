@@ -1,4 +1,5 @@
-"""The dashboard server: one Dash app per dashboard of the project file, on one Flask server.
+"""The dashboards: one Dash app per dashboard of the project file, mounted on the server's Flask app
+(server/web.py).
 
 State lives in the URL (``/d/<dashboard>/?from=…&to=…&item_topic=…``): a link restores the view.
 Every interaction sends one state to the server, which answers all charts from the warehouse
@@ -7,12 +8,8 @@ Every interaction sends one state to the server, which answers all charts from t
 
 from __future__ import annotations
 
-import base64
 import csv
-import hmac
 import io
-import ipaddress
-import os
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -28,9 +25,8 @@ from . import figures
 from .query import DashboardQueries, EmptyRange, State
 
 if TYPE_CHECKING:
-    from ..project import Project
+    from ..workspace import Workspace
 
-AUTH_USER, AUTH_PASSWORD = "EVENTMART_DASH_USER", "EVENTMART_DASH_PASSWORD"
 CLICKABLE = ("pie", "donut", "bar", "heatmap", "scatter")
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0;background:#f4f5f7;color:#222}
@@ -68,7 +64,7 @@ def _parse(text: str | None) -> datetime | None:
 class DashboardApp:
     """One dashboard: its queries, its Dash app and its CSV route."""
 
-    def __init__(self, name: str, dash_cfg: Dashboard, project: Project, server: flask.Flask,
+    def __init__(self, name: str, dash_cfg: Dashboard, project: Workspace, server: flask.Flask,
                  pool: ThreadPoolExecutor):
         self.name, self.cfg, self.project, self.pool = name, dash_cfg, project, pool
         self.q = DashboardQueries(name, dash_cfg, project.config, project.warehouse,
@@ -267,107 +263,4 @@ class DashboardApp:
                               headers={"Content-Disposition": f'attachment; filename="{chart}.csv"'})
 
 
-def check_auth_env() -> tuple[str | None, str | None]:
-    """(user, password) of basic auth. Half a configuration must not silently mean "no authentication"; `serve`
-    checks it before anything opens."""
-    from ..errors import UserError
-
-    user, password = os.environ.get(AUTH_USER), os.environ.get(AUTH_PASSWORD)
-    if bool(user) != bool(password):
-        missing = AUTH_PASSWORD if user else AUTH_USER
-        raise UserError(f"{AUTH_USER} and {AUTH_PASSWORD} go together: {missing} is not set; set both (basic auth) "
-                        "or neither")
-    return user, password
-
-
-def create_server(project: Project, host: str = "127.0.0.1") -> flask.Flask:
-    """The Flask server with every dashboard and the Runs page mounted; checks every dashboard first."""
-    from .runs import RunsApp
-
-    user, password = check_auth_env()
-    server = flask.Flask("eventmart")
-    pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="eventmart-query")
-    apps = {n: DashboardApp(n, d, project, server, pool) for n, d in project.config.dashboards.items()}
-    server.config["eventmart_apps"] = apps
-    server.config["eventmart_runs"] = RunsApp(project, server)
-    if project.config.alerts:
-        from .alerts_page import AlertsApp
-
-        server.config["eventmart_alerts"] = AlertsApp(project, server)
-    first = next(iter(apps.values())).base if apps else "/runs/"
-
-    from dash.exceptions import DependencyException
-
-    @server.errorhandler(DependencyException)
-    def unknown_asset(_e):  # a script that is not one of Dash's (a typo, or ../ probing): no 500, no asset list logged
-        return "not found\n", 404, {"Content-Type": "text/plain"}
-
-    @server.route("/")
-    def index():
-        return flask.redirect(first + (("?" + flask.request.query_string.decode()) if flask.request.query_string else ""))
-
-    # report folders (HTML + PNG) of the file channels: what a Slack image block links to
-    folders = [c.path for c in project.config.channels.values() if c.type == "file"] or ["reports"]
-    report_root = (project.dir / folders[0]).resolve()
-
-    @server.route("/reports/<path:sub>")
-    def reports(sub: str):
-        target = (report_root / sub).resolve()  # a symlink pointing out of the folder is not followed
-        if not target.is_relative_to(report_root) or not target.is_file():
-            flask.abort(404)
-        return flask.send_file(target)
-
-    @server.route("/healthz")
-    def healthz():
-        return {"ok": True, "dashboards": list(apps)}
-
-    allowed = allowed_hosts(host)
-    if allowed is not None:
-        @server.before_request
-        def host_header():
-            # DNS rebinding: a page elsewhere that resolves its own name to 127.0.0.1 must not reach the server
-            name = flask.request.host.rsplit(":", 1)[0] if not flask.request.host.startswith("[") else \
-                flask.request.host.split("]")[0] + "]"
-            if name.lower() not in allowed:
-                return flask.Response("unknown Host header; set EVENTMART_ALLOWED_HOSTS to serve under this name",
-                                      400)
-            return None
-
-    if user and password:
-        expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
-        @server.before_request
-        def basic_auth():
-            if flask.request.path in server.config.get("eventmart_public", ()):
-                return None  # the local API checks its own token
-            got = flask.request.headers.get("Authorization", "")
-            if not hmac.compare_digest(got.encode(), expected.encode()):
-                return flask.Response("authentication required", 401,
-                                      {"WWW-Authenticate": 'Basic realm="eventmart"'})
-            return None
-
-    return server
-
-
-def allowed_hosts(host: str) -> set[str] | None:
-    """Host names requests may use (None: any). On loopback: the loopback names and EVENTMART_ALLOWED_HOSTS."""
-    extra = {h.strip().lower() for h in os.environ.get("EVENTMART_ALLOWED_HOSTS", "").split(",") if h.strip()}
-    if is_loopback(host) or extra:
-        return {"127.0.0.1", "localhost", "[::1]", "::1", host.lower()} | extra
-    return None
-
-
-def auth_configured() -> bool:
-    return bool(os.environ.get(AUTH_USER) and os.environ.get(AUTH_PASSWORD))
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-__all__ = ["DashboardApp", "auth_configured", "create_server", "is_loopback"]
+__all__ = ["DashboardApp"]

@@ -143,7 +143,7 @@ class DashboardQueries:
     def version(self) -> tuple:
         """Changes whenever what a chart shows may change: a mart run (the ledger) or a load or undo (the
         ingest log: distinct counts may be answered from the raw events)."""
-        from ..sources.ingest import INGESTS
+        from ..rawtables import INGESTS
 
         runs: tuple = (0, None, None)
         if self.exists(RUNS):

@@ -8,12 +8,13 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..delivery.channels import ChannelError, deliver, write_files
 from ..ledger import recorded
 from .build import Digest, build
-from .channels import ChannelError, deliver, digest_message, write_files
+from .render import digest_message
 
 if TYPE_CHECKING:
-    from ..project import Project
+    from ..workspace import Workspace
 
 
 @dataclass
@@ -39,7 +40,7 @@ class ReportResult:
         return out
 
 
-def send_report(project: Project, name: str, day: date | None = None, dry_run: bool = False,
+def send_report(project: Workspace, name: str, day: date | None = None, dry_run: bool = False,
                 out: Path | None = None, trigger: str = "report", sleep=time.sleep) -> ReportResult:
     """Build the digest, then send it to every channel (or, dry run, write it to a folder)."""
     digest: Digest = build(project, name, day)

@@ -10,11 +10,12 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from ..config import Report
+from ..delivery.charts import Chart
 from ..errors import UserError
 from ..measures import MeasureLayer, Query
 
 if TYPE_CHECKING:
-    from ..project import Project
+    from ..workspace import Workspace
 
 COMPARE_DAYS = {"previous_day": 1, "same_day_last_week": 7}
 COMPARE_LABEL = {"previous_day": "vs day before", "same_day_last_week": "vs week before"}
@@ -35,13 +36,6 @@ class MetricValue:
         if self.value is None or other in (None, 0):
             return None
         return (float(self.value) - float(other)) / abs(float(other))
-
-
-@dataclass
-class Chart:
-    title: str
-    filename: str
-    png: bytes
 
 
 @dataclass
@@ -66,7 +60,7 @@ def _num(v: Any) -> float | int | Decimal | None:
     return float(v)
 
 
-def latest_day(project: Project, report: Report) -> date:
+def latest_day(project: Workspace, report: Report) -> date:
     """The newest day the report's mart has rows for."""
     m = project.config.marts[report.mart]
     wh = project.warehouse
@@ -78,7 +72,7 @@ def latest_day(project: Project, report: Report) -> date:
     return last.date() if isinstance(last, datetime) else last
 
 
-def build(project: Project, name: str, day: date | None = None) -> Digest:
+def build(project: Workspace, name: str, day: date | None = None) -> Digest:
     report = project.config.reports[name]
     wh = project.warehouse
     day = day or latest_day(project, report)

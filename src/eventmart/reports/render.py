@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from ..delivery.channels import Message
 from .build import COMPARE_LABEL, Digest, MetricValue, _fmt_value
 
 
@@ -94,3 +95,9 @@ def slack_blocks(d: Digest, image_base: str | None) -> dict[str, Any]:
     if d.dashboard_url:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"<{d.dashboard_url}|Open the dashboard>"}})
     return {"text": plain_text(d)[:3000], "blocks": blocks}
+
+
+def digest_message(d: Digest) -> Message:
+    """The digest as every channel sends it."""
+    return Message(f"{d.report}/{d.day.isoformat()}", f"{d.title} — {d.day}", telegram_html(d), plain_text(d),
+                   lambda src: html_page(d, src), lambda base: slack_blocks(d, base), payload(d), list(d.charts))

@@ -40,11 +40,11 @@ def _types() -> dict[str, type]:
     from ..alerts.engine import EvalResult, Event, Incident, Series, Verdicts
     from ..alerts.evaluate import Score, Tuning
     from ..backup import BackupResult
+    from ..delivery.charts import Chart
     from ..ledger import RunResult
     from ..marts import MartStatus
     from ..reports import Delivery, ReportResult
-    from ..reports.build import Chart
-    from ..sources.ingest import IngestResult, UndoResult
+    from ..sources.log import IngestResult, UndoResult
     from ..vault import LoadResult
     from ..warehouse import QueryResult
 

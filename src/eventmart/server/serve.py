@@ -9,9 +9,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..dashboards.app import AUTH_PASSWORD, AUTH_USER, auth_configured, create_server, is_loopback
 from . import api
 from .scheduler import Clock, Scheduler
+from .web import AUTH_PASSWORD, AUTH_USER, auth_configured, create_server, is_loopback
 
 if TYPE_CHECKING:
     from ..project import Project

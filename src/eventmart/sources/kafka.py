@@ -37,7 +37,7 @@ from .chunks import Chunk
 if TYPE_CHECKING:
     from ..config import Source
     from ..warehouse import Warehouse
-    from .ingest import IngestResult
+    from .log import IngestResult
 
 OFFSETS = "_eventmart_offsets"
 ASSIGN_WAIT = 20.0  # seconds to wait for the group to assign partitions (a join takes a few seconds)

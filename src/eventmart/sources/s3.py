@@ -24,7 +24,7 @@ from ..errors import InputError, UserError
 if TYPE_CHECKING:
     from ..config import S3Spec, Source
     from ..warehouse import Warehouse
-    from .ingest import IngestResult
+    from .log import IngestResult
 
 OBJECTS = "_eventmart_objects"
 
@@ -129,8 +129,9 @@ def ingest_objects(wh: Warehouse, name: str, src: Source, project_dir: Path,
     """Load the new and changed objects of an S3 source (all of them with ``force``)."""
     from botocore import exceptions as bx
 
+    from ..rawtables import FILES
     from ..timeutil import utcnow
-    from .ingest import FILES, ingest
+    from .ingest import ingest
 
     spec = src.s3
     s3 = client(spec)

@@ -19,7 +19,7 @@ from ..ledger import RUNS
 from ..timeutil import fmt, merge_intervals, parse_time
 
 if TYPE_CHECKING:
-    from ..project import Project
+    from ..workspace import Workspace
 
 # coverage calendar states, in legend order
 STATES = {"done": ("#54A24B", 0), "re-opened by lookback": ("#4C78A8", 1), "failed": ("#E45756", 2),
@@ -38,7 +38,7 @@ def grid(cols: list[str], body: list[html.Tr]) -> html.Table:
 
 
 class RunsApp:
-    def __init__(self, project: Project, server: flask.Flask):
+    def __init__(self, project: Workspace, server: flask.Flask):
         self.project = project
         self.wh = project.warehouse
         self.base = "/runs/"

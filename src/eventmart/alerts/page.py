@@ -10,11 +10,11 @@ import dash
 import flask
 from dash import Input, Output, dcc, html
 
-from ..alerts.engine import EVENTS, STATE
 from ..timeutil import fmt
+from .engine import EVENTS, STATE
 
 if TYPE_CHECKING:
-    from ..project import Project
+    from ..workspace import Workspace
 
 def _now() -> datetime:
     from ..timeutil import utcnow
@@ -36,7 +36,7 @@ def _table(cols: list[str], rows: list[tuple], row_class=None) -> html.Table:
 
 
 class AlertsApp:
-    def __init__(self, project: Project, server: flask.Flask):
+    def __init__(self, project: Workspace, server: flask.Flask):
         self.project = project
         self.wh = project.warehouse
         self.app = dash.Dash(name="eventmart_alerts", server=server, url_base_pathname="/alerts/",
@@ -71,7 +71,7 @@ class AlertsApp:
                                         f"upper FROM {STATE} ORDER BY state DESC, rule, series").rows
 
     def silence_rows(self) -> list[tuple]:
-        from ..alerts.engine import SILENCES
+        from .engine import SILENCES
 
         if not self.wh.concurrent_table_exists(SILENCES):
             return []
@@ -87,8 +87,8 @@ class AlertsApp:
 
     def replay(self, rule: str, days: int) -> tuple[dict, str]:
         """The backtest of ``rule`` over its last ``days`` of data, as a figure and a one-line summary."""
-        from ..alerts.engine import backtest, freshness_end, rule_grain
         from ..timeutil import floor_time
+        from .engine import backtest, freshness_end, rule_grain
 
         spec = self.project.config.alerts[rule]
         with self.project.lock:

@@ -1,4 +1,5 @@
-"""Channels: Telegram, Slack, e-mail, webhook, files. Each retries with backoff; secrets never reach a message.
+"""Channels: Telegram, Slack, e-mail, webhook, files — what digests and alert messages go out through. Each retries
+with backoff; secrets never reach a message.
 
 Every API call is retried on its own (a 429 waits as long as the server asks, 5xx and network errors
 back off and double, other 4xx fail at once), so a retry never sends a message twice.
@@ -24,8 +25,7 @@ from urllib.parse import urlsplit
 
 from ..config import Channel
 from ..values import json_value
-from .build import Chart, Digest
-from .render import html_page, payload, plain_text, slack_blocks, telegram_html
+from .charts import Chart
 
 TELEGRAM_TEXT_LIMIT = 4096
 TELEGRAM_CAPTION_LIMIT = 1024
@@ -44,11 +44,6 @@ class Message:
     slack: Callable[[str | None], dict]  # Slack webhook body, given where images are served
     payload: dict
     images: list[Chart] = field(default_factory=list)
-
-
-def digest_message(d: Digest) -> Message:
-    return Message(f"{d.report}/{d.day.isoformat()}", f"{d.title} — {d.day}", telegram_html(d), plain_text(d),
-                   lambda src: html_page(d, src), lambda base: slack_blocks(d, base), payload(d), list(d.charts))
 
 
 class ChannelError(Exception):
