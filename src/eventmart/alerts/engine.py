@@ -15,21 +15,18 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..config import AlertRule
-from ..delivery.charts import Chart
 from ..errors import UserError
 from ..ledger import RunResult
 from ..timeutil import floor_time, parse_duration, utcnow
-from .detectors import detect_matrix, incidents
+from .judge import EvalResult, Event, Incident, Verdicts, backtest, freshness_end, judge, loaded_end
 from .messages import _chart, render
 from .notify import notify
-from .series import ALL, Series, history_seconds, load_series, rule_grain
+from .series import ALL, Series, rule_grain
 from .store import (
     EVENTS,
     LATE_KEY,
@@ -54,99 +51,23 @@ __all__ = ["ALL", "EVENTS", "SILENCES", "STATE", "EvalResult", "Event", "Inciden
            "unsilence"]
 
 
-# --- judging ---------------------------------------------------------------------------------------
 
 
-@dataclass
-class Verdicts:
-    series: Series
-    lower: np.ndarray
-    upper: np.ndarray
-    anomalous: np.ndarray
-    judged: np.ndarray | None = None  # had a value and enough history (else neither normal nor anomalous)
 
 
-def judge(project: Workspace, name: str, rule: AlertRule, start: datetime, end: datetime) -> Verdicts:
-    """Every bucket in [start, end) judged as of its own time (history loaded from before ``start``)."""
-    g = rule_grain(project, rule)
-    lo = floor_time(start - timedelta(seconds=history_seconds(rule, g)), g)
-    s = load_series(project, name, rule, lo, end)
-    j = detect_matrix(s.values, rule.detector, g, rule.params, rule.direction, rule.min_history)
-    first = int((start - lo).total_seconds() // g)
-    cut = Series(g, s.times[first:], s.keys, s.values[first:])
-    return Verdicts(cut, j.lower[first:], j.upper[first:], j.anomalous[first:], j.judged[first:])
 
 
-@dataclass
-class Incident:
-    series: str
-    start: datetime
-    end: datetime | None  # None: still going at the end of the range
-
-    def minutes(self, until: datetime) -> float:
-        return ((self.end or until) - self.start).total_seconds() / 60
-
-
-def backtest(project: Workspace, name: str, start: datetime, end: datetime) -> tuple[Verdicts, list[Incident]]:
-    rule = project.config.alerts[name]
-    v = judge(project, name, rule, start, end)
-    out = []
-    for j, key in enumerate(v.series.keys):
-        for a, b in incidents(v.anomalous[:, j], v.series.times, rule.for_):
-            out.append(Incident(key, v.series.times[a], v.series.times[b] if b < len(v.series.times) else None))
-    return v, sorted(out, key=lambda i: (i.start, i.series))
 
 
 # --- live evaluation -------------------------------------------------------------------------------
 
 
-@dataclass
-class Event:
-    rule: str
-    series: str
-    event: str  # fired | reminder | resolved | late
-    bucket: datetime | None
-    value: float | None = None
-    lower: float | None = None
-    upper: float | None = None
-    since: datetime | None = None
-    previous: float | None = None
-    chart: Chart | None = None
 
 
-@dataclass
-class EvalResult:
-    rule: str
-    judged: int = 0
-    events: list[Event] = field(default_factory=list)
-    deliveries: list[tuple[str, str, str]] = field(default_factory=list)  # (channel, status, detail)
 
 
-def freshness_end(project: Workspace, rule: AlertRule, complete: datetime) -> datetime:
-    """The end of the data that may be judged: complete buckets the mart has been run for."""
-    if rule.mart is None:
-        return complete
-    covered = project.runner.covered(rule.mart)
-    if not covered:
-        return min(complete, datetime.min)
-    return min(complete, covered[-1][1])
 
 
-def loaded_end(project: Workspace, rule: AlertRule, complete: datetime) -> datetime:
-    """The end of the data loaded so far: the bucket holding the mart's source's newest event (capped at the
-    last complete bucket). Past it there is nothing to judge, and nothing late: a source whose events stopped
-    (a demo's historic data) is not a mart that fell behind."""
-    if rule.mart is None:
-        return complete
-    src = project.config.marts[rule.mart].from_
-    wh = project.warehouse
-    if not src or wh.table_columns(src) is None:
-        return datetime.min
-    last = wh.fetch(f"SELECT max(_time) FROM {wh.q(src)}").rows[0][0]
-    if last is None:
-        return datetime.min
-    g = rule_grain(project, rule)
-    return min(complete, floor_time(last, g) + timedelta(seconds=g))
 
 
 def evaluate(project: Workspace, name: str, now: datetime | None = None, sleep=time.sleep) -> EvalResult:

@@ -162,7 +162,7 @@ def normalise_nab(raw: float, incidents: int) -> float:
 def evaluate_rule(project: Workspace, name: str, start: datetime, end: datetime, labels: list[Label],
                   tolerance: int = 2, params: dict | None = None) -> Score:
     """Backtest rule ``name`` over [start, end) (with ``params`` instead of its own, when given) and score it."""
-    from .engine import judge
+    from .judge import judge
 
     rule = project.config.alerts[name]
     if params is not None:

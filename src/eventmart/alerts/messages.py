@@ -18,7 +18,7 @@ from .series import ALL, rule_grain
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
-    from .engine import Event
+    from .judge import Event
 
 
 def _fmt(v: float | None) -> str:
@@ -115,7 +115,7 @@ def _slug(s: str) -> str:
 
 def _chart(project: Workspace, name: str, rule: AlertRule, key: str, t: datetime) -> Chart:
     """The last 24 h of the series with its bounds, anomalous buckets marked."""
-    from .engine import judge  # the chart shows what the engine judged
+    from .judge import judge  # the chart shows what the engine judged
 
     g = rule_grain(project, rule)
     end = t + timedelta(seconds=g)

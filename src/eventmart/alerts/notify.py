@@ -13,7 +13,7 @@ from .store import EVENTS, silenced
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
-    from .engine import EvalResult, Event
+    from .judge import EvalResult, Event
 
 
 def notify(project: Workspace, name: str, rule: AlertRule, res: EvalResult, now: datetime, sleep) -> list[dict]:

@@ -11,7 +11,7 @@ import flask
 from dash import Input, Output, dcc, html
 
 from ..timeutil import fmt
-from .engine import EVENTS, STATE
+from .store import EVENTS, STATE
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
@@ -71,7 +71,7 @@ class AlertsApp:
                                         f"upper FROM {STATE} ORDER BY state DESC, rule, series").rows
 
     def silence_rows(self) -> list[tuple]:
-        from .engine import SILENCES
+        from .store import SILENCES
 
         if not self.wh.concurrent_table_exists(SILENCES):
             return []
@@ -88,7 +88,8 @@ class AlertsApp:
     def replay(self, rule: str, days: int) -> tuple[dict, str]:
         """The backtest of ``rule`` over its last ``days`` of data, as a figure and a one-line summary."""
         from ..timeutil import floor_time
-        from .engine import backtest, freshness_end, rule_grain
+        from .judge import backtest, freshness_end
+        from .series import rule_grain
 
         spec = self.project.config.alerts[rule]
         with self.project.lock:

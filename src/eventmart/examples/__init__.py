@@ -10,10 +10,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import duckdb
-import pyarrow as pa
-
 from ..errors import UserError
+from .files import write_csv
 
 HERE = Path(__file__).parent
 # name -> what it is, for `eventmart init --example` and `eventmart demo`
@@ -53,14 +51,6 @@ def init_example(example: str, directory: Path, engine: str = "duckdb") -> Path:
     target.write_text(text, encoding="utf-8")
     (directory / "data").mkdir(exist_ok=True)
     return target
-
-
-def write_csv(table: pa.Table, path: Path) -> None:
-    """A CSV with a header, the way an export from a database looks."""
-    con = duckdb.connect()
-    con.register("t", table)
-    con.execute("COPY t TO $p (FORMAT csv, HEADER true)", {"p": str(path)})
-    con.close()
 
 
 def generate_zen(directory: Path, scale: float = 1.0, days: int = 0) -> Path:

@@ -133,7 +133,7 @@ def generate(scale: float = 1.0, seed: int = 3) -> dict[str, pa.Table]:
 
 def write(tables: dict[str, pa.Table], folder: Path) -> list[Path]:
     """One CSV per table (the seed's files), with the bad lines at the end of group_log.csv."""
-    from .. import write_csv
+    from ..files import write_csv
 
     folder.mkdir(parents=True, exist_ok=True)
     out = []

@@ -13,8 +13,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import PROJECT_FILE, normal_name
-from .errors import InputError, UserError
+from ..config import PROJECT_FILE, normal_name
+from ..errors import InputError, UserError
 
 MINIMAL = """\
 # eventmart project file: where events come from, which aggregates to keep, what to show.
@@ -107,7 +107,7 @@ def _scalar(text: str) -> str:
 
 def propose(path: Path, name: str) -> Proposal:
     """A project file for the CSV at ``path`` (copied to data/ by :func:`init_project`)."""
-    from .infer import _ID_NAMES, _USER_NAMES, read_sample
+    from .sample import _ID_NAMES, _USER_NAMES, read_sample
 
     s = read_sample(path)
     cols, t = s.columns, s.time

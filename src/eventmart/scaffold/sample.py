@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .config import normal_name
-from .errors import InputError
+from ..config import normal_name
+from ..errors import InputError
 
 SAMPLE_ROWS = 200_000
 MAX_DECIMALS = 6  # more decimals than this are measurements, not amounts: float
