@@ -12,7 +12,8 @@ from ..config import CsvOptions, Source
 from ..errors import InputError
 from ..warehouse.base import quote_ident as q
 from ..warehouse.pgconnect import pg_connect
-from .chunks import Chunk, csv_chunks
+from .chunks import Chunk
+from .csv_chunks import csv_chunks
 
 
 def _check(pg, src: Source, name: str) -> None:

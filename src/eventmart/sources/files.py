@@ -18,7 +18,8 @@ from ..config import Source
 from ..errors import InputError
 from ..rawtables import FILES
 from ..warehouse import Warehouse
-from .chunks import Chunk, csv_chunks, jsonl_chunks, read_layout
+from .chunks import Chunk, jsonl_chunks
+from .csv_chunks import csv_chunks, read_layout
 
 
 def resolve_files(src: Source, name: str, files: list[str] | None, project_dir: Path) -> list[str]:

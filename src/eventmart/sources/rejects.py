@@ -31,7 +31,7 @@ def list_rejects(wh: Warehouse, name: str, limit: int | None = None) -> tuple[li
 def replay_rejects(wh: Warehouse, name: str, src: Source) -> IngestResult:
     """Check every stored reject again (e.g. after fixing the declared schema); load those that now pass and
     drop their reject rows. Rows that still fail are left exactly as they are, so replaying twice is a no-op."""
-    from .chunks import exact_chunk
+    from .csv_chunks import exact_chunk
 
     table = f"{name}_rejects"
     res = IngestResult(name, ["<rejects>"])
@@ -92,7 +92,7 @@ def replay_rejects(wh: Warehouse, name: str, src: Source) -> IngestResult:
 def _replay_layout(src: Source, header: str | None):
     import csv
 
-    from .chunks import CsvLayout
+    from .csv_chunks import CsvLayout
 
     line = header or src.csv.delimiter.join(src.columns)
     cols = next(csv.reader([line], delimiter=src.csv.delimiter, quotechar=src.csv.quote))

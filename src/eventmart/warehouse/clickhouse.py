@@ -20,24 +20,18 @@ newest parts; random keys (UUIDs) cost a read of the key column per chunk, growi
 
 from __future__ import annotations
 
-import io
-import json
 import logging
-import os
 import re
-import tarfile
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import decimal_spec
 from ..errors import UserError
 from .base import (
-    PARAM_RE,
     Limits,
     QueryResult,
     QueryStopped,
@@ -45,7 +39,19 @@ from .base import (
     TableLayout,
     Warehouse,
     decimal_name,
-    keep_verified,
+)
+from .chsql import (
+    _BACK,
+    _PARTITION,
+    _SAFE_PART,
+    _TABLE_SETTINGS,
+    _TYPES,
+    SEQUENCES,
+    SETTINGS,
+    _prepare,
+    _stored,
+    _unwrap,
+    redact,
 )
 
 if TYPE_CHECKING:
@@ -54,102 +60,8 @@ if TYPE_CHECKING:
 
     from ..config import Warehouse as WarehouseConfig
 
-_TYPES = {
-    "string": "String",
-    "int": "Int64",
-    "float": "Float64",
-    "bool": "Bool",
-    "timestamp": "DateTime64(6, 'UTC')",
-    "date": "Date32",
-}
-_BACK = {"String": "string", "Int64": "int", "Float64": "float", "Bool": "bool", "Date32": "date", "Date": "date"}
-
-# every session: SQL semantics where ClickHouse's defaults differ from the other engines'
-SETTINGS = {
-    "session_timezone": "UTC",
-    "aggregate_functions_null_for_empty": 1,  # sum() over no rows is NULL, as in SQL
-    "join_use_nulls": 1,  # an outer join's missing side is NULL, not the type's default
-    "transform_null_in": 1,  # NULL keys compare equal in IN: nullable keys deduplicate
-    "prefer_column_name_to_alias": 1,  # `ts` means the column ts even if the SELECT names a bucket ts
-    "max_partitions_per_insert_block": 0,  # a long window spans many daily partitions
-    "mutations_sync": 2,  # ALTER … MODIFY COLUMN returns when it is done
-}
-# MergeTree settings for eventmart's own bookkeeping tables (lightweight UPDATE) and nullable sorting keys
-_TABLE_SETTINGS = "allow_nullable_key = 1, enable_block_number_column = 1, enable_block_offset_column = 1"
-_PARTITION = {"day": "toYYYYMMDD({})", "month": "toYYYYMM({})"}
-_SAFE_PART = re.compile(r"^[0-9A-Za-z_-]+$")
-SEQUENCES = "_eventmart_sequences"
-
-
-def _param_type(v: Any) -> str:
-    if v is None:
-        return "Nullable(String)"
-    if isinstance(v, bool):
-        return "Bool"
-    if isinstance(v, int):
-        return "Int64"
-    if isinstance(v, float):
-        return "Float64"
-    if isinstance(v, datetime):
-        return "DateTime64(6)"
-    if isinstance(v, date):
-        return "Date32"
-    if isinstance(v, str):
-        return "String"
-    if isinstance(v, (list, tuple)):
-        return "Array(String)"
-    raise TypeError(f"no ClickHouse type for a parameter of type {type(v).__name__}")
-
-
-def _prepare(sql: str, params: dict[str, Any] | None) -> tuple[str, dict[str, Any] | None]:
-    """``{{ name }}`` → ClickHouse's typed server-side parameter ``{name:Type}``: values never become SQL text."""
-    if not params:
-        if PARAM_RE.search(sql):
-            raise KeyError(f"no value for parameter(s) {PARAM_RE.findall(sql)}")
-        return sql, None
-    used = set(PARAM_RE.findall(sql))
-    out = {k: ([str(x) for x in v] if isinstance(v, (list, tuple)) else v) for k, v in params.items() if k in used}
-    return PARAM_RE.sub(lambda m: "{" + m.group(1) + ":" + _param_type(params[m.group(1)]) + "}", sql), out
-
-
-def _unwrap(t: str) -> str:
-    while True:
-        m = re.fullmatch(r"(?:Nullable|LowCardinality)\((.*)\)", t)
-        if not m:
-            return t
-        t = m.group(1)
-
-
-def _nullable(t: str) -> str:
-    return t if t.startswith(("Nullable(", "LowCardinality(")) else f"Nullable({t})"
-
-
-def _stored(t: str, low_cardinality: bool) -> str:
-    """A query result's type as a table column: counts signed (UInt64 would wrap on subtraction), text dimensions
-    low-cardinality."""
-    if t.startswith("AggregateFunction("):  # a kept state: as the engine made it
-        return t
-    inner = _unwrap(t)
-    nullable = t.startswith(("Nullable(", "LowCardinality(Nullable("))
-    if re.fullmatch(r"U?Int(8|16|32|64)", inner):
-        inner = "Int64"
-    if inner.startswith("DateTime64"):
-        inner = "DateTime64(6, 'UTC')"
-    elif inner.startswith("DateTime"):
-        inner = "DateTime('UTC')"
-    out = f"Nullable({inner})" if nullable else inner
-    if low_cardinality and inner == "String":
-        out = f"LowCardinality({out})"
-    return out
-
-
 # the client logs what it then raises; the exception is what reaches the user (once, in one line)
 logging.getLogger("clickhouse_connect").setLevel(logging.CRITICAL)
-
-
-def redact(url: str) -> str:
-    """A server URL without its credentials, for messages."""
-    return re.sub(r"//[^/@]*@", "//", url)
 
 
 def open_clickhouse(cfg: WarehouseConfig, project_dir: Path, read_only: bool = False) -> ClickHouseWarehouse:
@@ -575,64 +487,16 @@ class ClickHouseWarehouse(Warehouse):
         res = client.query(text, parameters=p)
         return QueryResult(list(res.column_names), [tuple(r) for r in res.result_rows])
 
-    # --- backups: each table's DDL and its rows in ClickHouse's Native format, in one tar file ------------------
-    def _tables(self) -> list[tuple[str, str]]:
-        return [(n, ddl) for n, ddl in self.fetch(
-            "SELECT name, create_table_query FROM system.tables WHERE database = currentDatabase() AND NOT is_temporary "
-            "AND engine LIKE '%MergeTree' AND name NOT LIKE '\\_em\\_stage\\_%' ORDER BY name").rows]
-
-    def _create_in(self, ddl: str, database: str, name: str) -> str:
-        # `CREATE TABLE db.name (…)` → the same table in ``database``
-        head = re.match(r"CREATE TABLE\s+(\S+)\s", ddl)
-        if head is None:
-            raise RuntimeError(f"unexpected DDL for {name}")
-        return f"CREATE TABLE {self.q(database)}.{self.q(name)} " + ddl[head.end():]
-
-    def _load_into(self, database: str, tables: dict, tar: tarfile.TarFile) -> dict[str, int]:
-        counts = {}
-        for name, meta in tables.items():
-            self.execute(f"DROP TABLE IF EXISTS {self.q(database)}.{self.q(name)} SYNC")
-            self.execute(self._create_in(meta["ddl"], database, name))
-            member = tar.extractfile(f"{name}.native")
-            if meta["rows"]:
-                self.client.raw_insert(f"{self.q(database)}.{self.q(name)}", insert_block=member.read(), fmt="Native")
-            counts[name] = int(self.fetch(f"SELECT count() FROM {self.q(database)}.{self.q(name)}").rows[0][0])
-        return counts
-
+    # --- backups: each table's DDL and its rows in ClickHouse's Native format, in one tar file (chbackup.py) ----
     def backup_to(self, target: Path) -> dict[str, int]:
-        tmp = target.with_suffix(".partial")
-        tables: dict[str, dict] = {}
-        with tarfile.open(tmp, "w") as tar:
-            for name, ddl in self._tables():
-                data = self.client.raw_query(f"SELECT * FROM {self.q(name)} FORMAT Native")
-                rows = int(self.fetch(f"SELECT count() FROM {self.q(name)}").rows[0][0])
-                tables[name] = {"ddl": ddl, "rows": rows}
-                info = tarfile.TarInfo(f"{name}.native")
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-            manifest = json.dumps({"tables": tables}, ensure_ascii=False).encode()
-            info = tarfile.TarInfo("manifest.json")
-            info.size = len(manifest)
-            tar.addfile(info, io.BytesIO(manifest))
-        want = {n: m["rows"] for n, m in tables.items()}
-        # restore to scratch: a database of its own on the same engine must hold the same rows
-        scratch = f"_em_verify_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-        self.execute(f"CREATE DATABASE {self.q(scratch)}")
-        try:
-            with tarfile.open(tmp) as tar:
-                got = self._load_into(scratch, tables, tar)
-        finally:
-            self.execute(f"DROP DATABASE IF EXISTS {self.q(scratch)} SYNC")
-        return keep_verified(tmp, target, got, want)
+        from . import chbackup
+
+        return chbackup.backup(self, target)
 
     def restore_from(self, path: Path) -> str:
-        try:
-            with tarfile.open(path) as tar:
-                tables = json.loads(tar.extractfile("manifest.json").read())["tables"]
-                counts = self._load_into(self.database, tables, tar)
-        except (tarfile.TarError, KeyError, json.JSONDecodeError) as e:
-            raise UserError(f"{path}: not an eventmart ClickHouse backup ({e})") from None
-        return f"restored {path.name}: {len(counts)} table(s), {sum(counts.values()):,} rows"
+        from . import chbackup
+
+        return chbackup.restore(self, path)
 
     def close(self) -> None:
         for c in [self.client, *self._readers]:
