@@ -1,5 +1,6 @@
 """ClickHouse backups: each table's DDL and its rows in ClickHouse's Native format, in one tar file with a manifest,
-verified by restoring it into a scratch database of the same engine before it is kept."""
+verified by restoring it into a scratch database of the same engine before it is kept. ``wh``: the
+ClickHouseWarehouse (its client, statements and quoting)."""
 
 from __future__ import annotations
 
@@ -10,28 +11,25 @@ import re
 import tarfile
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from ..errors import UserError
 from .base import keep_verified
 
-if TYPE_CHECKING:
-    from .clickhouse import ClickHouseWarehouse
 
-
-def _tables(wh: ClickHouseWarehouse) -> list[tuple[str, str]]:
+def _tables(wh: Any) -> list[tuple[str, str]]:
     return [(n, ddl) for n, ddl in wh.fetch(
         "SELECT name, create_table_query FROM system.tables WHERE database = currentDatabase() AND NOT is_temporary "
         "AND engine LIKE '%MergeTree' AND name NOT LIKE '\\_em\\_stage\\_%' ORDER BY name").rows]
 
-def _create_in(wh: ClickHouseWarehouse, ddl: str, database: str, name: str) -> str:
+def _create_in(wh: Any, ddl: str, database: str, name: str) -> str:
     # `CREATE TABLE db.name (…)` → the same table in ``database``
     head = re.match(r"CREATE TABLE\s+(\S+)\s", ddl)
     if head is None:
         raise RuntimeError(f"unexpected DDL for {name}")
     return f"CREATE TABLE {wh.q(database)}.{wh.q(name)} " + ddl[head.end():]
 
-def _load_into(wh: ClickHouseWarehouse, database: str, tables: dict, tar: tarfile.TarFile) -> dict[str, int]:
+def _load_into(wh: Any, database: str, tables: dict, tar: tarfile.TarFile) -> dict[str, int]:
     counts = {}
     for name, meta in tables.items():
         wh.execute(f"DROP TABLE IF EXISTS {wh.q(database)}.{wh.q(name)} SYNC")
@@ -42,7 +40,7 @@ def _load_into(wh: ClickHouseWarehouse, database: str, tables: dict, tar: tarfil
         counts[name] = int(wh.fetch(f"SELECT count() FROM {wh.q(database)}.{wh.q(name)}").rows[0][0])
     return counts
 
-def backup(wh: ClickHouseWarehouse, target: Path) -> dict[str, int]:
+def backup(wh: Any, target: Path) -> dict[str, int]:
     tmp = target.with_suffix(".partial")
     tables: dict[str, dict] = {}
     with tarfile.open(tmp, "w") as tar:
@@ -68,7 +66,7 @@ def backup(wh: ClickHouseWarehouse, target: Path) -> dict[str, int]:
         wh.execute(f"DROP DATABASE IF EXISTS {wh.q(scratch)} SYNC")
     return keep_verified(tmp, target, got, want)
 
-def restore(wh: ClickHouseWarehouse, path: Path) -> str:
+def restore(wh: Any, path: Path) -> str:
     try:
         with tarfile.open(path) as tar:
             tables = json.loads(tar.extractfile("manifest.json").read())["tables"]
