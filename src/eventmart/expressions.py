@@ -31,6 +31,7 @@ STATE_SUFFIX = "__state"
 # aggregates a measure expression may apply over a mart's buckets
 _OUTER = (exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Count, exp.Median)
 
+
 def check_expression(text: str, allowed: set[str], where: str, what: str = "the source's columns") -> exp.Expression:
     """Parse ``text`` (DuckDB syntax) and check it reads only ``allowed`` columns and is not a query."""
     try:
@@ -44,6 +45,7 @@ def check_expression(text: str, allowed: set[str], where: str, what: str = "the 
         raise ProjectError(f"{where}: unknown column(s) {', '.join(unknown)} in '{text}'; "
                            f"{what} are {', '.join(sorted(allowed))}")
     return node
+
 
 def measure_parts(text: str, allowed: set[str], where: str) -> tuple[str, list[exp.Expression]]:
     node = check_expression(text, allowed, where)
@@ -71,6 +73,7 @@ def measure_parts(text: str, allowed: set[str], where: str) -> tuple[str, list[e
         raise ProjectError(f"{where}: {name} takes exactly one argument, got '{text}'")
     return name, args
 
+
 def measure_kind(text: str) -> str:
     """count, count_distinct, sum, min, max, avg or count_if (the text was checked when the mart compiled)."""
     try:
@@ -86,6 +89,7 @@ def measure_kind(text: str) -> str:
     if isinstance(node, exp.Anonymous):
         return node.name.lower()
     return node.key if isinstance(node, (exp.Sum, exp.Min, exp.Max, exp.Avg)) else ""
+
 
 def measure_sql(text: str, allowed: set[str], dialect: str, where: str, when: str | None = None,
                 sum_sql: Callable[[str, exp.Expression], str] | None = None) -> str:
@@ -107,6 +111,7 @@ def measure_sql(text: str, allowed: set[str], dialect: str, where: str, when: st
         return f"COUNT(*) FILTER (WHERE ({r[0]}){f' AND ({when})' if when else ''})"
     return f"{name.upper()}({r[0]}){filt}"
 
+
 @dataclass
 class MartShape:
     """A mart as the measure layer sees it: time column and grain, dimensions, measures and their roll-ups."""
@@ -127,6 +132,7 @@ class MartShape:
     def columns(self) -> list[str]:
         return [self.time_column, *self.dimensions, *self.rollups]
 
+
 def shape_from_config(cfg: Any, name: str) -> MartShape:
     """A declarative mart's shape: the project file (a ProjectConfig) says it all."""
     m = cfg.marts[name]
@@ -138,6 +144,7 @@ def shape_from_config(cfg: Any, name: str) -> MartShape:
                      {k: kind for k, kind in kinds.items() if kind in STATEFUL} if m.keep_states else {},
                      {k for k, kind in kinds.items() if kind == "approx_count_distinct"})
 
+
 @dataclass
 class Ref:
     """One reading of a measure column: by name (``agg`` None) or inside an aggregate, maybe filtered."""
@@ -145,6 +152,7 @@ class Ref:
     column: str
     cond: exp.Expression | None = None  # `filter (where …)` over dimensions
     col: str = ""  # its column in the inner query
+
 
 @dataclass
 class Metric:
@@ -154,6 +162,7 @@ class Metric:
     refs: list[Ref]
     over_buckets: bool  # aggregates over the mart's buckets (else: measures by name)
     counts: bool  # a plain count or sum: an empty bucket is 0, not missing
+
 
 def parse_metric(shape: MartShape, text: str, where: str) -> Metric:
     """Parse and check a measure expression against a mart; errors name ``where`` and say why."""

@@ -15,10 +15,12 @@ INGESTS, FILES, SEQ = "_eventmart_ingests", "_eventmart_files", "_eventmart_inge
 
 REJECT_COLUMNS = ["rejected_at", "file", "line", "raw", "reason", "fmt", "header", "ingest"]
 
+
 def raw_columns(wh: Warehouse, src: Source) -> list[tuple[str, str]]:
     return [(n, wh.type_name(c.type)) for n, c in src.columns.items()] + [
         ("_time", wh.type_name("timestamp")), ("_loaded_at", wh.type_name("timestamp")),
         ("_ingest", wh.type_name("int"))]
+
 
 def _evolve(wh: Warehouse, name: str, src: Source) -> None:
     """Follow the declared schema: add new columns, change types (e.g. after a fix, before a replay)."""
@@ -37,6 +39,7 @@ def _evolve(wh: Warehouse, name: str, src: Source) -> None:
     if "_ingest" not in have:  # a raw table from an earlier version: its old rows have no ingest id
         wh.add_column(name, "_ingest", "int")
 
+
 def _add_missing(wh: Warehouse, table: str, columns: list[tuple[str, str]]) -> None:
     have = wh.table_columns(table)
     if have is None:
@@ -46,10 +49,12 @@ def _add_missing(wh: Warehouse, table: str, columns: list[tuple[str, str]]) -> N
         if c not in have:
             wh.add_column(table, c, t)
 
+
 def raw_layout(src: Source, dimensions: Sequence[str] = ()) -> TableLayout:
     """Raw events are read by time windows; text columns that marts group by have few distinct values."""
     return TableLayout("_time", ["_time"], [d for d in dimensions if d in src.columns and
                                             src.columns[d].type == "string"], "month")
+
 
 def ensure_tables(wh: Warehouse, name: str, src: Source, dimensions: Sequence[str] = ()) -> None:
     if wh.table_columns(name) is None:
@@ -60,6 +65,7 @@ def ensure_tables(wh: Warehouse, name: str, src: Source, dimensions: Sequence[st
                                          ("raw", "string"), ("reason", "string"), ("fmt", "string"),
                                          ("header", "string"), ("ingest", "int")])
     ensure_log(wh)
+
 
 def ensure_log(wh: Warehouse) -> None:
     wh.lock("ingest-log")  # shared by every source: created once even by concurrent loads

@@ -27,6 +27,7 @@ class Verdicts:
     anomalous: np.ndarray
     judged: np.ndarray | None = None  # had a value and enough history (else neither normal nor anomalous)
 
+
 def judge(project: Workspace, name: str, rule: AlertRule, start: datetime, end: datetime) -> Verdicts:
     """Every bucket in [start, end) judged as of its own time (history loaded from before ``start``)."""
     g = rule_grain(project, rule)
@@ -37,6 +38,7 @@ def judge(project: Workspace, name: str, rule: AlertRule, start: datetime, end: 
     cut = Series(g, s.times[first:], s.keys, s.values[first:])
     return Verdicts(cut, j.lower[first:], j.upper[first:], j.anomalous[first:], j.judged[first:])
 
+
 @dataclass
 class Incident:
     series: str
@@ -46,6 +48,7 @@ class Incident:
     def minutes(self, until: datetime) -> float:
         return ((self.end or until) - self.start).total_seconds() / 60
 
+
 def backtest(project: Workspace, name: str, start: datetime, end: datetime) -> tuple[Verdicts, list[Incident]]:
     rule = project.config.alerts[name]
     v = judge(project, name, rule, start, end)
@@ -54,6 +57,7 @@ def backtest(project: Workspace, name: str, start: datetime, end: datetime) -> t
         for a, b in incidents(v.anomalous[:, j], v.series.times, rule.for_):
             out.append(Incident(key, v.series.times[a], v.series.times[b] if b < len(v.series.times) else None))
     return v, sorted(out, key=lambda i: (i.start, i.series))
+
 
 @dataclass
 class Event:
@@ -68,12 +72,14 @@ class Event:
     previous: float | None = None
     chart: Chart | None = None
 
+
 @dataclass
 class EvalResult:
     rule: str
     judged: int = 0
     events: list[Event] = field(default_factory=list)
     deliveries: list[tuple[str, str, str]] = field(default_factory=list)  # (channel, status, detail)
+
 
 def freshness_end(project: Workspace, rule: AlertRule, complete: datetime) -> datetime:
     """The end of the data that may be judged: complete buckets the mart has been run for."""
@@ -83,6 +89,7 @@ def freshness_end(project: Workspace, rule: AlertRule, complete: datetime) -> da
     if not covered:
         return min(complete, datetime.min)
     return min(complete, covered[-1][1])
+
 
 def loaded_end(project: Workspace, rule: AlertRule, complete: datetime) -> datetime:
     """The end of the data loaded so far: the bucket holding the mart's source's newest event (capped at the

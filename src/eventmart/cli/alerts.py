@@ -31,6 +31,7 @@ alerts_app = typer.Typer(help="Anomaly alerts: check, backtest, silence, history
                          rich_markup_mode=None)
 app.add_typer(alerts_app, name="alerts")
 
+
 @alerts_app.command("check")
 def alerts_check(
     rules: Annotated[list[str] | None, typer.Argument(help="Rules (default: all).")] = None,
@@ -52,6 +53,7 @@ def alerts_check(
                       markup=False)
         for ch, st, d in r.deliveries:
             out.print(f"  → {ch or '(history)'}: {st} {d}", markup=False, soft_wrap=True)
+
 
 @alerts_app.command("backtest")
 def alerts_backtest(
@@ -105,6 +107,7 @@ def alerts_backtest(
         png.write_bytes(chart.png)
         err.print(f"wrote {png} (series {keys[j]})")
 
+
 @alerts_app.command("evaluate")
 def alerts_evaluate(
     rules: Annotated[list[str] | None, typer.Argument(help="Rules (default: all).")] = None,
@@ -154,6 +157,7 @@ def alerts_evaluate(
             t.add_row(*(_cell(v) for v in r.values()))
         out.print(t)
 
+
 @alerts_app.command("tune")
 def alerts_tune(
     rule: Annotated[str, typer.Argument(help="Rule name from eventmart.yml.")],
@@ -173,6 +177,7 @@ def alerts_tune(
     for line in res.lines():
         out.print(line, markup=False, soft_wrap=True)
 
+
 @alerts_app.command("silence")
 def alerts_silence(
     rule: Annotated[str, typer.Argument(help="Rule name.")],
@@ -183,6 +188,7 @@ def alerts_silence(
     with _load(project) as p:
         until = p.alerts_silence(rule, for_)
     out.print(f"{rule}: silenced until {fmt(until)} UTC", markup=False)
+
 
 @alerts_app.command("silences")
 def alerts_silences(format: FormatOpt = "table", project: ProjectOpt = Path(".")) -> None:
@@ -195,6 +201,7 @@ def alerts_silences(format: FormatOpt = "table", project: ProjectOpt = Path(".")
         return
     _emit(res, format)
 
+
 @alerts_app.command("unsilence")
 def alerts_unsilence(
     rule: Annotated[str, typer.Argument(help="Rule name.")],
@@ -204,6 +211,7 @@ def alerts_unsilence(
     with _load(project) as p:
         n = p.alerts_unsilence(rule)
     out.print(f"{rule}: silence lifted" if n else f"{rule}: was not silenced", markup=False)
+
 
 @alerts_app.command("history")
 def alerts_history(
@@ -216,6 +224,7 @@ def alerts_history(
     _format(format)
     with _load(project) as p:
         _emit(p.alerts_history(rule, limit), format)
+
 
 @alerts_app.command("status")
 def alerts_status(format: FormatOpt = "table", project: ProjectOpt = Path(".")) -> None:

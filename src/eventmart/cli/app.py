@@ -16,12 +16,14 @@ app = typer.Typer(
     rich_markup_mode=None,  # plain click help: fast, and like the usage errors
 )
 
+
 def _version(value: bool) -> None:
     if value:
         from .. import __version__
 
         out.print(f"eventmart {__version__}")
         raise typer.Exit()
+
 
 @app.callback()
 def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,

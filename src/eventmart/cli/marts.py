@@ -31,6 +31,7 @@ def _print_runs(results: list[Any]) -> None:
     if failed:
         raise UserError(f"{len(failed)} mart run(s) failed (above); `eventmart runs --failed` keeps the errors")
 
+
 @app.command()
 def run(
     marts: Annotated[list[str] | None, typer.Argument(help="Marts to run (default: all).")] = None,
@@ -41,6 +42,7 @@ def run(
     """Replace the window [start, end) of each mart in one transaction and record it in the run ledger."""
     with _load(project) as p:
         _print_runs(p.run(marts, start=start, end=end))
+
 
 @app.command()
 def backfill(
@@ -101,6 +103,7 @@ def backfill(
                       markup=False, soft_wrap=True)
     _print_runs([r for r in results if r.status != "ok"])
 
+
 @app.command()
 def status(format: FormatOpt = "table", project: ProjectOpt = Path(".")) -> None:
     """Each mart's covered intervals, gaps and last run; each Kafka source's lag per partition.
@@ -146,6 +149,7 @@ def status(format: FormatOpt = "table", project: ProjectOpt = Path(".")) -> None
         out.print("files not read (tried again when they change):", markup=False)
         _show(bad)
 
+
 def _status_data(sts: list[Any], lags: dict[str, Any], format: str, bad: Any) -> None:
     from .. import values
 
@@ -175,6 +179,7 @@ def _status_data(sts: list[Any], lags: dict[str, Any], format: str, bad: Any) ->
                     *(values.text(last.get(k)) for k in ("status", "started_at", "window_start", "window_end", "rows",
                                                           "error"))])
 
+
 @app.command()
 def runs(
     job: Annotated[str | None, typer.Option("--job", help="Only this scheduled job's runs.")] = None,
@@ -189,12 +194,14 @@ def runs(
     with _load(project) as p:
         _emit(p.runs(job=job, failed=failed, mart=mart, limit=limit), format)
 
+
 @app.command()
 def reset(mart: str, project: ProjectOpt = Path(".")) -> None:
     """Drop a mart's table and ledger (after its definition changed); backfill rebuilds it."""
     with _load(project) as p:
         p.reset(mart)
     out.print(f"{mart}: dropped; run `eventmart backfill {mart}` to rebuild it")
+
 
 @app.command()
 def query(
@@ -219,6 +226,7 @@ def query(
     with _load(project) as p:
         res = p.query(sql)
     _emit(res, format)
+
 
 def _export(project: Path, sql: str, fmt: str, target: Path) -> None:
     """Stream a whole result into ``target`` (written beside, renamed when complete: whole or not at all)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -50,6 +51,7 @@ def check(project: ProjectOpt = Path("."),
 
     for name, mart in p.config.marts.items():
         out.print(f"  marts.{name} runs {run_mode(mart)}", markup=False, soft_wrap=True)
+
 
 @app.command()
 def init(
@@ -106,6 +108,7 @@ def init(
         out.print(f"next: cd {directory} && {exe} check && {exe} ingest {source} && {exe} backfill && {exe} serve",
                   markup=False, soft_wrap=True)
 
+
 @app.command()
 def demo(
     example: Annotated[str, typer.Argument(help="zen, feed, groups or web.")],
@@ -147,6 +150,7 @@ def demo(
             replay_web(directory, say=say)
         _serve(directory, "127.0.0.1", port)
 
+
 def _serve(project: Path, host: str, port: int) -> None:
     from ..server.api import running_server
     from ..server.serve import serve as serve_project
@@ -158,6 +162,7 @@ def _serve(project: Path, host: str, port: int) -> None:
         if state is not None:
             raise UserError(f"eventmart serve already runs on this project (pid {state['pid']}, port {state['port']})")
         serve_project(p, host, port, say=lambda m: out.print(m, markup=False, soft_wrap=True))
+
 
 @app.command()
 def serve(
@@ -172,6 +177,7 @@ def serve(
     """
     _serve(project, host, port)
 
+
 @app.command()
 def backup(
     dir: Annotated[str | None, typer.Option("--dir", help="Folder for the copies (default: backups/).")] = None,
@@ -184,6 +190,7 @@ def backup(
     out.print(res.line(), soft_wrap=True)
     out.print(f"  {res.path}", soft_wrap=True, markup=False)
 
+
 @app.command()
 def restore(
     path: Annotated[str, typer.Argument(help="A backup file written by `eventmart backup`.")],
@@ -192,6 +199,7 @@ def restore(
     """Bring a backup back as the warehouse (stop `eventmart serve` first)."""
     with _load(project) as p:
         out.print(p.restore(path), soft_wrap=True, markup=False)
+
 
 @app.command()
 def report(
@@ -214,6 +222,7 @@ airflow_app = typer.Typer(help="Airflow interop: export the scheduled jobs as DA
                           rich_markup_mode=None)
 app.add_typer(airflow_app, name="airflow")
 
+
 @airflow_app.command("dags")
 def airflow_dags(
     out_dir: Annotated[Path, typer.Argument(help="Airflow's dags folder (or any folder).")],
@@ -225,3 +234,19 @@ def airflow_dags(
 
     for path in write_dags(Project.load(project).dir, out_dir):
         out.print(f"wrote {path}", markup=False, soft_wrap=True)
+
+
+@app.command()
+def schema(
+    output: Annotated[Path | None, typer.Option("--out", "-o", help="Write it to FILE instead of printing it.")] = None,
+) -> None:
+    """The project file's JSON Schema: editors (VS Code, JetBrains, vim with yaml-language-server) validate and
+    complete eventmart.yml with it. `eventmart init` writes it beside the project file, which names it on its first
+    line (# yaml-language-server: $schema=eventmart.schema.json)."""
+    from ..config import json_schema
+
+    if output is None:
+        sys.stdout.write(json_schema())
+        return
+    output.write_text(json_schema(), encoding="utf-8")
+    out.print(f"wrote {output}", markup=False, soft_wrap=True)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from ..project import Project
 
+
 class _Console:
     """rich's Console, created on first use: `eventmart --help` and quick commands do not import rich.
 
@@ -56,15 +57,18 @@ FORMATS = ("table", "csv", "json")
 
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table (on a terminal), csv (with a header) or json.")]
 
+
 def _format(format: str) -> str:
     if format not in FORMATS:
         raise UserError(f"--format {format}: use table, csv or json")
     return format
 
+
 def _port(value: int) -> int:
     if not 0 <= value <= 65535:
         raise typer.BadParameter(f"{value} is not a port; use 1 to 65535 (0: any free port)")
     return value
+
 
 def _load(project: Path, local: bool = False) -> Project:
     """The project; while `eventmart serve` owns its embedded warehouse, a proxy that asks the server."""
@@ -79,6 +83,7 @@ def _load(project: Path, local: bool = False) -> Project:
         if state is not None:
             return RemoteProject(p.dir, state, p.config)  # type: ignore[return-value]
     return p
+
 
 def _cell(v: Any) -> str:
     """A value for a table on the screen: floats without binary noise (687.6, not 687.5999999999999)."""
@@ -98,6 +103,7 @@ def _cell(v: Any) -> str:
         return decimal_text(v)
     return str(v)
 
+
 def _show(res: Any) -> None:
     from rich.table import Table
 
@@ -105,6 +111,7 @@ def _show(res: Any) -> None:
     for r in res.rows:
         t.add_row(*(_cell(v) for v in r))
     out.print(t)
+
 
 def _emit(res: Any, format: str) -> None:
     """Rows as a terminal table, CSV with a header or a JSON array of objects; numbers exactly as stored."""
@@ -119,6 +126,7 @@ def _emit(res: Any, format: str) -> None:
     else:
         sys.stdout.write(values.json_records(res.columns, res.rows) + "\n")
 
+
 def _jsonable(v: Any) -> Any:
     if isinstance(v, (datetime, date)):
         return v.isoformat(sep=" ") if isinstance(v, datetime) else v.isoformat()
@@ -126,11 +134,14 @@ def _jsonable(v: Any) -> Any:
         return float(v)
     return v
 
+
 def _num(x: Any) -> float | None:
     return None if x is None or x != x else float(x)
 
+
 def _csvnum(x: Any) -> str:
     return "" if x is None or x != x else repr(float(x))
+
 
 def _bytes_progress() -> Progress:
     from rich.progress import (
@@ -145,6 +156,7 @@ def _bytes_progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                     TimeRemainingColumn(), console=err.get(), transient=True)
 
+
 def _step(text: str) -> Any:
     """A long step: a spinner with its name on a terminal (gone when it ends), the name as a line when piped."""
     if sys.stderr.isatty():
@@ -153,6 +165,7 @@ def _step(text: str) -> Any:
 
     out.print(text, markup=False, soft_wrap=True)
     return nullcontext()
+
 
 def _exe() -> str:
     """How to run eventmart again from a shell: `eventmart` when it is on PATH, else its full path."""
@@ -165,6 +178,7 @@ def _exe() -> str:
     if me and me.name == "eventmart":
         return str(me)
     return f"{sys.executable} -m eventmart"
+
 
 def _is(e: BaseException, name: str) -> bool:
     """By class name: typer raises its vendored click's exceptions (0.29) or click's own (older releases)."""

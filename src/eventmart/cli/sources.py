@@ -61,6 +61,7 @@ def ingest(
 ingests_app = typer.Typer(help="The ingest log: list loads, undo one.", invoke_without_command=True, rich_markup_mode=None)
 app.add_typer(ingests_app, name="ingests")
 
+
 @ingests_app.callback()
 def ingests_list(
     ctx: typer.Context,
@@ -80,6 +81,7 @@ def ingests_list(
         out.print("files not read (tried again when they change):", markup=False)
         _show(bad)
 
+
 @ingests_app.command("undo")
 def ingests_undo(
     ingest_id: Annotated[int, typer.Argument(metavar="ID", help="The ingest's id (eventmart ingests).")],
@@ -90,6 +92,7 @@ def ingests_undo(
     with _load(project) as p:
         res = p.undo_ingest(ingest_id)
     out.print(res.line(), markup=False, soft_wrap=True)
+
 
 @app.command()
 def rejects(
@@ -111,6 +114,7 @@ def rejects(
     out.print(f"replayed {res.read:,} reject(s): {res.loaded:,} loaded, {res.duplicates:,} duplicate, "
               f"{res.rejected:,} still rejected")
 
+
 @app.command()
 def produce(
     source: Annotated[str, typer.Argument(help="A Kafka source (its topic and brokers).")],
@@ -131,6 +135,7 @@ vault_app = typer.Typer(help="The data vault (vault: in eventmart.yml): load, st
                         rich_markup_mode=None)
 app.add_typer(vault_app, name="vault")
 
+
 @vault_app.command("load")
 def vault_load(
     tables: Annotated[list[str] | None, typer.Argument(help="Vault tables (default: all).")] = None,
@@ -142,12 +147,14 @@ def vault_load(
         for r in p.vault_load(tables or None):
             out.print(r.line(), markup=False, soft_wrap=True)
 
+
 @vault_app.command("status")
 def vault_status(format: FormatOpt = "table", project: ProjectOpt = Path(".")) -> None:
     """Each vault table: rows, last load, the last ingest it took, link rows whose hub key is missing."""
     _format(format)
     with _load(project) as p:
         _emit(p.vault_status(), format)
+
 
 @vault_app.command("reset")
 def vault_reset(

@@ -5,6 +5,9 @@ Errors name the file, the line and the key path, e.g.
 of eventmart's but the ground floor (errors, timeutil) and the measure expressions' parser (expressions.py).
 """
 
+from importlib.resources import files as _files
+from pathlib import Path
+
 from .base import (
     NAME_RE,
     PROJECT_FILE,
@@ -27,8 +30,25 @@ from .runtime import QuerySettings, Warehouse
 from .sources import Column, CsvOptions, KafkaSpec, S3Spec, Source, TimeRange, TimeSpec
 from .vault import Hub, Link, Satellite, Vault
 
+SCHEMA_FILE = "eventmart.schema.json"
+# the first line of a project file eventmart writes: editors (yaml-language-server) validate and complete it
+SCHEMA_LINE = f"# yaml-language-server: $schema={SCHEMA_FILE}"
+
+
+def json_schema() -> str:
+    """The project file's JSON Schema (generated from these models by scripts/docs.py, shipped in the package)."""
+    return (_files(__package__) / SCHEMA_FILE).read_text(encoding="utf-8")
+
+
+def write_schema(directory: Path) -> Path:
+    """The schema beside a project file, where its first line points editors."""
+    target = directory / SCHEMA_FILE
+    target.write_text(json_schema(), encoding="utf-8")
+    return target
+
+
 __all__ = [
-    "CHART_TYPES", "NAME_RE", "PROJECT_FILE", "RESERVED", "TYPES", "AlertRule", "Channel", "Chart", "Column",
+    "CHART_TYPES", "NAME_RE", "PROJECT_FILE", "SCHEMA_FILE", "SCHEMA_LINE", "json_schema", "write_schema", "RESERVED", "TYPES", "AlertRule", "Channel", "Chart", "Column",
     "CsvOptions", "Dashboard", "Dimension", "Filter", "Hub", "KafkaSpec", "Link", "Mart", "Metric", "ProjectConfig",
     "QuerySettings", "Report", "ReportChart", "S3Spec", "Satellite", "Schedule", "Source", "Strict", "TimeRange",
     "TimeSpec", "Vault", "Warehouse", "check_timezone", "decimal_spec", "did_you_mean", "load_config", "locate",

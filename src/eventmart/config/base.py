@@ -17,11 +17,13 @@ TYPES = ("string", "int", "float", "bool", "timestamp", "date")
 
 RESERVED = ("_time", "_loaded_at")
 
+
 def _at(sub: str, msg: str) -> ValueError:
     """A model-level error that points at the sub-key ``sub`` (dotted) of the model."""
     return ValueError(f"@{sub}@ {msg}")
 
 _SEP = "\x1e"  # between the problems one validator found (pydantic keeps one error per validator)
+
 
 class _Problems:
     """Independent checks of one model, every failure kept: `check` lists them all, not the first.
@@ -45,6 +47,7 @@ class _Problems:
         if self.found:
             raise ValueError(_SEP.join(self.found)) from None
 
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -58,6 +61,7 @@ class Strict(BaseModel):
 
 _TZ_RE = re.compile(r"^[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*$")
 
+
 def check_timezone(v: str) -> str:
     """An IANA zone name (validated, so it may be written into SQL as a literal)."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -70,10 +74,12 @@ def check_timezone(v: str) -> str:
         raise ValueError(f"unknown time zone '{v}'; use an IANA name such as Europe/Moscow or UTC") from None
     return v
 
+
 def normal_name(text: str) -> str:
     """A header cell as a column name: 'Max Temp (C)' -> 'max_temp_c', '2nd value' -> 'c_2nd_value'."""
     out = re.sub(r"[^0-9A-Za-z]+", "_", text.strip()).strip("_").lower() or "column"
     return out if NAME_RE.match(out) else f"c_{out}"
+
 
 def match_header(header: list[str], declared: list[str]) -> tuple[list[str], list[str]]:
     """The header with each declared column's cell renamed to it — written exactly, or as its normal name
@@ -92,6 +98,7 @@ def match_header(header: list[str], declared: list[str]) -> tuple[list[str], lis
             missing.append(c)
     return out, missing
 
+
 def _check_name(v: str) -> str:
     if not NAME_RE.match(v):
         raise ValueError(f"'{v}' is not a valid name; use letters, digits and _ (not starting with a digit)")
@@ -99,10 +106,12 @@ def _check_name(v: str) -> str:
 
 _DECIMAL_RE = re.compile(r"^\s*decimal\s*\(\s*(\d+)\s*,\s*(\d+)\s*\)\s*$", re.I)
 
+
 def decimal_spec(t: str) -> tuple[int, int] | None:
     """(precision, scale) of a `decimal(P,S)` column type, else None."""
     m = _DECIMAL_RE.match(t)
     return (int(m.group(1)), int(m.group(2))) if m else None
+
 
 def did_you_mean(word: str, choices: list[str] | set[str] | dict) -> str:
     """"; did you mean 'x'?" for a near miss, else ""."""
@@ -115,6 +124,7 @@ _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*
 
 _SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20,
                "gib": 2**30, "tib": 2**40}
+
 
 def parse_size(text: str) -> int:
     """'64MB', '1.5GiB' -> bytes. Raises ValueError when unusable."""

@@ -11,9 +11,10 @@ from .base import Strict, _at
 
 CHART_TYPES = ("area", "line", "pie", "donut", "funnel", "bar", "kpi", "heatmap", "table")
 
+
 class Filter(Strict):
     dimension: str  # `time` for the time range, else a dimension of the dashboard's marts
-    label: str | None = None
+    label: str | None = None  # shown above the filter (default: the dimension)
     default: str | list[str] | None = None  # time: "all" or "last N minutes|hours|days"; else values
 
 
@@ -26,14 +27,17 @@ class Filter(Strict):
                 parse_last(self.default)
         return self
 
+
 class Chart(Strict):
+    # the kind of chart
     type: Literal["area", "line", "pie", "donut", "funnel", "bar", "kpi", "heatmap", "table", "scatter"]
-    mart: str
+    mart: str  # the mart it reads
     # a mart column (aggregated with `agg`, by default as its measure implies) or an aggregate
     # expression over mart columns, e.g. "sum(visits)" or "avg(unique_users) filter (where event = 'click')"
     measure: str = ""  # every chart but scatter (x and y)
+    # how a measure column is aggregated over the chart's groups (default: as its measure implies)
     agg: Literal["sum", "avg", "min", "max"] | None = None
-    title: str | None = None
+    title: str | None = None  # default: the chart's name
     color: str | None = None  # area/line: one series per value
     dimension: str | None = None  # pie/donut/funnel/bar: the categories
     stages: list[str] | None = None  # funnel: values of `dimension` in order; % of the first
@@ -68,12 +72,13 @@ class Chart(Strict):
     def grain_seconds(self) -> int | None:
         return parse_duration(self.grain) if self.grain else None
 
+
 class Dashboard(Strict):
-    title: str
-    description: str = ""
+    title: str  # shown at the top
+    description: str = ""  # a line under the title
     refresh: int = Field(default=60, ge=0)  # seconds between auto-refreshes; 0: only on interaction
-    filters: list[Filter] = []
-    charts: dict[str, Chart]
+    filters: list[Filter] = []  # `time`, or dimensions of the dashboard's marts (a value list each)
+    charts: dict[str, Chart]  # by name
     # rows of chart names; `name: 2` gives a chart twice the width of a `name` in its row
     layout: list[list[str | dict[str, float]]] | None = None
 

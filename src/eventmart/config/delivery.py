@@ -13,23 +13,23 @@ from .base import Strict, _at, check_timezone
 class Channel(Strict):
     """Where reports (and alerts) go. Secrets come from ${VAR}; they are never printed."""
 
-    type: Literal["telegram", "slack", "email", "webhook", "file"]
+    type: Literal["telegram", "slack", "email", "webhook", "file"]  # how messages go out
     # telegram
     token: str | None = None
-    chat_id: str | None = None
-    api_base: str = "https://api.telegram.org"
+    chat_id: str | None = None  # telegram: the chat
+    api_base: str = "https://api.telegram.org"  # telegram: the Bot API's address
     # slack
     webhook: str | None = None
     image_base_url: str | None = None  # slack: public URL where the report images are served
     # email
     host: str | None = None
-    port: int | None = None
-    security: Literal["starttls", "ssl", "none"] = "starttls"
-    user: str | None = None
-    password: str | None = None
-    sender: str | None = Field(default=None, alias="from")
+    port: int | None = None  # email: the SMTP port (default: by security)
+    security: Literal["starttls", "ssl", "none"] = "starttls"  # email: how the connection is secured
+    user: str | None = None  # email: the SMTP login (use ${VAR})
+    password: str | None = None  # email: its password (use ${VAR})
+    sender: str | None = Field(default=None, alias="from")  # email: the From address
     ca_file: str | None = None  # email: CA certificates to trust (a private CA); default: the system's
-    to: list[str] = []
+    to: list[str] = []  # email: the recipients
     # webhook
     url: str | None = None
     secret: str | None = None  # HMAC-SHA256 of the body in X-Eventmart-Signature
@@ -38,7 +38,7 @@ class Channel(Strict):
     # delivery
     retries: int = Field(default=3, ge=0)
     backoff: float = Field(default=2.0, ge=0)  # seconds before the first retry; doubles
-    timeout: float = Field(default=30.0, gt=0)
+    timeout: float = Field(default=30.0, gt=0)  # seconds for one request
 
     @model_validator(mode="after")
     def _check(self) -> Channel:
@@ -48,25 +48,29 @@ class Channel(Strict):
                 raise _at(k, f"a {self.type} channel needs `{k}`")
         return self
 
+
 class Metric(Strict):
     value: str  # an aggregate over the report's mart rows of one day, e.g. sum(views)
-    label: str | None = None
-    format: Literal["int", "float", "percent"] = "int"
+    label: str | None = None  # default: the metric's name
+    format: Literal["int", "float", "percent"] = "int"  # how the value is written
+
 
 class ReportChart(Strict):
-    metrics: list[str]
-    title: str | None = None
-    days: int = Field(default=7, ge=2, le=366)
+    metrics: list[str]  # the report's metrics it draws
+    title: str | None = None  # default: the metrics' labels
+    days: int = Field(default=7, ge=2, le=366)  # how many days it shows
+
 
 class Report(Strict):
-    title: str
-    mart: str
-    metrics: dict[str, Metric]
+    title: str  # the digest's title
+    mart: str  # the mart the metrics read
+    metrics: dict[str, Metric]  # by name: what the digest reports for the day
+    # days each metric is compared with
     compare: list[Literal["previous_day", "same_day_last_week"]] = ["previous_day", "same_day_last_week"]
-    charts: list[ReportChart] = []
+    charts: list[ReportChart] = []  # charts of the last days
     dashboard: str | None = None  # a link to it, filtered to the charts' days
     base_url: str = "http://127.0.0.1:8050"  # where `eventmart serve` is reachable for readers
-    channels: list[str] = ["files"]
+    channels: list[str] = ["files"]  # where it is sent
 
     @model_validator(mode="after")
     def _check(self) -> Report:
@@ -76,10 +80,11 @@ class Report(Strict):
                     raise _at(f"charts.{i}.metrics", f"'{m}' is not one of this report's metrics")
         return self
 
+
 class AlertRule(Strict):
     """An anomaly rule on a metric: a mart measure (or SQL), per series of `by`, judged by a detector."""
 
-    mart: str | None = None
+    mart: str | None = None  # the mart whose measure it watches (or `sql`)
     measure: str | None = None  # an aggregate over the mart's columns per bucket, e.g. sum(views)
     sql: str | None = None  # or: SQL reading {{ start }}/{{ end }}, returning bucket [, by columns], value
     grain: str | None = None  # default: the mart's grain
@@ -88,17 +93,17 @@ class AlertRule(Strict):
     # pct_change | seasonal | threshold
     detector: Literal["auto", "iqr", "zscore", "mad", "pct_change", "seasonal", "threshold"] = "auto"
     params: dict[str, Any] = {}  # the detector's: a, n, k, period, lag, threshold, lower, upper, min_spread, ...
-    direction: Literal["up", "down", "both"] = "both"
+    direction: Literal["up", "down", "both"] = "both"  # which way counts as anomalous
     min_history: int = Field(default=12, ge=0)  # buckets of history before a series is judged
     for_: int = Field(default=1, ge=1, alias="for")  # anomalous buckets in a row before it fires
     remind: str | None = None  # while firing, repeat every ... (e.g. "1 hour")
     cap: int = Field(default=10, ge=1)  # messages per channel per hour; the rest go out as one digest
     history: str = "2 days"  # how far back the detector may look (seasonal: at least k periods)
     fill: Literal["zero", "none"] = "zero"  # a bucket without rows: 0 (counts) or missing (ratios)
-    channels: list[str] = []
-    dashboard: str | None = None
-    base_url: str = "http://127.0.0.1:8050"
-    title: str | None = None
+    channels: list[str] = []  # where its messages go
+    dashboard: str | None = None  # a dashboard its messages link to
+    base_url: str = "http://127.0.0.1:8050"  # where `eventmart serve` is reachable for readers
+    title: str | None = None  # its messages' title (default: the rule's name)
 
     @model_validator(mode="after")
     def _check(self) -> AlertRule:
@@ -125,21 +130,23 @@ class AlertRule(Strict):
             raise _at("params", str(e)) from None
         return self
 
+
 class Schedule(Strict):
     """A job run on a cron schedule by `eventmart serve` (or exported to Airflow)."""
 
     cron: str  # five-field cron expression, e.g. "15 3 * * *"
     timezone: str = "UTC"  # the zone the cron expression is read in
-    run: Literal["marts", "backup", "report", "alerts", "ingest", "vault"] = "marts"
+    run: Literal["marts", "backup", "report", "alerts", "ingest", "vault"] = "marts"  # what the job does
     marts: list[str] | None = None  # run: marts; default all marts
     sources: list[str] | None = None  # run: ingest; default all sources (their declared files or objects)
     window: str | None = None  # run: marts; window size per run (default: each mart's chunk)
     report: str | None = None  # run: report
     alerts: list[str] | None = None  # run: alerts; default all rules
     lookback: int = Field(default=0, ge=0)  # also re-run the last N windows (late events)
+    # runs missed while the server was down: all, the latest, or one covering them
     catchup: Literal["all", "latest", "coalesce"] = "all"
-    retries: int = Field(default=2, ge=0)
-    retry_delay: str = "1 minute"
+    retries: int = Field(default=2, ge=0)  # tries after a failure
+    retry_delay: str = "1 minute"  # wait before the first retry; doubles
     start: str | None = None  # first data interval when exported to Airflow (default: the marts' start or yesterday)
     keep: int = Field(default=4, ge=1)  # run: backup; copies kept
     dir: str = "backups"  # run: backup; folder (relative to the project)

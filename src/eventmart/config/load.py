@@ -18,6 +18,7 @@ from .project import ProjectConfig
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
+
 def _node_line(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     """The 1-based line of the YAML node at key path ``loc`` (or of its nearest existing parent)."""
     node, line = root, (root.start_mark.line + 1 if root is not None else None)
@@ -37,6 +38,7 @@ def _node_line(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
         else:
             break
     return line
+
 
 def _substitute_env(value: Any, path: tuple[Any, ...], root: yaml.Node, file: str) -> Any:
     if isinstance(value, dict):
@@ -60,9 +62,11 @@ def _substitute_env(value: Any, path: tuple[Any, ...], root: yaml.Node, file: st
         return _ENV_RE.sub(repl, value)
     return value
 
+
 def _loc_str(loc: tuple[Any, ...]) -> str:
     return ".".join({"from_": "from", "schema_": "schema", "sender": "from", "for_": "for"}.get(str(p), str(p))
                     for p in loc)
+
 
 def project_file(path: Path) -> Path:
     """The project file for `-p PATH`: PATH/eventmart.yml, or PATH itself when it is that file."""
@@ -71,6 +75,7 @@ def project_file(path: Path) -> Path:
             raise ProjectError(f"{path}: a project file is named {PROJECT_FILE}; rename it or pass its folder")
         return path
     return path / PROJECT_FILE
+
 
 def _known_keys() -> set[str]:
     keys: set[str] = set()
@@ -82,6 +87,7 @@ def _known_keys() -> set[str]:
             keys.add(f.alias or name)
     return keys
 
+
 @dataclass
 class _Error:
     at: tuple[Any, ...]  # where pydantic raised it (a field, or the model whose validator found it)
@@ -89,6 +95,7 @@ class _Error:
     type: str
     msg: str
     expected: str | None = None  # literal errors: the allowed values, as pydantic writes them
+
 
 def _errors(e: ValidationError) -> list[_Error]:
     out = []
@@ -107,6 +114,7 @@ def _errors(e: ValidationError) -> list[_Error]:
             out.append(_Error(at, loc, err["type"], msg, (err.get("ctx") or {}).get("expected")))
     return out
 
+
 def _text(e: _Error, root: yaml.Node | None, file: str) -> str:
     key = _loc_str(e.loc)
     return f"{file}:{_node_line(root, e.loc)}: {key + ': ' if key else ''}{e.msg}"
@@ -114,6 +122,7 @@ def _text(e: _Error, root: yaml.Node | None, file: str) -> str:
 _SECTIONS = ("sources", "marts", "dashboards", "schedules", "channels", "reports", "alerts")
 
 _ALIASES = {"from_": "from", "schema_": "schema", "for_": "for", "sender": "from"}
+
 
 def _item(loc: tuple[Any, ...]) -> tuple[Any, ...] | None:
     """The top-level item a key belongs to: (sources, events), (vault, hubs, h), (warehouse,)."""
@@ -124,6 +133,7 @@ def _item(loc: tuple[Any, ...]) -> tuple[Any, ...] | None:
     if loc and loc[0] in ("warehouse", "vault"):
         return loc[:1]
     return None
+
 
 def _node(data: Any, path: tuple[Any, ...]) -> Any:
     for p in path:
@@ -136,6 +146,7 @@ def _node(data: Any, path: tuple[Any, ...]) -> Any:
         else:
             return None
     return data
+
 
 def _repair(data: dict, e: _Error, hidden: list[tuple], dropped: set[str]) -> bool:
     """Take an error out of the way so that the checks behind it run (pydantic runs a model's own checks only when
@@ -167,6 +178,7 @@ def _repair(data: dict, e: _Error, hidden: list[tuple], dropped: set[str]) -> bo
         return True
     return False
 
+
 def _all_problems(data: dict, first: ValidationError, root: yaml.Node | None, file: str) -> list[str]:
     """Every problem of the file, not only those pydantic reports before a model's own checks can run: errors are
     repaired or their item dropped, and the file validated again, for a few rounds."""
@@ -196,6 +208,7 @@ def _all_problems(data: dict, first: ValidationError, root: yaml.Node | None, fi
         except ValidationError as again:
             err = again
     return problems
+
 
 def load_config(directory: Path) -> ProjectConfig:
     path = project_file(directory)
@@ -230,6 +243,7 @@ def load_config(directory: Path) -> ProjectConfig:
         err = ProjectError(problems[0])
         err.problems = problems  # `eventmart check` lists them all
         raise err from None
+
 
 def locate(directory: Path, key: str) -> str:
     """``file:line: key`` for errors found after loading (e.g. a dashboard checked against the warehouse)."""

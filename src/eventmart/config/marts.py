@@ -11,14 +11,17 @@ from .base import NAME_RE, Strict, _Problems, check_timezone
 
 
 class Dimension(Strict):
-    name: str
+    name: str  # the column's name in the mart
     expr: str | None = None  # SQL expression over the source's columns; default: the column itself
 
+
 class Mart(Strict):
+    # the source it reads (a SQL mart: where gaps and backfill get their span)
     from_: str | None = Field(default=None, alias="from")
-    grain: str = "1 day"
-    time_column: str = "dt"
-    dimensions: list[Dimension] = []
+    grain: str = "1 day"  # the time bucket: 1 minute … 1 day, dividing a day evenly
+    time_column: str = "dt"  # the bucket's column; place it among dimensions to set its position
+    dimensions: list[Dimension] = []  # columns to group by: a source column, or `name: SQL expression`
+    # name: count(), count_distinct(x), approx_count_distinct(x), sum/min/max/avg(x), count_if(cond)
     measures: dict[str, str] = {}
     sql: str | None = None  # SQL mart: must filter its input with {{ start }} / {{ end }}; `from` gives its span
     start: str | None = None  # earliest window to keep covered; default: the source's first event

@@ -15,17 +15,17 @@ from .vault import Hub, Vault
 
 
 class ProjectConfig(Strict):
-    name: str = "eventmart"
-    warehouse: Warehouse = Warehouse()
-    query: QuerySettings = QuerySettings()
-    sources: dict[str, Source] = {}
-    marts: dict[str, Mart] = {}
-    dashboards: dict[str, Dashboard] = {}
-    schedules: dict[str, Schedule] = {}
-    channels: dict[str, Channel] = {}
-    reports: dict[str, Report] = {}
-    alerts: dict[str, AlertRule] = {}
-    vault: Vault = Vault()
+    name: str = "eventmart"  # the project's name (dashboards' titles, the Airflow DAGs' ids)
+    warehouse: Warehouse = Warehouse()  # where the raw tables and marts live (default: warehouse.duckdb here)
+    query: QuerySettings = QuerySettings()  # limits on user SQL
+    sources: dict[str, Source] = {}  # where events come from, by name (the raw table's name)
+    marts: dict[str, Mart] = {}  # time-bucketed aggregates, by name (the table's name)
+    dashboards: dict[str, Dashboard] = {}  # what `eventmart serve` shows, at /d/NAME/
+    schedules: dict[str, Schedule] = {}  # jobs `eventmart serve` runs on a cron schedule (or Airflow)
+    channels: dict[str, Channel] = {}  # where reports and alerts are sent
+    reports: dict[str, Report] = {}  # digests of a mart, by name
+    alerts: dict[str, AlertRule] = {}  # anomaly rules on marts, by name
+    vault: Vault = Vault()  # a data vault over the sources
 
     @model_validator(mode="after")
     def _vault(self) -> ProjectConfig:

@@ -12,7 +12,7 @@ from .base import Strict, _at, _Problems, parse_size
 
 
 class Warehouse(Strict):
-    type: Literal["duckdb", "postgres", "clickhouse"] = "duckdb"
+    type: Literal["duckdb", "postgres", "clickhouse"] = "duckdb"  # the engine
     path: str = ""  # duckdb: its file in the project folder; clickhouse without url: chDB's folder
     url: str | None = None  # postgres: default from $EVENTMART_PG_URL; clickhouse: a server (default: embedded)
     schema_: str | None = Field(default=None, alias="schema")  # postgres schema (default: public)
@@ -37,6 +37,7 @@ class Warehouse(Strict):
         if self.database is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.database):
             raise _at("database", f"'{self.database}' is not a plain name (letters, digits, _)")
         return self
+
 
 class QuerySettings(Strict):
     """Limits on user SQL (`eventmart query`, the local API): one read may not hold the warehouse or the server's

@@ -23,7 +23,7 @@ from .base import (
 class Column(Strict):
     # string, int, float, bool, timestamp, date, or decimal(P,S): P digits, S of them after the point, summed exactly
     type: str
-    required: bool = True
+    required: bool = True  # False: the value may be empty (written `type?`)
 
     @field_validator("type")
     @classmethod
@@ -39,12 +39,13 @@ class Column(Strict):
             raise ValueError(f"'{v}': a decimal holds 1 to 38 digits (P), S of them after the point (S <= P)")
         return f"decimal({p},{sc})"
 
+
 class TimeRange(Strict):
     """Event times a source accepts, [from, to) in UTC; rows outside go to rejects (the default catches
     seconds declared as milliseconds, 1970-01-19, and milliseconds declared as seconds, year 51000)."""
 
-    from_: str = Field(default="1990-01-01", alias="from")
-    to: str = "2100-01-01"
+    from_: str = Field(default="1990-01-01", alias="from")  # the first time accepted (UTC)
+    to: str = "2100-01-01"  # the first time refused (UTC)
 
     @model_validator(mode="after")
     def _check(self) -> TimeRange:
@@ -62,13 +63,14 @@ class TimeRange(Strict):
 # strptime directives DuckDB reads (with the `-` modifier: no leading zero)
 _TIME_FORMAT_RE = re.compile(r"^(?:[^%\x00-\x1f]|%-?[aAwdbBmyYHIpMSgfnzZjUWcxX%])+$")
 
+
 class TimeSpec(Strict):
-    column: str
+    column: str  # the column holding the event time
     # how the time column is written in the data; stored as a UTC timestamp in `_time`
     unit: Literal["timestamp", "s", "ms"] = "timestamp"
     # unit timestamp: a strptime format for times ISO parsing does not read, e.g. '%d.%m.%Y %H:%M', '%b %d %Y'
     format: str | None = None
-    valid: TimeRange = TimeRange()
+    valid: TimeRange = TimeRange()  # the event times accepted; others are rejects
 
     @model_validator(mode="after")
     def _check(self) -> TimeSpec:
@@ -88,15 +90,16 @@ class TimeSpec(Strict):
     def valid_to(self) -> str:
         return self.valid.to
 
+
 class S3Spec(Strict):
     """Objects in a bucket (AWS S3 or any S3-compatible store: Yandex Object Storage, MinIO). Credentials come
     from the standard AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, …), never from here."""
 
-    bucket: str
-    prefix: str = ""
+    bucket: str  # the bucket's name
+    prefix: str = ""  # only keys under this prefix
     glob: str = "*"  # matched against the key after the prefix
     endpoint_url: str | None = None  # e.g. https://storage.yandexcloud.net or http://127.0.0.1:9000
-    region: str | None = None
+    region: str | None = None  # the bucket's region (default: the credential chain's)
 
     @model_validator(mode="after")
     def _check(self) -> S3Spec:
@@ -104,31 +107,35 @@ class S3Spec(Strict):
             raise _at("bucket", f"'{self.bucket}' is not a bucket name (3-63 of a-z, 0-9, '.', '-')")
         return self
 
+
 class KafkaSpec(Strict):
     """A topic whose messages are events (JSON objects). Connection settings that are secrets come from
     ``${VAR}``; ``options`` passes librdkafka settings through (security.protocol, sasl.*, ssl.*)."""
 
-    bootstrap_servers: str
-    topic: str
+    bootstrap_servers: str  # host:port,… of the brokers (use ${VAR})
+    topic: str  # the topic whose messages are events
     group: str | None = None  # the consumer group (default eventmart-<source>)
     batch: int = Field(default=20_000, ge=1, le=1_000_000)  # messages per batch (one transaction)
     start: Literal["earliest", "latest"] = "earliest"  # where a partition eventmart has never read starts
-    options: dict[str, str] = {}
+    options: dict[str, str] = {}  # librdkafka settings passed through (security.protocol, sasl.*, ssl.*)
+
 
 class CsvOptions(Strict):
-    delimiter: str = ","
-    header: bool = True
-    quote: str = '"'
+    delimiter: str = ","  # the field separator
+    header: bool = True  # whether the first line names the columns (else: the declared order)
+    quote: str = '"'  # the quote character
+
 
 class Source(Strict):
-    format: Literal["csv", "jsonl", "parquet", "postgres"]
-    path: str | list[str] | None = None
+    format: Literal["csv", "jsonl", "parquet", "postgres"]  # how the data is written (postgres: a table)
+    path: str | list[str] | None = None  # files: a path, glob or list, relative to the project folder
     url: str | None = None  # postgres source: connection URL (use ${VAR})
     table: str | None = None  # postgres source: table name, optionally schema.table
+    # name: type (string, int, float, bool, timestamp, date, decimal(P,S)); `type?` may be empty
     columns: dict[str, Column]
-    time: TimeSpec
-    key: list[str]
-    csv: CsvOptions = CsvOptions()
+    time: TimeSpec  # the event time: which column, how it is written
+    key: list[str]  # what makes an event unique: a key loaded again is a duplicate, loaded once
+    csv: CsvOptions = CsvOptions()  # CSV dialect
     s3: S3Spec | None = None  # files in a bucket instead of `path`
     kafka: KafkaSpec | None = None  # a topic instead of files (format: jsonl; each message's time is kafka_ts)
 

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from ..config import SCHEMA_LINE, write_schema
 from ..errors import UserError
 from .files import write_csv
 
@@ -48,7 +49,8 @@ def init_example(example: str, directory: Path, engine: str = "duckdb") -> Path:
     text = (HERE / example / "eventmart.yml").read_text(encoding="utf-8")
     if ENGINES[engine]:
         text = re.sub(r"^warehouse:\n(?:[ \t]+.*\n)+", ENGINES[engine], text, count=1, flags=re.M)
-    target.write_text(text, encoding="utf-8")
+    target.write_text(f"{SCHEMA_LINE}\n{text}", encoding="utf-8")
+    write_schema(directory)
     (directory / "data").mkdir(exist_ok=True)
     return target
 

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 _KEY_RE = re.compile(r"^((?:sources|marts|dashboards|reports|alerts|schedules|channels|warehouse)\.[\w.]+): ")
 
+
 def _locked(fn):
     """Project methods hold the project's lock: the scheduler, API calls and the caller share one warehouse.
     A project-file error found only now (it needed the warehouse) gets its file and line."""
@@ -37,13 +38,16 @@ def _locked(fn):
 
     return inner
 
+
 def _first_line(e: BaseException) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
 
 def _time(t: datetime | str | None, what: str) -> datetime | None:
     if t is None or isinstance(t, datetime):
         return t
     return parse_time(t, what)
+
 
 def _empty_select(wh: Warehouse, columns: list[tuple[str, str]]) -> str:
     """A query with these columns and types and no rows."""

@@ -13,12 +13,13 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import PROJECT_FILE, normal_name
+from ..config import PROJECT_FILE, SCHEMA_FILE, SCHEMA_LINE, normal_name, write_schema
 from ..errors import InputError, UserError
 
 MINIMAL = """\
 # eventmart project file: where events come from, which aggregates to keep, what to show.
-# Reference: https://github.com/eventmart/eventmart#the-project-file — check it with `eventmart check`.
+# Every key: docs/reference/project-file.md (eventmart.schema.json beside this file lets editors complete it);
+# check it with `eventmart check`.
 name: {name}
 
 warehouse:
@@ -227,11 +228,13 @@ def init_project(directory: Path, from_csv: Path | None = None) -> tuple[Path, l
         (directory / "data").mkdir(exist_ok=True)
         if from_csv is not None:
             shutil.copyfile(from_csv, directory / "data" / from_csv.name)
-        target.write_text(text, encoding="utf-8")
+        target.write_text(f"{SCHEMA_LINE}\n{text}", encoding="utf-8")
+        write_schema(directory)
     except BaseException:
         if from_csv is not None:
             (directory / "data" / from_csv.name).unlink(missing_ok=True)
         target.unlink(missing_ok=True)
+        (directory / SCHEMA_FILE).unlink(missing_ok=True)
         for d in reversed(created):
             shutil.rmtree(d, ignore_errors=True)
         raise

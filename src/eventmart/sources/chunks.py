@@ -25,6 +25,7 @@ from ..errors import InputError
 BOM = b"\xef\xbb\xbf"
 CHUNK_BYTES = 32 << 20  # EVENTMART_CHUNK_BYTES overrides it (tests use tiny chunks to cross boundaries)
 
+
 @dataclass
 class Chunk:
     table: pa.Table  # _row, [_line], declared columns as text (None for empty); json: _row, _line, _raw
@@ -42,6 +43,7 @@ class Chunk:
     def locate(self, rows: list[int]) -> dict[int, tuple[int, str]] | None:
         return self.where(rows) if self.where else {}
 
+
 def _reason_bytes(b: bytes) -> str | None:
     if b"\x00" in b:
         return "a NUL byte in the line; the file may be binary or corrupt here"
@@ -56,6 +58,7 @@ def default_chunk_bytes() -> int:
     import os
 
     return int(os.environ.get("EVENTMART_CHUNK_BYTES", CHUNK_BYTES))
+
 
 def jsonl_chunks(f: io.BufferedReader, path: str, size: int | None = None,
                  resume: tuple[int, int] | None = None) -> Iterator[Chunk]:
@@ -104,6 +107,7 @@ def jsonl_chunks(f: io.BufferedReader, path: str, size: int | None = None,
                     where=lambda rs, lines=lines, raws=raws: {r: (lines[r], raws[r]) for r in rs}, end=consumed,
                     next_line=line)
 
+
 def json_text_sql(src: Source, rel: str) -> str:
     """Columns of JSON Lines as text, and ``_why`` for a line that is not a JSON object."""
     from ..warehouse.base import quote_ident as q
@@ -114,6 +118,7 @@ def json_text_sql(src: Source, rel: str) -> str:
             f"(SELECT _row, _line, _raw, CASE WHEN NOT json_valid(_raw) THEN 'not valid JSON' WHEN "
             f"json_type(CASE WHEN json_valid(_raw) THEN _raw END) <> 'OBJECT' THEN 'not a JSON object' END AS _why "
             f"FROM {rel}))")
+
 
 def arrow_chunks(batches: Iterator[pa.Table], columns: dict[str, str], nbytes: Callable[[pa.Table], int],
                  skip: int = 0) -> Iterator[Chunk]:
@@ -149,6 +154,7 @@ def arrow_chunks(batches: Iterator[pa.Table], columns: dict[str, str], nbytes: C
         yield Chunk(t, nbytes(tbl), [], "json", None, where=where, typed=frozenset(typed), end=first,
                     next_line=first + 1)
 
+
 def _exact(col: pa.ChunkedArray, declared: str) -> pa.ChunkedArray | None:
     """The column in its declared type when it already is that type (widened losslessly), else None."""
     t = col.type
@@ -168,6 +174,7 @@ def _exact(col: pa.ChunkedArray, declared: str) -> pa.ChunkedArray | None:
     if spec and pa.types.is_decimal(t) and t.scale <= spec[1] and t.precision - t.scale <= spec[0] - spec[1]:
         return col.cast(pa.decimal128(*spec))
     return None
+
 
 def _as_text(col: pa.ChunkedArray) -> pa.ChunkedArray:
     """Any value as the text the typed checks read back exactly (timestamps in ISO form, with their zone)."""

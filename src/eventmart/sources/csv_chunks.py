@@ -39,6 +39,7 @@ class CsvLayout:
 
 MAX_RECORD_LINES = 1000  # a record spanning more lines is taken for an unterminated quote
 
+
 def records(data: bytes, first_line: int, layout: CsvLayout) -> Iterator[tuple[int, str, list[str] | None, str | None]]:
     """(line, raw, fields, reason) for every non-blank record of ``data`` (whole records), exactly, line by line.
 
@@ -94,6 +95,7 @@ def records(data: bytes, first_line: int, layout: CsvLayout) -> Iterator[tuple[i
         else:
             yield first_line + used[0], raw, fields, None
 
+
 def text_table(rows: list[list[str]], layout: CsvLayout, row_ids: list[int], lines: list[int] | None) -> pa.Table:
     cols: dict[str, pa.Array] = {"_row": pa.array(row_ids, pa.int64())}
     if lines is not None:
@@ -103,6 +105,7 @@ def text_table(rows: list[list[str]], layout: CsvLayout, row_ids: list[int], lin
         i = idx[c]
         cols[c] = pa.array([(r[i] if r[i] != "" else None) for r in rows], pa.string())
     return pa.table(cols)
+
 
 def exact_chunk(data: bytes, first_line: int, layout: CsvLayout, nbytes: int) -> Chunk:
     good: list[list[str]] = []
@@ -122,6 +125,7 @@ def exact_chunk(data: bytes, first_line: int, layout: CsvLayout, nbytes: int) ->
 
 _ARROW_TYPES = {"int": pa.int64(), "float": pa.float64()}
 
+
 def _dictionary_strings(t: pa.Table) -> pa.Table:
     """Text columns with few distinct values as dictionaries: DuckDB stores them ~30% faster, and this work
     happens in the reading thread, beside the insert."""
@@ -137,6 +141,7 @@ def _dictionary_strings(t: pa.Table) -> pa.Table:
         cols.append(col)
     return pa.table(cols, names=t.column_names)
 
+
 def _bad_utf8(buf: bytearray, pos: int) -> int | None:
     """The position of the first byte at or after ``pos`` that is not valid UTF-8 (None: all valid), checked a
     megabyte at a time (cut at line ends), never copying the chunk."""
@@ -151,6 +156,7 @@ def _bad_utf8(buf: bytearray, pos: int) -> int | None:
             return i + e.start
         i = end
     return None
+
 
 def _spans(data: bytes | bytearray, quote: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(start, end, newlines before start) of every non-blank record, vectorised: a newline ends a record when
@@ -172,6 +178,7 @@ def _spans(data: bytes | bytearray, quote: str) -> tuple[np.ndarray, np.ndarray,
     keep = (length > 1) | ((length == 1) & ~cr)
     return starts[keep], ends[keep], np.searchsorted(nl, starts[keep])
 
+
 def _blank_line(data: bytearray, pos: int) -> tuple[bytearray, int, bytes]:
     """The line holding byte ``pos`` emptied in place (its newline kept): (the data, its start, its old bytes)."""
     start = data.rfind(b"\n", 0, pos) + 1
@@ -180,6 +187,7 @@ def _blank_line(data: bytearray, pos: int) -> tuple[bytearray, int, bytes]:
     old = bytes(data[start:end])
     del data[start:end]
     return data, start, old
+
 
 def fast_chunk(data: bytes, first_line: int, layout: CsvLayout, nbytes: int,
                types: dict[str, str] | None = None) -> Chunk | None:
@@ -342,6 +350,7 @@ def fast_chunk(data: bytes, first_line: int, layout: CsvLayout, nbytes: int,
 
 _PLAIN = {"int": r"^[+-]?[0-9]{1,18}$", "float": r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"}
 
+
 def _numbers(t: pa.Table, numeric: dict[str, pa.DataType]) -> tuple[pa.Table, np.ndarray]:
     """Which rows have plain numbers (or none) in every numeric column: those can be cast exactly."""
     import pyarrow.compute as pc
@@ -352,6 +361,7 @@ def _numbers(t: pa.Table, numeric: dict[str, pa.DataType]) -> tuple[pa.Table, np
         ok = pc.or_kleene(pc.is_null(t[c]), pc.match_substring_regex(t[c], pattern))
         plain &= ok.to_numpy(zero_copy_only=False)
     return t, plain
+
 
 def lines_chunk(lines: list[tuple[int, bytes]], layout: CsvLayout) -> Chunk:
     """Single lines (line number, bytes) read exactly, as text."""
@@ -369,6 +379,7 @@ def lines_chunk(lines: list[tuple[int, bytes]], layout: CsvLayout) -> Chunk:
                 raws.append(text)
     table = text_table(good, layout, list(range(len(good))), nums)
     return Chunk(table, 0, rejects, "csv", layout.header_line, where=lambda rows: {r: (nums[r], raws[r]) for r in rows})
+
 
 def _cut(buf: bytes, at_eof: bool) -> int | None:
     """Where to end a chunk: after the last newline outside quotes (None: no such newline yet)."""
@@ -391,6 +402,7 @@ def _cut(buf: bytes, at_eof: bool) -> int | None:
     if len(newlines) - (np.searchsorted(newlines, outside[-1]) if len(outside) else 0) > MAX_RECORD_LINES:
         return int(newlines[-1]) + 1
     return None
+
 
 def read_layout(path: str, src: Source, head: bytes) -> tuple[CsvLayout, int]:
     """The file's columns from its header (or the declared order), and the bytes the header takes."""
@@ -419,6 +431,7 @@ def read_layout(path: str, src: Source, head: bytes) -> tuple[CsvLayout, int]:
         raise InputError(f"{path}: the file is empty")
     cols = list(src.columns)
     return CsvLayout(cols, opts.delimiter.join(cols), opts.delimiter, opts.quote, cols), 0
+
 
 def csv_chunks(f: io.BufferedReader, path: str, src: Source, size: int | None = None,
                resume: tuple[int, int] | None = None) -> Iterator[Chunk]:

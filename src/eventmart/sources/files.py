@@ -44,6 +44,7 @@ def resolve_files(src: Source, name: str, files: list[str] | None, project_dir: 
             out.extend(hits)
     return [str(Path(f).resolve()) if os.path.exists(f) else f for f in out]
 
+
 def check_readable(path: str) -> None:
     if not os.path.exists(path):
         raise InputError(f"{path}: no such file; check the path or the source's `path`")
@@ -51,6 +52,7 @@ def check_readable(path: str) -> None:
         raise InputError(f"{path}: is a folder, not a file; give a file or a glob like {path}/*.csv")
     if not os.access(path, os.R_OK):
         raise InputError(f"{path}: not readable (permission denied); fix its permissions")
+
 
 def preflight(path: str, src: Source) -> None:
     """What makes a file unusable, found before anything is written (the rest becomes rejects)."""
@@ -61,6 +63,7 @@ def preflight(path: str, src: Source) -> None:
         read_layout(path, src, head[3:] if head.startswith(b"\xef\xbb\xbf") else head)
     elif src.format == "parquet":
         _parquet(path, src)
+
 
 def _parquet(path: str, src: Source):
     import pyarrow.parquet as pq
@@ -74,6 +77,7 @@ def _parquet(path: str, src: Source):
         raise InputError(f"{path}: the Parquet schema lacks declared column(s) {', '.join(missing)}; "
                          "fix the file or the source")
     return pf
+
 
 class _Hashing:
     """A file read once: chunks see the bytes, the ledger gets their SHA-256, progress their count."""
@@ -90,6 +94,7 @@ class _Hashing:
     def seek(self, pos: int) -> None:
         self.tick(pos - self.f.tell())
         self.f.seek(pos)
+
 
 def file_chunks(path: str, src: Source, tick: Callable[[int], None],
                 resume: tuple[int, int] | None = None) -> tuple[Iterator[Chunk], Callable[[], str]]:
@@ -128,6 +133,7 @@ def file_chunks(path: str, src: Source, tick: Callable[[int], None],
 
     # a resumed file was not read from its start: its hash takes a pass of its own
     return prefetch(chunks()), (lambda: _sha256(path)) if resume else (lambda: h.sha.hexdigest())
+
 
 def prefetch(it: Iterator[Chunk]) -> Iterator[Chunk]:
     """Read and parse the next chunk in a thread while the warehouse takes the current one (both release the
@@ -168,6 +174,7 @@ def prefetch(it: Iterator[Chunk]) -> Iterator[Chunk]:
         stop.set()
         t.join(5)
 
+
 def _unchanged(wh: Warehouse, name: str, path: str) -> bool:
     """Loaded completely before and not changed since: same size and mtime, or the same content (a `touch`)."""
     rows = wh.fetch(f"SELECT size, mtime_ns, sha256 FROM {wh.q(FILES)} WHERE source = {{{{ s }}}} AND path = {{{{ p }}}} "
@@ -182,12 +189,14 @@ def _unchanged(wh: Warehouse, name: str, path: str) -> bool:
         return True
     return _sha256(path) == sha
 
+
 def _sha256(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while b := f.read(1 << 24):
             h.update(b)
     return h.hexdigest()
+
 
 def _resume_point(wh: Warehouse, name: str, path: str) -> tuple[int, int] | None:
     """(offset, line) where an interrupted load of this unchanged file stopped, or None."""
@@ -198,6 +207,7 @@ def _resume_point(wh: Warehouse, name: str, path: str) -> tuple[int, int] | None
     st = os.stat(path)
     size, mtime, offset, line = rows[0]
     return (int(offset), int(line)) if size == st.st_size and mtime == st.st_mtime_ns and offset else None
+
 
 def _progress(wh: Warehouse, name: str, path: str, ingest: int, now: datetime, end: int, line: int,
               sha: str | None = None) -> None:

@@ -33,6 +33,7 @@ INGEST_MEMORY = "512MB"  # DuckDB's buffer limit while loading: pages written ar
 
 Progress = Callable[[str, int, int], None]  # (file, bytes done over all files, bytes in all)
 
+
 def stream_ingest(wh: Warehouse, name: str, src: Source, batches: Iterator[tuple[list[tuple[str, Chunk]], Callable]],
                   label: str, dimensions: Sequence[str] = (),
                   on_batch: Callable[[IngestResult, list[tuple[datetime, datetime]]], None] | None = None,
@@ -73,6 +74,7 @@ def stream_ingest(wh: Warehouse, name: str, src: Source, batches: Iterator[tuple
             _log(wh, res, res.seconds, "ok")
     assert res.read == res.loaded + res.duplicates + res.rejected, "every record is loaded, a duplicate or a reject"
     return res
+
 
 def ingest(wh: Warehouse, name: str, src: Source, files: list[str], progress: Progress | None = None,
            force: bool = False, dimensions: Sequence[str] = (), labels: dict[str, str] | None = None) -> IngestResult:
@@ -131,6 +133,7 @@ def ingest(wh: Warehouse, name: str, src: Source, files: list[str], progress: Pr
         else:
             stage.execute("RESET memory_limit")
         stage.execute("RESET checkpoint_threshold")
+
 
 def _ingest(wh: Warehouse, name: str, src: Source, files: list[str], res: IngestResult, started: datetime,
             tick: Callable, done: list[int], force: bool, t0: float, dimensions: Sequence[str] = (),

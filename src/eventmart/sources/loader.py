@@ -17,6 +17,7 @@ from .validate import validated_sql
 
 EPOCH = datetime(1970, 1, 1)
 
+
 class Loader:
     """Checks chunks and moves their good rows and rejects into the warehouse (inside the caller's transaction)."""
 
@@ -114,6 +115,7 @@ class Loader:
             self.con.unregister("_em_rej_new")
         wh.append_all(self.con, "_em_rej", f"{self.name}_rejects", REJECT_COLUMNS)
         self.con.execute("DROP TABLE _em_rej")
+
 
 def clean_stats(src: Source, chunk: Chunk) -> tuple | None:
     """(first time, last time, first key, last key, keys may repeat) when Arrow alone shows every row of the

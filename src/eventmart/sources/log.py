@@ -40,14 +40,17 @@ class IngestResult:
             s += f"; {len(self.bad_files)} file(s) not read (below; tried again when they change)"
         return "; ".join([s, *self.notes])
 
+
 def _next_ingest(wh: Warehouse) -> int:
     return int(wh.fetch(f"SELECT {wh.next_value_sql(SEQ)}").rows[0][0])
+
 
 def _log(wh: Warehouse, res: IngestResult, seconds: float, status: str) -> None:
     wh.execute(f"UPDATE {wh.q(INGESTS)} SET seconds = {{{{ sec }}}}, loaded = {{{{ l }}}}, duplicates = {{{{ d }}}}, "
                "rejected = {{ r }}, min_time = {{ mn }}, max_time = {{ mx }}, status = {{ st }} WHERE id = {{ id }}",
                {"sec": seconds, "l": res.loaded, "d": res.duplicates, "r": res.rejected, "mn": res.min_time,
                 "mx": res.max_time, "st": status, "id": res.id})
+
 
 def list_ingests(wh: Warehouse, source: str | None = None, limit: int = 50) -> tuple[list[str], list[tuple]]:
     cols = ["id", "source", "started_at", "files", "loaded", "duplicates", "rejected", "min_time", "max_time",
@@ -68,6 +71,7 @@ def list_ingests(wh: Warehouse, source: str | None = None, limit: int = 50) -> t
         out.append((r[0], r[1], r[2], label, *r[4:9], status))
     return cols, out
 
+
 @dataclass
 class UndoResult:
     ingest: int
@@ -80,6 +84,7 @@ class UndoResult:
         w = ", ".join(f"{m}: {n}" for m, n in self.windows.items() if n) or "none"
         return (f"ingest {self.ingest} ({self.source}) undone: {self.rows:,} row(s) and {self.rejects:,} reject(s) "
                 f"removed; windows to recompute: {w} (eventmart backfill)")
+
 
 def undo_ingest(wh: Warehouse, ingest: int, marts: dict[str, list[str]], step: int = 60) -> UndoResult:
     """Remove exactly the rows of one ingest, mark the mart windows they were in as stale; one transaction.

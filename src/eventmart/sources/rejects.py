@@ -18,6 +18,7 @@ from .log import IngestResult, _log, _next_ingest
 # reasons a replay cannot change: the bytes behind them are not kept
 _UNREPLAYABLE = ("invalid UTF-8", "a NUL byte")
 
+
 def list_rejects(wh: Warehouse, name: str, limit: int | None = None) -> tuple[list[str], list[tuple]]:
     table = f"{name}_rejects"
     if wh.table_columns(table) is None:
@@ -27,6 +28,7 @@ def list_rejects(wh: Warehouse, name: str, limit: int | None = None) -> tuple[li
         f"SELECT file, line, reason, raw, rejected_at FROM {wh.q(table)} ORDER BY rejected_at, file, line{lim}"
     )
     return r.columns, r.rows
+
 
 def replay_rejects(wh: Warehouse, name: str, src: Source) -> IngestResult:
     """Check every stored reject again (e.g. after fixing the declared schema); load those that now pass and
@@ -88,6 +90,7 @@ def replay_rejects(wh: Warehouse, name: str, src: Source) -> IngestResult:
                        "({{ s }}, '<rejects>', {{ t }}, {{ id }}, 'ok')", {"s": name, "t": started, "id": res.id})
             _log(wh, res, res.seconds, "ok")
     return res
+
 
 def _replay_layout(src: Source, header: str | None):
     import csv

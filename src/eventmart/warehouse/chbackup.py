@@ -22,12 +22,14 @@ def _tables(wh: Any) -> list[tuple[str, str]]:
         "SELECT name, create_table_query FROM system.tables WHERE database = currentDatabase() AND NOT is_temporary "
         "AND engine LIKE '%MergeTree' AND name NOT LIKE '\\_em\\_stage\\_%' ORDER BY name").rows]
 
+
 def _create_in(wh: Any, ddl: str, database: str, name: str) -> str:
     # `CREATE TABLE db.name (…)` → the same table in ``database``
     head = re.match(r"CREATE TABLE\s+(\S+)\s", ddl)
     if head is None:
         raise RuntimeError(f"unexpected DDL for {name}")
     return f"CREATE TABLE {wh.q(database)}.{wh.q(name)} " + ddl[head.end():]
+
 
 def _load_into(wh: Any, database: str, tables: dict, tar: tarfile.TarFile) -> dict[str, int]:
     counts = {}
@@ -39,6 +41,7 @@ def _load_into(wh: Any, database: str, tables: dict, tar: tarfile.TarFile) -> di
             wh.client.raw_insert(f"{wh.q(database)}.{wh.q(name)}", insert_block=member.read(), fmt="Native")
         counts[name] = int(wh.fetch(f"SELECT count() FROM {wh.q(database)}.{wh.q(name)}").rows[0][0])
     return counts
+
 
 def backup(wh: Any, target: Path) -> dict[str, int]:
     tmp = target.with_suffix(".partial")
@@ -65,6 +68,7 @@ def backup(wh: Any, target: Path) -> dict[str, int]:
     finally:
         wh.execute(f"DROP DATABASE IF EXISTS {wh.q(scratch)} SYNC")
     return keep_verified(tmp, target, got, want)
+
 
 def restore(wh: Any, path: Path) -> str:
     try:
