@@ -10,7 +10,7 @@ PORT   ?= 8050
 # two cores; each worker starts its own PostgreSQL, ClickHouse stand-in and Kafka broker
 TEST_WORKERS ?= 2
 
-.PHONY: demo test venv system-deps bench clean
+.PHONY: demo test venv system-deps bench docs clean
 
 $(BIN)/eventmart: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,12 +44,19 @@ system-deps:
 
 test: system-deps venv $(AIRFLOW_VENV)/bin/airflow $(MIN_VENV)/bin/eventmart
 	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/python scripts/docs.py --check
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir build/site
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 	bash scripts/smoke-minimal.sh $(MIN_VENV)
 
 bench: venv system-deps
 	$(BIN)/pip install -q -e ".[test,bench]"
 	$(BIN)/python benchmarks/zen_marts.py
+
+# the docs site on http://127.0.0.1:8000/ (the references regenerated first)
+docs: venv
+	$(BIN)/python scripts/docs.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 clean:
 	rm -rf $(VENV) $(AIRFLOW_VENV) $(MIN_VENV) demo build *.egg-info

@@ -95,7 +95,7 @@ def test_demo_prints_the_10_oldest_groups_and_the_mart_equals_the_oracle(demo):
         assert len(rej) == 4 and all(r[2] for r in rej)
 
 
-def test_seed_numbers_count_writers_who_never_joined(demo):
+def test_the_original_numbers_count_writers_who_never_joined(demo):
     """The seed's query counted every writer of a group's dialogs, joined or not: its conversion is higher."""
     d, _ = demo
     data = d / "data"

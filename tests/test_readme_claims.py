@@ -1,5 +1,6 @@
-"""What the README says about the bundled examples, checked the way a user would get it: the demo command,
-then the backtest. The numbers are read from the README itself, so the text and the code cannot drift apart."""
+"""What the README and the docs say about the bundled examples, checked the way a user would get it: the demo
+command, then the backtest; the first project's commands and their output. The numbers are read from the text
+itself, so the text and the code cannot drift apart."""
 
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ from eventmart import Project
 from eventmart.examples.feed import incidents
 
 README = Path(__file__).resolve().parent.parent / "README.md"
+ALERTS_DOC = README.parent / "docs" / "guide" / "alerts.md"
 Q = timedelta(minutes=15)
 
 
 def test_feed_demo_alert_rules_do_what_the_readme_says(tmp_path):
-    text = " ".join(README.read_text().split())
+    text = " ".join(ALERTS_DOC.read_text().split())
     m = re.search(r"`views_iqr`\) raises \*\*(\d+)\*\* incidents; the six seasonal rules raise \*\*(\d+)\*\*", text)
-    assert m, "the README's tuning paragraph changed: update this test with it"
+    assert m, "the alerts guide's tuning paragraph changed: update this test with it"
     iqr_claim, seasonal_claim = int(m.group(1)), int(m.group(2))
     d = tmp_path / "feed"
     r = subprocess.run([sys.executable, "-m", "eventmart", "demo", "feed", str(d), "--no-serve"],
@@ -43,7 +45,7 @@ def test_feed_demo_alert_rules_do_what_the_readme_says(tmp_path):
     assert {"views_by_os", "likes"} <= by_rule  # each injected incident is found by the rule made for it
     # the untuned default: auto, no parameters
     m = re.search(r"its two rules \(`views_auto`, `likes_auto`, no parameters\) raise exactly \*\*(\d+)\*\*", text)
-    assert m, "the README's auto paragraph changed: update this test with it"
+    assert m, "the alerts guide's auto paragraph changed: update this test with it"
     with Project.load(d) as p:
         assert p.config.alerts["views_auto"].detector == "auto" and not p.config.alerts["views_auto"].params
         auto = [i for r in ("views_auto", "likes_auto") for i in p.alerts_backtest(r, start, end)[1]]
