@@ -56,7 +56,8 @@ def spawn(*args: str, cwd: Path | str | None = None, env: dict[str, str] | None 
           cols: int = 120) -> pexpect.spawn:
     """`eventmart ARGS` started in a terminal of ``cols`` columns; the caller drives it (expect, sendintr)."""
     return pexpect.spawn(EVENTMART, list(args), cwd=str(cwd) if cwd else None, env=env or terminal_env(),
-                         dimensions=(40, cols), encoding="utf-8", codec_errors="replace", timeout=timeout)
+                         dimensions=(40, cols), encoding="utf-8", codec_errors="replace", timeout=timeout,
+                         use_poll=True)  # select() fails once the test process holds fd 1024+
 
 
 def typed(*args: str, cwd: Path | str | None = None, env: dict[str, str] | None = None, timeout: float = 180,

@@ -96,3 +96,17 @@ def test_demo_alerts_backtest_and_vault_in_a_terminal(tmp_path):
         assert typed("ingest", source, cwd=g).rc == 0
     r = typed("vault", "load", cwd=g)
     assert r.rc == 0 and re.search(r"h_users: [\d,]+ new", r.text), r.text
+
+
+def test_the_terminal_harness_works_past_fd_1024():
+    """chDB's thread pools keep /proc files open, so a long test process holds 1,000+ descriptors; the harness must
+    still read its terminal (select() cannot watch fd 1024+, poll() can)."""
+    import os
+
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        r = typed("--help")
+        assert r.rc == 0 and "ingest" in r.text
+    finally:
+        for fd in held:
+            os.close(fd)
