@@ -34,7 +34,7 @@ def test_demo_marts_equal_pandas_joins_of_the_files(tmp_path):
     r = subprocess.run([EVENTMART, "demo", "web", str(d), "--scale", "0.1", "--no-serve"], capture_output=True,
                        text=True, timeout=600, env={k: v for k, v in os.environ.items() if k != "EVENTMART_KAFKA"})
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "in-process Kafka cluster" in r.stdout and "0 rejected" in r.stdout
+    assert "started a Kafka broker process (Tansu" in r.stdout and "0 rejected" in r.stdout
     # the device and place records repeat per pageview: the demo says why they count once
     assert "records whose key (click_id) was loaded already: kept once (a visitor's device record comes again" \
         in r.stdout
@@ -165,3 +165,20 @@ def test_a_postgres_warehouse_is_read_by_sqlalchemy_while_serve_runs(tmp_path, p
     finally:
         srv.stop()
         p.close()
+
+
+def test_without_a_broker_binary_the_demo_names_its_mock_fallback(monkeypatch):
+    import eventmart.examples as examples
+    import eventmart.examples.broker as broker
+
+    monkeypatch.setattr(broker, "tansu_binary", lambda: None)
+    monkeypatch.setenv("EVENTMART_KAFKA", "")
+    said: list[str] = []
+    try:
+        bootstrap = examples.kafka_for_demo(said.append)
+    finally:
+        os.environ.pop("EVENTMART_KAFKA", None)
+    assert len(said) == 1 and "MOCK cluster" in said[0] and "eventmart[kafka]" in said[0], said
+    p = Producer({"bootstrap.servers": bootstrap, "log_level": 3})  # and it is a cluster that takes messages
+    p.produce("t", b"{}")
+    assert p.flush(10) == 0

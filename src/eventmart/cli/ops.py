@@ -136,7 +136,8 @@ def demo(
     $EVENTMART_DEMO_S3_ENDPOINT set, the files are uploaded to that S3 server and read from there.
 
     web: web analytics from four Kafka topics: the public sample records and a generated day
-    published to an in-process Kafka cluster ($EVENTMART_KAFKA: your brokers), consumed with an
+    published to a Kafka broker process started on loopback (Tansu, from the kafka extra; librdkafka's
+    mock cluster where it is missing; $EVENTMART_KAFKA: your brokers), consumed with an
     exactly-once effect, joined marts, and a dashboard that `serve` keeps live from a replay.
     """
     from ..examples import run_demo

