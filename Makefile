@@ -28,6 +28,16 @@ $(MIN_VENV)/bin/eventmart: pyproject.toml $(shell find src -name '*.py' -o -name
 	$(MIN_VENV)/bin/pip install -q .
 	@touch $@
 
+# Apache Superset too (tests/test_superset.py drives it): pinned by a constraints file, with duckdb at the main
+# venv's version (an older duckdb may not open a newer file); pip's cache makes a rebuild take about a minute
+SUPERSET_VENV ?= .venv-superset
+$(SUPERSET_VENV)/bin/superset: tests/superset/constraints.txt $(BIN)/eventmart
+	$(PYTHON) -m venv $(SUPERSET_VENV)
+	$(SUPERSET_VENV)/bin/pip install -q --upgrade pip
+	$(SUPERSET_VENV)/bin/pip install -q -c tests/superset/constraints.txt apache-superset psycopg2-binary \
+		duckdb-engine rich cachetools "duckdb==$$($(BIN)/python -c 'import duckdb; print(duckdb.__version__)')"
+	@touch $@
+
 $(AIRFLOW_VENV)/bin/airflow: pyproject.toml
 	$(PYTHON) -m venv $(AIRFLOW_VENV)
 	$(AIRFLOW_VENV)/bin/pip install -q --upgrade pip
@@ -42,11 +52,11 @@ demo: venv
 system-deps:
 	bash scripts/system-deps.sh
 
-test: system-deps venv $(AIRFLOW_VENV)/bin/airflow $(MIN_VENV)/bin/eventmart
+test: system-deps venv $(AIRFLOW_VENV)/bin/airflow $(SUPERSET_VENV)/bin/superset $(MIN_VENV)/bin/eventmart
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/python scripts/docs.py --check
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir build/site
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 	bash scripts/smoke-minimal.sh $(MIN_VENV)
 
 bench: venv system-deps
@@ -59,4 +69,4 @@ docs: venv
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 clean:
-	rm -rf $(VENV) $(AIRFLOW_VENV) $(MIN_VENV) demo build *.egg-info
+	rm -rf $(VENV) $(AIRFLOW_VENV) $(SUPERSET_VENV) $(MIN_VENV) demo build *.egg-info
