@@ -134,3 +134,109 @@ def test_cluster_ddl_is_replicated_on_cluster_with_distributed_reads(server_proj
     # nothing was created: check writes nothing
     with Project.load(d) as p:
         assert p.warehouse.table_columns("events") is None
+
+
+class ClusterRecorder:
+    """Between eventmart and one ClickHouse node: records every statement as eventmart sends it for a cluster, and
+    lets the single node run it — ``ON CLUSTER`` dropped, ReplicatedMergeTree as MergeTree, a Distributed table as
+    a view of its local table. The run's numbers come from the real engine; the statements are the cluster's."""
+
+    def __init__(self, client, cluster: str):
+        object.__setattr__(self, "_c", client)
+        object.__setattr__(self, "_cluster", cluster)
+        object.__setattr__(self, "sent", [])
+
+    def _local(self, text: str) -> str:
+        import re
+
+        text = text.replace(f' ON CLUSTER "{self._cluster}"', "")
+        text = re.sub(r"ReplicatedMergeTree\('/clickhouse/tables/\{shard\}/\{database\}/\{table\}', '\{replica\}'\)",
+                      "MergeTree", text)
+        m = re.match(r'CREATE TABLE IF NOT EXISTS ("\w+_dist") AS ("\w+") ENGINE = Distributed\(.*\)$', text)
+        return f"CREATE VIEW IF NOT EXISTS {m[1]} AS SELECT * FROM {m[2]}" if m else text
+
+    def command(self, text, *a, **k):
+        self.sent.append(text)
+        return self._c.command(self._local(text), *a, **k)
+
+    def insert_arrow(self, table, *a, **k):
+        self.sent.append(f"INSERT ARROW {table}")
+        return self._c.insert_arrow(table, *a, **k)
+
+    def __getattr__(self, name):
+        return getattr(self._c, name)
+
+    def __setattr__(self, name, value):
+        setattr(self._c, name, value)
+
+
+def test_a_cluster_run_sends_shared_ddl_on_cluster_and_swaps_windows_on_one_replica(server_project, monkeypatch):
+    """What eventmart sends to a cluster (one shard, replicas): tables and their changes ON CLUSTER, Replicated,
+    with a Distributed table for reads; rows and window swaps to the replica it talks to (ClickHouse replicates
+    them), scratch tables on that node only; and the numbers of that run equal pandas on the raw events. Also: the
+    worked example in docs/guide/clickhouse-cluster.md shows the statements this run sent."""
+    import re
+
+    import yaml
+
+    from eventmart.warehouse.clickhouse import ClickHouseWarehouse
+
+    d, _ = server_project
+    cfg = yaml.safe_load((d / "eventmart.yml").read_text())
+    cfg["warehouse"]["cluster"] = "events_cluster"
+    (d / "eventmart.yml").write_text(yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False))
+    db = cfg["warehouse"]["database"]
+    events = random_events(2000, seed=8, hours=6)
+    write_events_csv(d / "data" / "a.csv", events)
+    recorders: list[ClusterRecorder] = []
+    real = ClickHouseWarehouse._connect
+
+    def connect(self):
+        recorders.append(ClusterRecorder(real(self), "events_cluster"))
+        return recorders[-1]
+
+    monkeypatch.setattr(ClickHouseWarehouse, "_connect", connect)
+    with Project.load(d) as p:
+        p.ingest("events")
+        p.backfill()
+        assert_frames_equal(mart_frame(p), reference_by_topic(events, T0, T0 + timedelta(hours=6)))
+        assert p.query("SELECT count() FROM by_topic_dist").rows[0][0] == len(mart_frame(p))
+    sent = [s for r in recorders for s in r.sent]
+    scratch = re.compile(r"_em_stage_")
+
+    def target(stmt: str) -> str:
+        m = re.match(r'(?:CREATE TABLE(?: IF NOT EXISTS)?|DROP TABLE IF EXISTS|ALTER TABLE|INSERT INTO) "([^"]+)"',
+                     stmt)
+        return m[1] if m else ""
+
+    creates = [s for s in sent if s.startswith("CREATE TABLE")]
+    shared = [s for s in creates if not scratch.search(target(s))]
+    assert {target(s) for s in shared} >= {"events", "by_topic", "by_topic_dist", "events_dist"}, shared
+    for s in shared:  # every table every replica needs: created on all of them
+        assert ' ON CLUSTER "events_cluster"' in s, s
+        assert ("ReplicatedMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')" in s
+                or "ENGINE = Distributed(" in s), s
+    for s in creates:
+        if scratch.search(target(s)):  # scratch tables: this node only, never registered with ZooKeeper
+            assert "ON CLUSTER" not in s and "Replicated" not in s, s
+    # a window is swapped on the replica eventmart talks to (REPLACE PARTITION replicates by itself; ON CLUSTER
+    # would run it on replicas that do not have the scratch table)
+    swaps = [s for s in sent if "REPLACE PARTITION" in s]
+    assert swaps and all(re.fullmatch(r'ALTER TABLE "by_topic" REPLACE PARTITION ID \'\d{8}\' FROM "_em_stage_'
+                                      r'by_topic_[0-9a-f]{12}"', s) for s in swaps), swaps
+    stage = next(s for s in creates if target(s).startswith("_em_stage_by_topic_"))
+    assert 'ENGINE = MergeTree PARTITION BY toYYYYMMDD(dt) ORDER BY (dt, topic, action)' in stage, stage
+    # rows go to the replicated tables (or scratch ones), never through a Distributed table
+    inserts = [s for s in sent if s.startswith(("INSERT INTO", "INSERT ARROW"))]
+    assert inserts and not any("_dist" in s for s in inserts), inserts
+    drops = [s for s in sent if s.startswith("DROP TABLE") and not scratch.search(target(s))]
+    assert all(" ON CLUSTER " in s for s in drops), drops
+    # the docs' worked example quotes these statements
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "guide" / "clickhouse-cluster.md").read_text()
+    quoted = re.search(r"```sql\n-- sent by eventmart\n(.*?)```", doc, re.S)
+    assert quoted, "docs/guide/clickhouse-cluster.md lost its generated example"
+    mine = {re.sub(r"_[0-9a-f]{12}", "_<id>", re.sub(r"ID '\d{8}'", "ID '<day>'", s)).replace(f'"{db}"', '"events_db"')
+            for s in sent}
+    for line in quoted[1].strip().splitlines():
+        if not line.startswith("--"):
+            assert line in mine, f"not sent by this run: {line}"
