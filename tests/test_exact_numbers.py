@@ -13,6 +13,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
 from conftest import write_project
 from eventmart import Project
 
@@ -121,3 +123,34 @@ def test_postgres_sums_print_as_integers_everywhere(tmp_path, pg_url):
     digest = json.loads(next((d / "reports" / "dry-run").rglob("digest.json")).read_text())
     per_day = sum(e["v"] for e in events if e["ts"].startswith("2024-03-11"))
     assert digest["metrics"]["total"]["value"] == per_day, (digest, day)
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "postgres", "clickhouse"], indirect=True)
+def test_columns_named_like_sql_keywords_are_columns_on_every_engine(tmp_path, engine):
+    """`user` unquoted is CURRENT_USER on PostgreSQL: a distinct count of it was 1 there. Measures, dimension
+    expressions and chart measures read the column."""
+    rows = [{"id": i, "user": f"u{i % 41}", "ts": (T0 + timedelta(minutes=7 * i)).isoformat(sep=" ")}
+            for i in range(900)]
+    d = tmp_path / "kw"
+    (d / "data").mkdir(parents=True)
+    (d / "data" / "e.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_project(d, {"name": "kw", "warehouse": engine,
+                      "sources": {"ev": {"format": "jsonl", "path": "data/*.jsonl",
+                                         "columns": {"id": "int", "user": "string", "ts": "timestamp"},
+                                         "time": {"column": "ts"}, "key": ["id"]}},
+                      "marts": {"daily": {"from": "ev", "grain": "1 day",
+                                          "dimensions": ["dt", {"name": "odd", "expr": "user in ('u1', 'u3')"}],
+                                          "measures": {"users": "count_distinct(user)",
+                                                       "named": "count_if(user = 'u5')"}}}})
+    with Project.load(d) as p:
+        p.ingest("ev")
+        p.backfill()
+        got = {(str(dt)[:10], bool(odd)): (u, n) for dt, odd, u, n in
+               p.query("SELECT dt, odd, users, named FROM daily").rows}
+    want: dict[tuple[str, bool], list] = {}
+    for r in rows:
+        k = (r["ts"][:10], r["user"] in ("u1", "u3"))
+        v = want.setdefault(k, [set(), 0])
+        v[0].add(r["user"])
+        v[1] += r["user"] == "u5"
+    assert got == {k: (len(s), n) for k, (s, n) in want.items()}

@@ -44,6 +44,11 @@ def check_expression(text: str, allowed: set[str], where: str, what: str = "the 
     if unknown:
         raise ProjectError(f"{where}: unknown column(s) {', '.join(unknown)} in '{text}'; "
                            f"{what} are {', '.join(sorted(allowed))}")
+    # rendered quoted on every engine: a column named like a keyword (`user`) is PostgreSQL's CURRENT_USER and
+    # ClickHouse's too when bare; the names were matched exactly above, as the tables were created
+    for c in node.find_all(exp.Column):
+        if isinstance(c.this, exp.Identifier):
+            c.this.set("quoted", True)
     return node
 
 
