@@ -19,7 +19,7 @@ LAYERS = [
     ("sending", {"delivery"}),
     ("features", {"sources", "marts", "vault", "dashboards", "reports", "alerts", "scaffold", "backup"}),
     ("the facade", {"project", "check", "jobs"}),
-    ("shells", {"cli", "server", "airflow", "examples", "__init__", "__main__"}),
+    ("shells", {"cli", "server", "airflow", "superset", "examples", "__init__", "__main__"}),
 ]
 FEATURES = LAYERS[6][1]
 MAX_LINES = 520

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -235,6 +236,68 @@ def airflow_dags(
 
     for path in write_dags(Project.load(project).dir, out_dir):
         out.print(f"wrote {path}", markup=False, soft_wrap=True)
+
+
+superset_app = typer.Typer(help="Apache Superset interop: the dashboards as Superset's import bundle, or pushed "
+                            "into a running Superset.", no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(superset_app, name="superset")
+UriOpt = Annotated[str | None, typer.Option(
+    "--uri", help="The database Superset connects to (SQLAlchemy URI; default: bi.duckdb for DuckDB, the server "
+                  "itself for PostgreSQL and ClickHouse — give a read-only role here).")]
+
+
+def _bundle(project: Path, dashboard: str | None, uri: str | None):
+    from ..project import Project
+    from ..superset import build
+
+    with Project.load(project) as p:
+        b = build(p, dashboard, uri)
+    for note in b.notes:
+        out.print(note, markup=False, soft_wrap=True)
+    return b
+
+
+@superset_app.command("export")
+def superset_export(
+    dashboard: Annotated[str | None, typer.Argument(help="One dashboard (default: all of them).")] = None,
+    output: Annotated[Path, typer.Option("--out", "-o", help="The ZIP to write.")] = Path("superset-bundle.zip"),
+    uri: UriOpt = None,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Write Superset's import bundle (Dashboards → Import in Superset): the database, a dataset per mart with its
+    measures as metrics that re-aggregate correctly, the charts, the dashboard with its filters. What cannot be
+    carried over is named, with the reason."""
+    b = _bundle(project, dashboard, uri)
+    tmp = output.with_name(output.name + ".part")
+    tmp.write_bytes(b.zip())
+    tmp.replace(output)
+    charts = sum(1 for f in b.files if f.startswith("charts/"))
+    out.print(f"wrote {output}: {charts} chart(s)", markup=False, soft_wrap=True)
+
+
+@superset_app.command("push")
+def superset_push(
+    url: Annotated[str, typer.Argument(help="Superset's address, e.g. http://127.0.0.1:8088")],
+    dashboard: Annotated[str | None, typer.Argument(help="One dashboard (default: all of them).")] = None,
+    uri: UriOpt = None,
+    password_env: Annotated[str | None, typer.Option(
+        help="Environment variable holding the database password Superset should store.")] = None,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Import the bundle into a running Superset through its REST API, as $SUPERSET_USER with $SUPERSET_PASSWORD
+    (an admin or a role that may import dashboards). Importing again updates what the last push created."""
+    from ..superset import push
+
+    b = _bundle(project, dashboard, uri)  # loads the project, and its .env
+    user, password = os.environ.get("SUPERSET_USER"), os.environ.get("SUPERSET_PASSWORD")
+    if not user or not password:
+        raise UserError("superset push: set SUPERSET_USER and SUPERSET_PASSWORD in the environment (or .env)")
+    db_password = os.environ.get(password_env) if password_env else None
+    if password_env and not db_password:
+        raise UserError(f"superset push: ${password_env} is not set")
+    push(url, b, user, password, db_password)
+    charts = sum(1 for f in b.files if f.startswith("charts/"))
+    out.print(f"imported into {url}: {charts} chart(s)", markup=False, soft_wrap=True)
 
 
 @app.command()
