@@ -94,9 +94,10 @@ def build(p: Project, dashboard: str | None = None, uri: str | None = None) -> B
                             f"{', '.join(cfg.dashboards) or 'none'})")
     if not names:
         raise UserError("superset export: eventmart.yml declares no dashboards")
-    sqlalchemy_uri, extra, schema = default_uri(p)
+    sqlalchemy_uri, extra, schema = default_uri(p) if not uri or p.config.warehouse.type == "duckdb" else (
+        uri, {}, p.config.warehouse.schema_ or ("public" if p.config.warehouse.type == "postgres" else None))
     if uri:
-        sqlalchemy_uri = uri
+        sqlalchemy_uri = _masked(uri)
     b = Bundle()
     db_uuid = _uuid(cfg.name, "database")
     db_name = f"eventmart {cfg.name}"
@@ -108,12 +109,23 @@ def build(p: Project, dashboard: str | None = None, uri: str | None = None) -> B
     raw_readable = cfg.warehouse.type != "duckdb"
     datasets: dict[str, _Dataset] = {}
     for n in names:
-        _dashboard(p, b, n, cfg.dashboards[n], datasets, raw_readable, db_uuid, schema)
+        _dashboard(p, b, n, cfg.dashboards[n], datasets, raw_readable, schema)
     for ds in datasets.values():
         b.files[f"datasets/{_file(db_name)}/{ds.table}.yaml"] = _yaml(ds.yaml(db_uuid, schema))
     b.files["metadata.yaml"] = _yaml({"version": VERSION, "type": "Dashboard",
                                       "timestamp": datetime.now(UTC).isoformat()})
     return b
+
+
+def _masked(uri: str) -> str:
+    """A URI's password as Superset's exports write it: the import asks for it (push: --password-env)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    u = urlsplit(uri)
+    if u.password is None:
+        return uri
+    host = u.netloc.rsplit("@", 1)[1]
+    return urlunsplit(u._replace(netloc=f"{u.username}:XXXXXXXXXX@{host}"))
 
 
 def _file(name: str) -> str:
@@ -146,7 +158,7 @@ class _Dataset:
             "version": VERSION, "database_uuid": db_uuid}
 
 
-def _mart_dataset(p: Project, mart: str, raw: bool) -> _Dataset:
+def _mart_dataset(p: Project, mart: str, raw: bool, schema: str | None) -> _Dataset:
     """The mart as a dataset; ``raw``: its source's rows instead (bucketed like the mart), for distinct counts."""
     from .expressions import ROLLUP, measure_kind, measure_sql
     from .warehouse.base import quote_ident as q
@@ -173,7 +185,8 @@ def _mart_dataset(p: Project, mart: str, raw: bool) -> _Dataset:
                for name, text in m.measures.items()}
     table = f"{mart}__events"
     return _Dataset(table, m.time_column, [m.time_column, *[d.name for d in dims], *rest], metrics,
-                    sql=f"SELECT {', '.join(sel)} FROM {q(m.from_)}", uuid=_uuid(cfg.name, "dataset", table))
+                    sql=f"SELECT {', '.join(sel)} FROM {f'{q(schema)}.' if schema else ''}{q(m.from_)}",
+                    uuid=_uuid(cfg.name, "dataset", table))
 
 
 def _metric_for(p: Project, chart: Chart, raw_readable: bool) -> tuple[str, str, str] | str:
@@ -217,7 +230,7 @@ def _metric_for(p: Project, chart: Chart, raw_readable: bool) -> tuple[str, str,
 
 
 def _dashboard(p: Project, b: Bundle, name: str, dash: Dashboard, datasets: dict[str, _Dataset],
-               raw_readable: bool, db_uuid: str, schema: str | None) -> None:
+               raw_readable: bool, schema: str | None) -> None:
     cfg: ProjectConfig = p.config
     chart_ids: dict[str, tuple[str, str]] = {}  # chart -> (uuid, dataset key)
     for cname, ch in dash.charts.items():
@@ -231,7 +244,7 @@ def _dashboard(p: Project, b: Bundle, name: str, dash: Dashboard, datasets: dict
             continue
         key, metric, label = got
         if key not in datasets:
-            datasets[key] = _mart_dataset(p, ch.mart, raw=key != ch.mart)
+            datasets[key] = _mart_dataset(p, ch.mart, key != ch.mart, schema)
         ds = datasets[key]
         if metric.startswith("SQL:"):
             metric_ref: Any = {"expressionType": "SQL", "sqlExpression": metric[4:], "label": label}
