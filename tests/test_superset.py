@@ -350,3 +350,27 @@ def test_push_imports_the_dashboard_and_superset_charts_equal_eventmart_charts(t
     finally:
         srv.terminate()
         srv.wait(30)
+
+
+def test_the_raw_events_dataset_of_a_distinct_count_is_the_marts_sql(tmp_path, pg_url):
+    """The dataset a distinct count is counted again from: the mart's bucket and dimension expressions in the
+    engine's SQL, columns quoted (`user` is CURRENT_USER on PostgreSQL), in the warehouse's schema."""
+    import yaml
+
+    from eventmart import Project
+    from eventmart.superset import build as build_bundle
+
+    d = dashboard_project(tmp_path / "p", {"type": "postgres", "url": pg_url, "schema": "bi"})
+    cfg = yaml.safe_load((d / "eventmart.yml").read_text())
+    cfg["marts"]["per_hour"]["dimensions"].append({"name": "first_users", "expr": "user in ('u1', 'u2')"})
+    write_project(d, cfg)
+    build(d)
+    with Project.load(d) as p:
+        b = build_bundle(p, "activity")
+        ds = yaml.safe_load(b.files["datasets/eventmart_bi/per_hour__events.yaml"])
+        assert ds["sql"].startswith("SELECT ") and ' AS "dt", ' in ds["sql"], ds["sql"]
+        assert "\"user\" IN ('u1', 'u2') AS \"first_users\"" in ds["sql"] and 'FROM "bi"."ev"' in ds["sql"]
+        # the SQL runs, and counts what the raw events say
+        n = p.warehouse.fetch(f"SELECT count(DISTINCT \"user\") FROM ({ds['sql']}) s WHERE first_users").rows[0][0]
+        assert n == 2 and {m["metric_name"]: m["expression"] for m in ds["metrics"]}["users"] == \
+            'COUNT(DISTINCT "user")'

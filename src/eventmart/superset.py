@@ -178,7 +178,8 @@ def _mart_dataset(p: Project, mart: str, raw: bool, schema: str | None) -> _Data
     src = cfg.sources[m.from_]
     allowed = set(src.columns) | {"_time"}
     sel = [f"{wh.bucket_sql(q('_time'), m.grain_seconds)} AS {q(m.time_column)}"]
-    sel += [f"{d.expr or q(d.name)} AS {q(d.name)}" for d in dims]
+    sel += [f"{_dim_sql(d.expr, allowed, wh.dialect, f'marts.{mart}.dimensions.{d.name}') if d.expr else q(d.name)} "
+            f"AS {q(d.name)}" for d in dims]
     rest = [c for c in src.columns if c not in {d.name for d in dims} | {m.time_column}]
     sel += [q(c) for c in rest]
     metrics = {name: measure_sql(text, allowed, wh.dialect, f"marts.{mart}.measures.{name}")
@@ -187,6 +188,13 @@ def _mart_dataset(p: Project, mart: str, raw: bool, schema: str | None) -> _Data
     return _Dataset(table, m.time_column, [m.time_column, *[d.name for d in dims], *rest], metrics,
                     sql=f"SELECT {', '.join(sel)} FROM {f'{q(schema)}.' if schema else ''}{q(m.from_)}",
                     uuid=_uuid(cfg.name, "dataset", table))
+
+
+def _dim_sql(expr: str, allowed: set[str], dialect: str, where: str) -> str:
+    """A dimension expression as the mart computes it: in the engine's SQL, its columns quoted."""
+    from .expressions import check_expression
+
+    return check_expression(expr, allowed, where).sql(dialect=dialect)
 
 
 def _metric_for(p: Project, chart: Chart, raw_readable: bool) -> tuple[str, str, str] | str:
@@ -203,8 +211,11 @@ def _metric_for(p: Project, chart: Chart, raw_readable: bool) -> tuple[str, str,
             return f"measure {measure} with agg {chart.agg}: an aggregate over the mart's buckets"
         if rollup != "none":
             return chart.mart, measure, measure
-        if raw_readable and m.from_:
+        if raw_readable and m.from_ and not m.timezone:
             return f"{chart.mart}__events", measure, measure
+        if m.timezone:
+            return (f"measure {measure} is a distinct count or an average of a mart bucketed in {m.timezone}: "
+                    "counting it again from the raw events would bucket in UTC")
         return (f"measure {measure} is a distinct count or an average: Superset cannot re-aggregate it from the "
                 "marts in bi.duckdb (use a PostgreSQL or ClickHouse warehouse, whose raw events it can read)")
     # an aggregate expression over additive mart columns (e.g. sum(likes) / sum(views)) means the same in Superset
