@@ -83,14 +83,17 @@ def s3_server() -> Iterator[str]:
     """A real S3 API server on loopback (moto's server process, over HTTP); yields its endpoint URL."""
     import subprocess
     import sys
+    import tempfile
     import urllib.request
 
     from pgserver import free_port
 
     port = free_port()
     exe = Path(sys.executable).parent / "moto_server"
-    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    # its log (a line per request) goes to a file: into an unread pipe it would fill the pipe and stop the server
+    # mid-session — a Kafka broker keeping its log on S3 sends thousands of requests
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=log)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
@@ -99,13 +102,15 @@ def s3_server() -> Iterator[str]:
             break
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"moto_server did not start: {proc.stderr.read().decode()[-500:]}") from None
+                log.seek(0)
+                raise RuntimeError(f"moto_server did not start: {log.read().decode()[-500:]}") from None
             time.sleep(0.1)
     try:
         yield url
     finally:
         proc.kill()
         proc.wait()
+        log.close()
 
 
 @pytest.fixture
