@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+import itertools
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,11 +109,17 @@ def text_table(rows: list[list[str]], layout: CsvLayout, row_ids: list[int], lin
 
 
 def exact_chunk(data: bytes, first_line: int, layout: CsvLayout, nbytes: int) -> Chunk:
+    return _records_chunk(records(data, first_line, layout), layout, nbytes)
+
+
+def _records_chunk(recs: Iterable[tuple[int, str, list[str] | None, str | None]], layout: CsvLayout,
+                   nbytes: int) -> Chunk:
+    """Records read exactly (see :func:`records`) as a text chunk: the usable ones as rows, the others as rejects."""
     good: list[list[str]] = []
     lines: list[int] = []
     raws: list[str] = []
     rejects: list[tuple[int, str, str]] = []
-    for line, raw, fields, reason in records(data, first_line, layout):
+    for line, raw, fields, reason in recs:
         if fields is None:
             rejects.append((line, raw, reason or "malformed line"))
         else:
@@ -365,20 +372,8 @@ def _numbers(t: pa.Table, numeric: dict[str, pa.DataType]) -> tuple[pa.Table, np
 
 def lines_chunk(lines: list[tuple[int, bytes]], layout: CsvLayout) -> Chunk:
     """Single lines (line number, bytes) read exactly, as text."""
-    good: list[list[str]] = []
-    nums: list[int] = []
-    raws: list[str] = []
-    rejects: list[tuple[int, str, str]] = []
-    for number, raw in lines:
-        for line, text, fields, reason in records(raw + b"\n", number, layout):
-            if fields is None:
-                rejects.append((line, text, reason or "malformed line"))
-            else:
-                good.append(fields)
-                nums.append(line)
-                raws.append(text)
-    table = text_table(good, layout, list(range(len(good))), nums)
-    return Chunk(table, 0, rejects, "csv", layout.header_line, where=lambda rows: {r: (nums[r], raws[r]) for r in rows})
+    return _records_chunk(itertools.chain.from_iterable(records(raw + b"\n", number, layout) for number, raw in lines),
+                          layout, 0)
 
 
 def _cut(buf: bytes, at_eof: bool) -> int | None:
