@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
-import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,17 +108,11 @@ def text_table(rows: list[list[str]], layout: CsvLayout, row_ids: list[int], lin
 
 
 def exact_chunk(data: bytes, first_line: int, layout: CsvLayout, nbytes: int) -> Chunk:
-    return _records_chunk(records(data, first_line, layout), layout, nbytes)
-
-
-def _records_chunk(recs: Iterable[tuple[int, str, list[str] | None, str | None]], layout: CsvLayout,
-                   nbytes: int) -> Chunk:
-    """Records read exactly (see :func:`records`) as a text chunk: the usable ones as rows, the others as rejects."""
     good: list[list[str]] = []
     lines: list[int] = []
     raws: list[str] = []
     rejects: list[tuple[int, str, str]] = []
-    for line, raw, fields, reason in recs:
+    for line, raw, fields, reason in records(data, first_line, layout):
         if fields is None:
             rejects.append((line, raw, reason or "malformed line"))
         else:
@@ -368,12 +361,6 @@ def _numbers(t: pa.Table, numeric: dict[str, pa.DataType]) -> tuple[pa.Table, np
         ok = pc.or_kleene(pc.is_null(t[c]), pc.match_substring_regex(t[c], pattern))
         plain &= ok.to_numpy(zero_copy_only=False)
     return t, plain
-
-
-def lines_chunk(lines: list[tuple[int, bytes]], layout: CsvLayout) -> Chunk:
-    """Single lines (line number, bytes) read exactly, as text."""
-    return _records_chunk(itertools.chain.from_iterable(records(raw + b"\n", number, layout) for number, raw in lines),
-                          layout, 0)
 
 
 def _cut(buf: bytes, at_eof: bool) -> int | None:
