@@ -7,9 +7,9 @@ in the docs is one of those tested (ClickHouse's is not: no ClickHouse server ru
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +21,7 @@ import psycopg
 import pytest
 
 from conftest import write_project
+from pgserver import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SUPERSET_PY = ROOT / ".venv-superset" / "bin" / "python"
@@ -43,12 +44,26 @@ def superset_home(tmp_path_factory) -> Path:
     return home
 
 
-def ask(home: Path, tmp: Path, spec: dict) -> dict:
-    """One Superset session on a copy of the initialised metadata."""
-    mine = tmp / "superset-home"
+def home_copy(home: Path, mine: Path) -> Path:
+    """A copy of the initialised Superset home (its metadata), its config pointing at the copy."""
     shutil.copytree(home, mine)
     cfg = mine / "superset_config.py"
     cfg.write_text(cfg.read_text().replace(str(home), str(mine)))
+    return mine
+
+
+def bi_reader(pg_url: str) -> None:
+    """The read-only role of the docs (engines.md), with the schema eventmart writes to."""
+    with psycopg.connect(pg_url, autocommit=True) as c:
+        if not c.execute("SELECT 1 FROM pg_roles WHERE rolname = 'bi_reader'").fetchone():
+            c.execute("CREATE ROLE bi_reader LOGIN PASSWORD 'bi-secret'")
+        c.execute("GRANT USAGE ON SCHEMA public TO bi_reader")
+        c.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO bi_reader")
+
+
+def ask(home: Path, tmp: Path, spec: dict) -> dict:
+    """One Superset session on a copy of the initialised metadata."""
+    mine = home_copy(home, tmp / "superset-home")
     r = subprocess.run([str(SUPERSET_PY), str(DRIVER), "ask", str(mine)], input=json.dumps(spec), capture_output=True,
                        text=True, timeout=600)
     line = next((ln for ln in r.stdout.splitlines() if ln.startswith("EVENTMART-RESULT ")), None)
@@ -101,12 +116,6 @@ def as_rows(got: list) -> list[list]:
     return [[str(dt)[:19].replace("T", " "), a, int(c), int(s)] for dt, a, c, s in got]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_superset_reads_the_duckdb_marts_while_serve_owns_the_warehouse(tmp_path, superset_home):
     d = project(tmp_path / "p", {"type": "duckdb"})
     build(d)
@@ -140,12 +149,7 @@ def test_superset_reads_the_duckdb_marts_while_serve_owns_the_warehouse(tmp_path
 def test_superset_reads_the_postgres_marts_through_a_read_only_role(tmp_path, superset_home, pg_url):
     d = project(tmp_path / "p", {"type": "postgres", "url": pg_url})
     build(d)
-    # the read-only role of the docs (engines.md), with the schema eventmart writes to
-    with psycopg.connect(pg_url, autocommit=True) as c:
-        c.execute("CREATE ROLE bi_reader LOGIN PASSWORD 'bi-secret'") if not c.execute(
-            "SELECT 1 FROM pg_roles WHERE rolname = 'bi_reader'").fetchone() else None
-        c.execute("GRANT USAGE ON SCHEMA public TO bi_reader")
-        c.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO bi_reader")
+    bi_reader(pg_url)
     info = psycopg.conninfo.conninfo_to_dict(pg_url)
     host = f"{info.get('host', '127.0.0.1')}:{info.get('port', 5432)}"
     spec = {"sql": [SQL.replace("VARCHAR", "TEXT"), "DELETE FROM per_hour"],
@@ -237,7 +241,7 @@ def test_export_of_a_duckdb_project_names_what_superset_cannot_reaggregate(tmp_p
     assert b"bi:XXXXXXXXXX@127.0.0.1:5432/db" in zipfile.ZipFile(tmp_path / "d.zip").read(
         next(n for n in zipfile.ZipFile(tmp_path / "d.zip").namelist() if "/databases/" in n))
     # a Superset that is not there, or no credentials: one line, exit 2
-    env = {**__import__("os").environ, "SUPERSET_USER": "admin", "SUPERSET_PASSWORD": "x"}
+    env = {**os.environ, "SUPERSET_USER": "admin", "SUPERSET_PASSWORD": "x"}
     r = subprocess.run([EVENTMART, "superset", "push", f"http://127.0.0.1:{free_port()}", "-p", str(d)],
                        capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "cannot reach" in r.stderr, r.stderr
@@ -252,7 +256,7 @@ def test_export_of_a_duckdb_project_names_what_superset_cannot_reaggregate(tmp_p
 
 def superset_server(home: Path, port: int) -> subprocess.Popen:
     exe = SUPERSET_PY.parent / "superset"
-    env = {**__import__("os").environ, "SUPERSET_CONFIG_PATH": str(home / "superset_config.py"),
+    env = {**os.environ, "SUPERSET_CONFIG_PATH": str(home / "superset_config.py"),
            "SUPERSET_HOME": str(home)}
     proc = subprocess.Popen([str(exe), "run", "-h", "127.0.0.1", "-p", str(port), "--with-threads"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -279,22 +283,15 @@ def test_push_imports_the_dashboard_and_superset_charts_equal_eventmart_charts(t
 
     d = dashboard_project(tmp_path / "p", {"type": "postgres", "url": pg_url})
     build(d)
-    with psycopg.connect(pg_url, autocommit=True) as c:
-        if not c.execute("SELECT 1 FROM pg_roles WHERE rolname = 'bi_reader'").fetchone():
-            c.execute("CREATE ROLE bi_reader LOGIN PASSWORD 'bi-secret'")
-        c.execute("GRANT USAGE ON SCHEMA public TO bi_reader")
-        c.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO bi_reader")
+    bi_reader(pg_url)
     info = psycopg.conninfo.conninfo_to_dict(pg_url)
     uri = f"postgresql+psycopg2://bi_reader@{info.get('host')}:{info.get('port')}/{info['dbname']}"
-    home = tmp_path / "superset-home"
-    shutil.copytree(superset_home, home)
-    cfg = home / "superset_config.py"
-    cfg.write_text(cfg.read_text().replace(str(superset_home), str(home)))
+    home = home_copy(superset_home, tmp_path / "superset-home")
     port = free_port()
     srv = superset_server(home, port)
     base = f"http://127.0.0.1:{port}"
     try:
-        env = {**__import__("os").environ, "SUPERSET_USER": "admin", "SUPERSET_PASSWORD": "admin",
+        env = {**os.environ, "SUPERSET_USER": "admin", "SUPERSET_PASSWORD": "admin",
                "BI_PW": "bi-secret"}
         r = subprocess.run([EVENTMART, "superset", "push", base, "-p", str(d)], capture_output=True, text=True,
                            timeout=300, env={**env, "SUPERSET_PASSWORD": "wrong"})
