@@ -199,7 +199,9 @@ def _dim_sql(expr: str, allowed: set[str], dialect: str, where: str) -> str:
 
 def _metric_for(p: Project, chart: Chart, raw_readable: bool) -> tuple[str, str, str] | str:
     """(dataset key, metric name or SQL, label) for a chart's measure, or the reason it cannot be exported."""
-    from .expressions import ROLLUP, measure_kind
+    from sqlglot import exp
+
+    from .expressions import ROLLUP, check_expression, measure_kind, parse_metric, shape_from_config
 
     m = p.config.marts.get(chart.mart)
     if m is None or m.sql is not None:
@@ -219,10 +221,6 @@ def _metric_for(p: Project, chart: Chart, raw_readable: bool) -> tuple[str, str,
         return (f"measure {measure} is a distinct count or an average: Superset cannot re-aggregate it from the "
                 "marts in bi.duckdb (use a PostgreSQL or ClickHouse warehouse, whose raw events it can read)")
     # an aggregate expression over additive mart columns (e.g. sum(likes) / sum(views)) means the same in Superset
-    from sqlglot import exp
-
-    from .expressions import parse_metric, shape_from_config
-
     shape = shape_from_config(p.config, chart.mart)
     try:
         metric = parse_metric(shape, measure, f"chart measure {measure}")
@@ -233,8 +231,6 @@ def _metric_for(p: Project, chart: Chart, raw_readable: bool) -> tuple[str, str,
         return f"measure {measure}: it aggregates per-bucket values of the mart (Superset has no such step)"
     if any(isinstance(n, exp.Avg | exp.Count) for n in metric.node.walk()):
         return f"measure {measure}: an average or a count over the mart's buckets"
-    from .expressions import check_expression
-
     dialect = {"postgres": "postgres", "clickhouse": "clickhouse"}.get(p.config.warehouse.type, "duckdb")
     sql = check_expression(measure, set(shape.columns), f"chart measure {measure}").sql(dialect=dialect)
     return chart.mart, f"SQL:{sql}", measure
