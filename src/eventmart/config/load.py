@@ -18,6 +18,14 @@ from .project import ProjectConfig
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
+# libyaml's parser where PyYAML was built with it (the wheels are): the same documents, several times faster
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _compose(text: str) -> yaml.Node | None:
+    """The file's node tree, for line numbers: built only when an error needs a line."""
+    return yaml.compose(text, Loader=_LOADER)
+
 
 def _node_line(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     """The 1-based line of the YAML node at key path ``loc`` (or of its nearest existing parent)."""
@@ -40,11 +48,11 @@ def _node_line(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
-def _substitute_env(value: Any, path: tuple[Any, ...], root: yaml.Node, file: str) -> Any:
+def _substitute_env(value: Any, path: tuple[Any, ...], text: str, file: str) -> Any:
     if isinstance(value, dict):
-        return {k: _substitute_env(v, (*path, k), root, file) for k, v in value.items()}
+        return {k: _substitute_env(v, (*path, k), text, file) for k, v in value.items()}
     if isinstance(value, list):
-        return [_substitute_env(v, (*path, i), root, file) for i, v in enumerate(value)]
+        return [_substitute_env(v, (*path, i), text, file) for i, v in enumerate(value)]
     if isinstance(value, str) and "${" in value:
 
         def repl(m: re.Match[str]) -> str:
@@ -53,7 +61,7 @@ def _substitute_env(value: Any, path: tuple[Any, ...], root: yaml.Node, file: st
                 return os.environ[var]
             if default is not None:
                 return default
-            line = _node_line(root, path)
+            line = _node_line(_compose(text), path)
             raise ProjectError(
                 f"{file}:{line}: {'.'.join(map(str, path))}: environment variable {var} is not set; "
                 f"export {var}=... before running eventmart"
@@ -225,8 +233,7 @@ def load_config(directory: Path) -> ProjectConfig:
         load_dotenv(env_file, override=False)
     text = path.read_text(encoding="utf-8")
     try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_LOADER)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
@@ -235,11 +242,11 @@ def load_config(directory: Path) -> ProjectConfig:
         data = {}
     if not isinstance(data, dict):
         raise ProjectError(f"{file}:1: the project file must be a mapping of keys (name, warehouse, sources, marts)")
-    data = _substitute_env(data, (), root, file)
+    data = _substitute_env(data, (), text, file)
     try:
         return ProjectConfig.model_validate(data)
     except ValidationError as e:
-        problems = _all_problems(data, e, root, file)
+        problems = _all_problems(data, e, _compose(text), file)
         err = ProjectError(problems[0])
         err.problems = problems  # `eventmart check` lists them all
         raise err from None
@@ -249,7 +256,7 @@ def locate(directory: Path, key: str) -> str:
     """``file:line: key`` for errors found after loading (e.g. a dashboard checked against the warehouse)."""
     path = project_file(directory)
     try:
-        root = yaml.compose(path.read_text(encoding="utf-8"))
+        root = _compose(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
         root = None
     loc = tuple(int(p) if p.isdigit() else p for p in key.split("."))
