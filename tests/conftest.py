@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import os
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +13,10 @@ import pytest
 import yaml
 
 from pgserver import temp_postgres
+
+# what eventmart keeps between processes (memo.py) goes to this session's folder, not the user's ~/.cache; the
+# commands the tests start inherit it
+os.environ.setdefault("EVENTMART_CACHE_DIR", tempfile.mkdtemp(prefix="eventmart-cache-"))
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parent.parent / "src" / "eventmart"
 # bottom to top; a module may import its own layer's package and anything below it
 LAYERS = [
-    ("ground floor", {"errors", "timeutil", "values"}),
+    ("ground floor", {"errors", "memo", "timeutil", "values"}),
     ("measure expressions (sqlglot only)", {"expressions"}),
     ("the project file", {"config"}),
     ("engines", {"warehouse"}),

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import sqlglot
-from sqlglot import exp
+from typing import TYPE_CHECKING, Any
 
 from .errors import ProjectError
+
+if TYPE_CHECKING:  # imported where used: a command whose expressions are cached (memo.py) never loads sqlglot
+    from sqlglot import exp
 
 _AGGS = {"count", "count_distinct", "approx_count_distinct", "sum", "min", "max", "avg", "count_if"}
 
@@ -28,12 +28,12 @@ STATEFUL = ("count_distinct", "approx_count_distinct")
 
 STATE_SUFFIX = "__state"
 
-# aggregates a measure expression may apply over a mart's buckets
-_OUTER = (exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Count, exp.Median)
-
 
 def check_expression(text: str, allowed: set[str], where: str, what: str = "the source's columns") -> exp.Expression:
     """Parse ``text`` (DuckDB syntax) and check it reads only ``allowed`` columns and is not a query."""
+    import sqlglot
+    from sqlglot import exp
+
     try:
         node = sqlglot.parse_one(text, read="duckdb")
     except sqlglot.errors.ParseError as e:
@@ -53,6 +53,8 @@ def check_expression(text: str, allowed: set[str], where: str, what: str = "the 
 
 
 def measure_parts(text: str, allowed: set[str], where: str) -> tuple[str, list[exp.Expression]]:
+    from sqlglot import exp
+
     node = check_expression(text, allowed, where)
     if isinstance(node, exp.Anonymous):
         name, args = node.name.lower(), node.expressions
@@ -81,6 +83,9 @@ def measure_parts(text: str, allowed: set[str], where: str) -> tuple[str, list[e
 
 def measure_kind(text: str) -> str:
     """count, count_distinct, sum, min, max, avg or count_if (the text was checked when the mart compiled)."""
+    import sqlglot
+    from sqlglot import exp
+
     try:
         node = sqlglot.parse_one(text, read="duckdb")
     except sqlglot.errors.ParseError:
@@ -101,6 +106,8 @@ def measure_sql(text: str, allowed: set[str], dialect: str, where: str, when: st
     """SQL for a declarative measure (``count()``, ``count_distinct(x)``, ``approx_count_distinct(x)``,
     ``sum/min/max/avg(x)``, ``count_if(cond)``) over source rows, counting only rows where ``when`` (rendered
     SQL) holds. ``sum_sql``: the engine's sum of an expression that cannot overflow (Warehouse.sum_sql)."""
+    from sqlglot import exp
+
     name, args = measure_parts(text, allowed, where)
     r = [a.sql(dialect=dialect) for a in args]
     filt = f" FILTER (WHERE {when})" if when else ""
@@ -171,6 +178,10 @@ class Metric:
 
 def parse_metric(shape: MartShape, text: str, where: str) -> Metric:
     """Parse and check a measure expression against a mart; errors name ``where`` and say why."""
+    from sqlglot import exp
+
+    # aggregates a measure expression may apply over a mart's buckets
+    outer = (exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Count, exp.Median)
     allowed = set(shape.columns)
     node = check_expression(text, allowed, where, f"mart {shape.name}'s columns")
     node = node.copy()
@@ -193,7 +204,7 @@ def parse_metric(shape: MartShape, text: str, where: str) -> Metric:
                                    f"({', '.join(shape.dimensions) or 'none'}); not {', '.join(bad)}")
         if isinstance(agg, exp.AggFunc):
             inside_agg = True
-            if not isinstance(agg, _OUTER):
+            if not isinstance(agg, outer):
                 raise ProjectError(f"{where}: {agg.key}() is not available in a measure expression; use sum, avg, "
                                    "min, max, median or count over measure columns")
             arg = agg.this

@@ -79,13 +79,13 @@ def window_dependence(mart: Mart) -> str | None:
     and [b, c): declared (``batch``), or read off its SQL — a time column computed from {{ start }} / {{ end }} (a
     snapshot dated by its window), or a bound on the window not paired with the other bound on the same expression
     (``x < {{ end }}`` alone: everything up to the window's end). SQL it cannot read runs step by step too."""
-    import sqlglot
-    from sqlglot import exp
-
     if mart.sql is None or mart.batch == "any":
         return None
     if mart.batch == "grain":
         return "declared batch: grain"
+    import sqlglot
+    from sqlglot import exp
+
     text = BUCKET_RE.sub(lambda m: f"__em_bucket({m.group(1)})", mart.sql)
     text = re.sub(r"\{\{\s*(start|end)\s*\}\}", r"__em_\1", text)
     try:
@@ -218,7 +218,20 @@ class MartRunner:
 
     def compiled(self, name: str) -> tuple[str, list[str]]:
         if name not in self._compiled:
-            self._compiled[name] = compile_mart(self.wh, name, self.marts[name], self.sources)
+            wh, mart = self.wh, self.marts[name]
+            material = None
+            if wh.pure_compile and mart.sql is None:  # kept between processes: a minute's run parses nothing
+                from . import memo
+
+                material = [type(wh).__name__, wh.dialect, name, mart.model_dump(mode="json"),
+                            list(self.sources[mart.from_].columns) if mart.from_ in self.sources else None]
+                kept = memo.get("mart-sql", material)
+                if kept:
+                    self._compiled[name] = (kept[0], kept[1])
+                    return self._compiled[name]
+            self._compiled[name] = compile_mart(wh, name, mart, self.sources)
+            if material is not None:
+                memo.put("mart-sql", material, list(self._compiled[name]))
         return self._compiled[name]
 
     # --- windows: UTC instants everywhere; a mart with a time zone has local-day windows --------------

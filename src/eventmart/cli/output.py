@@ -4,6 +4,7 @@ output (rich, created on first use), tables, CSV and JSON with numbers as stored
 from __future__ import annotations
 
 import csv
+import re
 import sys
 from datetime import date, datetime
 from decimal import Decimal
@@ -19,6 +20,12 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
     from ..project import Project
+
+
+# what rich could read as markup ([bold], [/], [#fff], [@click]), an emoji code (:smile:; every name has a letter
+# but four), an escape, a tab or a control character. "05:00):" is none of these
+_RICH = re.compile(r"\[[A-Za-z#/@]|:\S*?[^\W\d_]\S*?:|:(?:100|1234|__1|-1)(?:-emoji|-text)?:"
+                   r"|[\\\t\x00-\x08\x0b-\x1f\x7f]")
 
 
 class _Console:
@@ -38,6 +45,20 @@ class _Console:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.get(), name)
+
+    def print(self, *objects: Any, **kw: Any) -> None:
+        # a plain line to a pipe (cron, logs) is written as rich would write it, without importing rich: a
+        # minute's `eventmart run` from cron spends no time on it. Anything rich could change goes to rich
+        # (markup or emoji codes, escapes, tabs, a line to wrap, a terminal, a style).
+        if self.console is None and not kw and len(objects) == 1 and isinstance(objects[0], str):
+            text, stream = objects[0], sys.stderr if self.kw.get("stderr") else sys.stdout
+            width = self.kw.get("width")  # set where the stream is a pipe; else rich finds it
+            cells = 1 if text.isascii() else 2  # a wide character takes two columns
+            if width and not stream.isatty() and not _RICH.search(text) and all(
+                    len(line) * cells <= width and line == line.rstrip() for line in text.split("\n")):
+                stream.write(text + "\n")
+                return
+        self.get().print(*objects, **kw)
 
     def __enter__(self) -> Any:
         return self.get().__enter__()

@@ -5,8 +5,15 @@ Errors name the file, the line and the key path, e.g.
 of eventmart's but the ground floor (errors, timeutil) and the measure expressions' parser (expressions.py).
 """
 
+# ruff: noqa: E402  (the imports below run with pydantic's plugin lookup off: see _plugins)
+import os as _os
 from importlib.resources import files as _files
 from pathlib import Path
+
+# pydantic looks for plugins (every installed distribution's entry points) when a model's validator is built, as
+# the classes below are: tens of milliseconds on every command, for plugins that have nothing to watch here
+_plugins = _os.environ.get("PYDANTIC_DISABLE_PLUGINS")
+_os.environ["PYDANTIC_DISABLE_PLUGINS"] = "1"
 
 from .base import (
     NAME_RE,
@@ -29,6 +36,11 @@ from .project import ProjectConfig
 from .runtime import QuerySettings, Warehouse
 from .sources import Column, CsvOptions, KafkaSpec, S3Spec, Source, TimeRange, TimeSpec
 from .vault import Hub, Link, Satellite, Vault
+
+if _plugins is None:
+    del _os.environ["PYDANTIC_DISABLE_PLUGINS"]
+else:
+    _os.environ["PYDANTIC_DISABLE_PLUGINS"] = _plugins
 
 SCHEMA_FILE = "eventmart.schema.json"
 # the first line of a project file eventmart writes: editors (yaml-language-server) validate and complete it

@@ -131,6 +131,21 @@ class AlertRule(Strict):
         return self
 
 
+def _valid_cron(expr: str) -> bool:
+    """croniter's verdict, kept between processes (memo.py): every command checks the file's schedules, and
+    importing croniter costs more than the rest of a minute's run does."""
+    from .. import memo
+
+    if memo.get("cron", expr):
+        return True
+    from croniter import croniter
+
+    ok = croniter.is_valid(expr)
+    if ok:
+        memo.put("cron", expr, True)
+    return ok
+
+
 class Schedule(Strict):
     """A job run on a cron schedule by `eventmart serve` (or exported to Airflow)."""
 
@@ -153,9 +168,7 @@ class Schedule(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> Schedule:
-        from croniter import croniter
-
-        if not croniter.is_valid(self.cron) or len(self.cron.split()) != 5:
+        if len(self.cron.split()) != 5 or not _valid_cron(self.cron):
             raise _at("cron", f"'{self.cron}' is not a five-field cron expression (e.g. '15 3 * * *')")
         check_timezone(self.timezone)
         parse_duration(self.retry_delay)

@@ -137,6 +137,24 @@ class ProjectConfig(Strict):
         """Measures, dimension expressions and the measure expressions of charts, reports and alert rules on
         declarative marts: checked when the file loads, so every command stops at a bad one with its line
         (SQL marts' columns are known only to the warehouse: `eventmart check` and `serve` check those)."""
+        from .. import memo
+
+        # what these checks read, and nothing else (no warehouse, no channel: no secret goes into the key)
+        material = {"marts": {n: m.model_dump(mode="json") for n, m in self.marts.items()},
+                    "sources": {n: list(s.columns) for n, s in self.sources.items()},
+                    "charts": {d: {c: ch.model_dump(mode="json") for c, ch in dash.charts.items()}
+                               for d, dash in self.dashboards.items()},
+                    "reports": {r: [rep.mart, {k: mv.value for k, mv in rep.metrics.items()}]
+                                for r, rep in self.reports.items()},
+                    "alerts": {a: [rule.mart, rule.measure] for a, rule in self.alerts.items()}}
+        if memo.get("checked", material):
+            return
+        before = len(bad.found)
+        self._check_expressions(bad)
+        if len(bad.found) == before:
+            memo.put("checked", material, True)
+
+    def _check_expressions(self, bad: _Problems) -> None:
         from ..expressions import check_expression, measure_sql, parse_metric, shape_from_config
 
         def attempt(fn, *args) -> bool:

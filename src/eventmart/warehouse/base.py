@@ -162,6 +162,9 @@ class Warehouse(ABC):
     approx_distinct: bool = True
     #: the engine keeps mergeable aggregate states (a mart's `keep_states`): see state_sql / merge_state_sql
     states: bool = False
+    #: a mart's compiled SQL depends on its definition alone, not on what the warehouse holds (ClickHouse asks
+    #: the engine for an expression's type): it may be kept between processes (memo.py)
+    pure_compile: bool = True
     #: SQL counting the tables named {{ t }} in the warehouse's schema (1 if it exists)
     table_exists_sql: str = TABLE_EXISTS_SQL
 

@@ -72,6 +72,7 @@ def open_clickhouse(cfg: WarehouseConfig, project_dir: Path, read_only: bool = F
 
 class ClickHouseWarehouse(Warehouse):
     dialect = "clickhouse"
+    pure_compile = False  # sum_sql asks the engine for types
     transactional = False
     counts_rows = False
     backup_suffix = "chbackup"
