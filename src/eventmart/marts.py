@@ -183,13 +183,31 @@ def compile_mart(wh: Warehouse, name: str, mart: Mart, sources: dict[str, Source
             if kind in STATEFUL:
                 exprs[m + STATE_SUFFIX] = wh.state_sql(kind, args[0].sql(dialect=wh.dialect))
                 order.append(m + STATE_SUFFIX)
+    source = f"{source_sql or q(mart.from_)} WHERE {q('_time')} >= {{{{ start }}}} AND {q('_time')} < {{{{ end }}}}"
+    distinct = _one_distinct(mart, allowed, wh.dialect, name)
+    if distinct is not None and not mart.keep_states:
+        # unique users per bucket and dimensions, the common mart: the distinct rows first, then a plain count
+        # of them — the same numbers (COUNT skips a NULL as COUNT(DISTINCT) does), a fifth less time on DuckDB
+        v = next(f"__v{'_' * i}" for i in range(len(order) + len(allowed) + 1)
+             if f"__v{'_' * i}" not in order and f"__v{'_' * i}" not in allowed)
+        keys = [c for c in order if c not in mart.measures]
+        inner = ", ".join([*(f"{exprs[c]} AS {q(c)}" for c in keys), f"{distinct} AS {q(v)}"])
+        select = ", ".join(q(c) if c in keys else f"COUNT({q(v)}) AS {q(c)}" for c in order)
+        return (f"SELECT {select} FROM (SELECT DISTINCT {inner} FROM {source}) AS d "
+                f"GROUP BY {', '.join(q(c) for c in keys)}"), order
     select = ", ".join(f"{exprs[c]} AS {q(c)}" for c in order)
-    sql = (
-        f"SELECT {select} FROM {source_sql or q(mart.from_)} WHERE {q('_time')} >= {{{{ start }}}} "
-        f"AND {q('_time')} < {{{{ end }}}} "
-        f"GROUP BY {', '.join(group)}"
-    )
-    return sql, order
+    return f"SELECT {select} FROM {source} GROUP BY {', '.join(group)}", order
+
+
+def _one_distinct(mart: Mart, allowed: set[str], dialect: str, name: str) -> str | None:
+    """The expression (rendered) when every measure of the mart is count_distinct of that same expression."""
+    seen = set()
+    for m, text in mart.measures.items():
+        kind, args = measure_parts(text, allowed, f"marts.{name}.measures.{m}")
+        if kind != "count_distinct":
+            return None
+        seen.add(args[0].sql(dialect=dialect))
+    return next(iter(seen)) if len(seen) == 1 else None
 
 
 # --- windows in UTC and in a business time zone ----------------------------------------------------
