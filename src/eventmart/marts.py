@@ -184,30 +184,21 @@ def compile_mart(wh: Warehouse, name: str, mart: Mart, sources: dict[str, Source
                 exprs[m + STATE_SUFFIX] = wh.state_sql(kind, args[0].sql(dialect=wh.dialect))
                 order.append(m + STATE_SUFFIX)
     source = f"{source_sql or q(mart.from_)} WHERE {q('_time')} >= {{{{ start }}}} AND {q('_time')} < {{{{ end }}}}"
-    distinct = _one_distinct(mart, allowed, wh.dialect, name)
-    if distinct is not None and not mart.keep_states:
-        # unique users per bucket and dimensions, the common mart: the distinct rows first, then a plain count
-        # of them — the same numbers (COUNT skips a NULL as COUNT(DISTINCT) does), a fifth less time on DuckDB
+    parts = [measure_parts(text, allowed, f"marts.{name}.measures.{m}") for m, text in mart.measures.items()]
+    distinct = {args[0].sql(dialect=wh.dialect) for kind, args in parts if kind == "count_distinct"}
+    if all(kind == "count_distinct" for kind, _ in parts) and len(distinct) == 1 and not mart.keep_states:
+        # unique users per bucket and dimensions (every measure a distinct count of one expression), the common
+        # mart: the distinct rows first, then a plain count of them — the same numbers (COUNT skips a NULL as
+        # COUNT(DISTINCT) does), a fifth less time on DuckDB
         v = next(f"__v{'_' * i}" for i in range(len(order) + len(allowed) + 1)
              if f"__v{'_' * i}" not in order and f"__v{'_' * i}" not in allowed)
         keys = [c for c in order if c not in mart.measures]
-        inner = ", ".join([*(f"{exprs[c]} AS {q(c)}" for c in keys), f"{distinct} AS {q(v)}"])
+        inner = ", ".join([*(f"{exprs[c]} AS {q(c)}" for c in keys), f"{distinct.pop()} AS {q(v)}"])
         select = ", ".join(q(c) if c in keys else f"COUNT({q(v)}) AS {q(c)}" for c in order)
         return (f"SELECT {select} FROM (SELECT DISTINCT {inner} FROM {source}) AS d "
                 f"GROUP BY {', '.join(q(c) for c in keys)}"), order
     select = ", ".join(f"{exprs[c]} AS {q(c)}" for c in order)
     return f"SELECT {select} FROM {source} GROUP BY {', '.join(group)}", order
-
-
-def _one_distinct(mart: Mart, allowed: set[str], dialect: str, name: str) -> str | None:
-    """The expression (rendered) when every measure of the mart is count_distinct of that same expression."""
-    seen = set()
-    for m, text in mart.measures.items():
-        kind, args = measure_parts(text, allowed, f"marts.{name}.measures.{m}")
-        if kind != "count_distinct":
-            return None
-        seen.add(args[0].sql(dialect=dialect))
-    return next(iter(seen)) if len(seen) == 1 else None
 
 
 # --- windows in UTC and in a business time zone ----------------------------------------------------
@@ -243,10 +234,8 @@ class MartRunner:
 
                 material = [type(wh).__name__, wh.dialect, name, mart.model_dump(mode="json"),
                             list(self.sources[mart.from_].columns) if mart.from_ in self.sources else None]
-                kept = memo.get("mart-sql", material)
-                if kept:
-                    self._compiled[name] = (kept[0], kept[1])
-                    return self._compiled[name]
+                if kept := memo.get("mart-sql", material):
+                    return self._compiled.setdefault(name, (kept[0], kept[1]))
             self._compiled[name] = compile_mart(wh, name, mart, self.sources)
             if material is not None:
                 memo.put("mart-sql", material, list(self._compiled[name]))
