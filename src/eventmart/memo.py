@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,7 @@ def put(kind: str, material: Any, value: Any) -> None:
         return
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+        tmp = p.with_name(f".{p.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # serve's threads write too
         tmp.write_text(json.dumps(value), encoding="utf-8")
         os.replace(tmp, p)
     except OSError:
