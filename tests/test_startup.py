@@ -76,7 +76,7 @@ def _mart(d: Path) -> dict:
     return {(t, dt): (e, u, a) for t, dt, e, u, a in rows}
 
 
-def _check_against_pandas(d: Path, amount_of) -> None:
+def _check_against_pandas(d: Path, amount_of, column: str = "amount") -> None:
     import pandas as pd
 
     df = pd.DataFrame(random_events(3000, seed=7)).drop_duplicates("id")
@@ -84,7 +84,7 @@ def _check_against_pandas(d: Path, amount_of) -> None:
     df = df[(df["dt"] >= START) & (df["dt"] < END)]
     want = {}
     for (topic, dt), g in df.groupby(["topic", "dt"]):
-        want[(topic, dt.to_pydatetime())] = (len(g), g["user_id"].nunique(), amount_of(g["amount"]))
+        want[(topic, dt.to_pydatetime())] = (len(g), g["user_id"].nunique(), amount_of(g[column]))
     got = _mart(d)
     assert got.keys() == want.keys()
     for k, (e, u, a) in want.items():
@@ -179,3 +179,41 @@ def test_the_run_lines_take_the_quick_way(tmp_path):
 
     line = RunResult("by_topic", datetime(2024, 3, 10, 5), datetime(2024, 3, 10, 6), "ok", 1234, 0.031).line()
     assert not _RICH.search(line) and len(line) < 200, line
+
+
+def test_a_value_from_the_environment_in_an_expression_stays_off_the_disk(tmp_path):
+    """A measure may read a value from the environment (`count_if(action = '${...}')`): its compiled SQL holds the
+    value, so it is compiled every time instead of kept."""
+    d, cache = _project(tmp_path / "p"), tmp_path / "cache"
+    (d / "eventmart.yml").write_text(PROJECT.replace("MEASURE", "count_if(action = '${STARTUP_ACTION}')"))
+    env = {**_env(cache), "STARTUP_ACTION": "share"}
+    subprocess.run([EVENTMART, "ingest", "events", "-p", str(d)], check=True, capture_output=True, env=env)
+    for _ in range(2):
+        r = subprocess.run([EVENTMART, "run", "--start", START, "--end", END, "-p", str(d)], capture_output=True,
+                           text=True, env=env)
+        assert r.returncode == 0, r.stderr
+    kept = {p.name.split("-")[0]: p.read_text() for p in cache.iterdir()}
+    assert not any("share" in text for text in kept.values())
+    # neither the SQL nor the verdict of the checks (its file is named by a hash of the expressions) is kept;
+    # the cron's verdict, which reads nothing from the environment, is
+    assert set(kept) == {"cron"}, kept
+    _check_against_pandas(d, lambda s: int((s == "share").sum()), column="action")
+
+
+def test_the_kept_sql_of_a_mart_is_what_compiling_it_gives(tmp_path, monkeypatch):
+    """The cache answers with exactly what compile_mart returns, for every bundled example's marts."""
+    from eventmart import Project, memo
+    from eventmart.examples import init_example
+    from eventmart.marts import compile_mart
+
+    monkeypatch.setenv("EVENTMART_CACHE_DIR", str(tmp_path / "cache"))
+    for example in ("zen", "feed", "groups"):
+        d = tmp_path / example
+        init_example(example, d, "duckdb")
+        for _ in range(2):  # computed and kept, then found as a second process would
+            with Project.load(d) as p:
+                for name, mart in p.config.marts.items():
+                    if mart.sql is None:
+                        assert p.runner.compiled(name) == compile_mart(p.warehouse, name, mart, p.config.sources)
+    assert any(f.name.startswith("mart-sql-") for f in (tmp_path / "cache").iterdir())
+    assert memo.get("nothing", ["kept"]) is None

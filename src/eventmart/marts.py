@@ -221,8 +221,9 @@ def local_day_start(d: date, tz: ZoneInfo) -> datetime:
 
 
 class MartRunner:
-    def __init__(self, wh: Warehouse, marts: dict[str, Mart], sources: dict[str, Source]):
-        self.wh, self.marts, self.sources = wh, marts, sources
+    def __init__(self, wh: Warehouse, marts: dict[str, Mart], sources: dict[str, Source],
+                 env_values: frozenset[str] = frozenset()):
+        self.wh, self.marts, self.sources, self.env_values = wh, marts, sources, env_values
         self._compiled: dict[str, tuple[str, list[str]]] = {}
 
     def compiled(self, name: str) -> tuple[str, list[str]]:
@@ -237,7 +238,8 @@ class MartRunner:
                 if kept := memo.get("mart-sql", material):
                     return self._compiled.setdefault(name, (kept[0], kept[1]))
             self._compiled[name] = compile_mart(wh, name, mart, self.sources)
-            if material is not None:
+            # a value from the environment in an expression stays off the disk (it may be a secret)
+            if material is not None and not any(v in self._compiled[name][0] for v in self.env_values):
                 memo.put("mart-sql", material, list(self._compiled[name]))
         return self._compiled[name]
 

@@ -6,7 +6,8 @@ A value is found by a hash of everything it depends on: the caller's material, a
 (the size and modification time of every module of eventmart and of sqlglot's version file), so an upgrade or an
 edited checkout starts afresh. Values are JSON in one small file each under ``$EVENTMART_CACHE_DIR`` (default
 ``$XDG_CACHE_HOME/eventmart``, or ``~/.cache/eventmart``; ``off`` turns it off). Callers hand in expressions and
-column names, never a warehouse's settings or anything read from the environment, so no secret reaches the disk.
+column names, never a warehouse's settings; where an expression holds a value from the environment (``${VAR}``,
+maybe a secret) they keep nothing of it, not even its hash, so no secret reaches the disk.
 Only successes are kept: a bad expression is parsed, and reported, every time. A cache that cannot be read or
 written is no cache: the value is computed as before."""
 

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from ..errors import ProjectError
 from .base import _SEP, PROJECT_FILE, Strict, did_you_mean
-from .project import ProjectConfig
+from .project import ENV_VALUES, ProjectConfig
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -48,16 +48,17 @@ def _node_line(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
-def _substitute_env(value: Any, path: tuple[Any, ...], text: str, file: str) -> Any:
+def _substitute_env(value: Any, path: tuple[Any, ...], text: str, file: str, used: set[str]) -> Any:
     if isinstance(value, dict):
-        return {k: _substitute_env(v, (*path, k), text, file) for k, v in value.items()}
+        return {k: _substitute_env(v, (*path, k), text, file, used) for k, v in value.items()}
     if isinstance(value, list):
-        return [_substitute_env(v, (*path, i), text, file) for i, v in enumerate(value)]
+        return [_substitute_env(v, (*path, i), text, file, used) for i, v in enumerate(value)]
     if isinstance(value, str) and "${" in value:
 
         def repl(m: re.Match[str]) -> str:
             var, default = m.group(1), m.group(2)
             if var in os.environ:
+                used.add(os.environ[var])
                 return os.environ[var]
             if default is not None:
                 return default
@@ -242,14 +243,21 @@ def load_config(directory: Path) -> ProjectConfig:
         data = {}
     if not isinstance(data, dict):
         raise ProjectError(f"{file}:1: the project file must be a mapping of keys (name, warehouse, sources, marts)")
-    data = _substitute_env(data, (), text, file)
+    used: set[str] = set()
+    data = _substitute_env(data, (), text, file, used)
+    env_values = frozenset(v for v in used if v)
+    token = ENV_VALUES.set(env_values)
     try:
-        return ProjectConfig.model_validate(data)
+        config = ProjectConfig.model_validate(data)
+        config._env_values = env_values
+        return config
     except ValidationError as e:
         problems = _all_problems(data, e, _compose(text), file)
         err = ProjectError(problems[0])
         err.problems = problems  # `eventmart check` lists them all
         raise err from None
+    finally:
+        ENV_VALUES.reset(token)
 
 
 def locate(directory: Path, key: str) -> str:

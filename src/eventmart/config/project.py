@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import model_validator
+from contextvars import ContextVar
+
+from pydantic import PrivateAttr, model_validator
 
 from ..errors import ProjectError
 from .base import NAME_RE, Strict, _at, _check_name, _Problems, did_you_mean
@@ -12,6 +14,9 @@ from .marts import Mart
 from .runtime import QuerySettings, Warehouse
 from .sources import Source
 from .vault import Hub, Vault
+
+# the values ${VAR} put into the file being validated (load.py sets it): what is checked from them is not kept
+ENV_VALUES: ContextVar[frozenset[str]] = ContextVar("ENV_VALUES", default=frozenset())
 
 
 class ProjectConfig(Strict):
@@ -26,6 +31,9 @@ class ProjectConfig(Strict):
     reports: dict[str, Report] = {}  # digests of a mart, by name
     alerts: dict[str, AlertRule] = {}  # anomaly rules on marts, by name
     vault: Vault = Vault()  # a data vault over the sources
+
+    # the values ${VAR} put into the file: nothing derived from them is kept on disk (memo.py)
+    _env_values: frozenset[str] = PrivateAttr(default_factory=frozenset)
 
     @model_validator(mode="after")
     def _vault(self) -> ProjectConfig:
@@ -147,11 +155,13 @@ class ProjectConfig(Strict):
                     "reports": {r: [rep.mart, {k: mv.value for k, mv in rep.metrics.items()}]
                                 for r, rep in self.reports.items()},
                     "alerts": {a: [rule.mart, rule.measure] for a, rule in self.alerts.items()}}
-        if memo.get("checked", material):
+        # a value from the environment (it may be a secret) keeps even its hash off the disk
+        keep = not any(v in repr(material) for v in ENV_VALUES.get())
+        if keep and memo.get("checked", material):
             return
         before = len(bad.found)
         self._check_expressions(bad)
-        if len(bad.found) == before:
+        if keep and len(bad.found) == before:
             memo.put("checked", material, True)
 
     def _check_expressions(self, bad: _Problems) -> None:

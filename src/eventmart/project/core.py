@@ -127,7 +127,7 @@ class ProjectCore:
 
     @property
     def runner(self) -> MartRunner:
-        return MartRunner(self.warehouse, self.config.marts, self.config.sources)
+        return MartRunner(self.warehouse, self.config.marts, self.config.sources, self.config._env_values)
 
     def query(self, sql: str, cancel: threading.Event | None = None) -> QueryResult:
         """One read of the warehouse's tables (SELECT, DESCRIBE, SHOW), checked and run read-only within the

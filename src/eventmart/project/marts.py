@@ -156,7 +156,7 @@ class MartCommands:
             dims = [d.name for m in self.config.marts.values() if m.from_ == name for d in m.dimensions]
             out.append((name, wh.table_ddl(name, raw_columns(wh, src), src.key, raw_layout(src, dims))))
         epoch = {"start": datetime(1970, 1, 1), "end": datetime(1970, 1, 1)}
-        runner = MartRunner(wh, self.config.marts, self.config.sources)  # on the reading handle
+        runner = MartRunner(wh, self.config.marts, self.config.sources, self.config._env_values)  # on the reading handle
         for name, mart in self.config.marts.items():
             sql, _ = runner.compiled(name)
             src = mart.from_
