@@ -49,17 +49,23 @@ def build_zen(d: Path, events: int | None, days: int, engine: str = "duckdb", ke
 
         from eventmart.examples.zen import scaled_events
 
-        if per_day_files:  # a big log a day at a time: memory stays that of one day
+        path = "data/log_raw*.parquet"
+        if per_day_files:  # a big log a day at a time (memory stays that of one day), shared by the engines
             from datetime import datetime as dt_
 
-            per = events // days
+            per, logs = events // days, DATA / f"zen-log-{events}-{days}"
+            logs.mkdir(parents=True, exist_ok=True)
             for i in range(days):
-                pq.write_table(scaled_events(per, days=1, start=dt_(2019, 9, 24) + timedelta(days=i), seed=11 + i,
-                                             first_id=i * per + 1), d / "data" / f"log_raw-{i:03d}.parquet")
+                f = logs / f"log_raw-{i:03d}.parquet"
+                if not f.exists():
+                    pq.write_table(scaled_events(per, days=1, start=dt_(2019, 9, 24) + timedelta(days=i),
+                                                 seed=11 + i, first_id=i * per + 1), str(f) + ".tmp")
+                    Path(str(f) + ".tmp").rename(f)
+            path = str(logs / "log_raw-*.parquet")
         else:
             pq.write_table(scaled_events(events, days=days), d / "data" / "log_raw.parquet")
         cfg = yaml.safe_load((d / "eventmart.yml").read_text())
-        cfg["sources"]["log_raw"].update(format="parquet", path="data/log_raw*.parquet")
+        cfg["sources"]["log_raw"].update(format="parquet", path=path)
         (d / "eventmart.yml").write_text(yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False))
     with Project.load(d) as p:
         p.ingest("log_raw")
