@@ -160,7 +160,8 @@ class _Dataset:
 
 def _mart_dataset(p: Project, mart: str, raw: bool, schema: str | None) -> _Dataset:
     """The mart as a dataset; ``raw``: its source's rows instead (bucketed like the mart), for distinct counts."""
-    from .expressions import ROLLUP, measure_kind, measure_sql
+    from .expressions import ROLLUP, measure_kind, measure_sql, shape_from_config
+    from .measures import MeasureLayer
     from .warehouse.base import quote_ident as q
 
     cfg = p.config
@@ -177,9 +178,10 @@ def _mart_dataset(p: Project, mart: str, raw: bool, schema: str | None) -> _Data
     wh = p.warehouse
     src = cfg.sources[m.from_]
     allowed = set(src.columns) | {"_time"}
+    # each dimension as the mart computes it from its events (the measure layer's own rendering)
+    dim_sql = MeasureLayer(cfg, wh).source_dims(shape_from_config(cfg, mart))
     sel = [f"{wh.bucket_sql(q('_time'), m.grain_seconds)} AS {q(m.time_column)}"]
-    sel += [f"{_dim_sql(d.expr, allowed, wh.dialect, f'marts.{mart}.dimensions.{d.name}') if d.expr else q(d.name)} "
-            f"AS {q(d.name)}" for d in dims]
+    sel += [f"{dim_sql[d.name]} AS {q(d.name)}" for d in dims]
     rest = [c for c in src.columns if c not in {d.name for d in dims} | {m.time_column}]
     sel += [q(c) for c in rest]
     metrics = {name: measure_sql(text, allowed, wh.dialect, f"marts.{mart}.measures.{name}")
@@ -188,13 +190,6 @@ def _mart_dataset(p: Project, mart: str, raw: bool, schema: str | None) -> _Data
     return _Dataset(table, m.time_column, [m.time_column, *[d.name for d in dims], *rest], metrics,
                     sql=f"SELECT {', '.join(sel)} FROM {f'{q(schema)}.' if schema else ''}{q(m.from_)}",
                     uuid=_uuid(cfg.name, "dataset", table))
-
-
-def _dim_sql(expr: str, allowed: set[str], dialect: str, where: str) -> str:
-    """A dimension expression as the mart computes it: in the engine's SQL, its columns quoted."""
-    from .expressions import check_expression
-
-    return check_expression(expr, allowed, where).sql(dialect=dialect)
 
 
 def _metric_for(p: Project, chart: Chart, raw_readable: bool) -> tuple[str, str, str] | str:
