@@ -63,7 +63,10 @@ def event(i: int, minute: int | None = None) -> str:
 
 def project(d: Path, broker: str, topic: str, engine: dict | None = None, batch: int = 500, **marts) -> Path:
     cfg = {"name": "k", "warehouse": engine or {"type": "duckdb"},
-           "sources": {"ev": {"format": "jsonl", "kafka": {"bootstrap_servers": broker, "topic": topic, "batch": batch},
+           # a consumer group per topic: on the session's one broker, a test's group never waits for another
+           # test's members (two consumers, killed ones) to leave it
+           "sources": {"ev": {"format": "jsonl", "kafka": {"bootstrap_servers": broker, "topic": topic, "batch": batch,
+                                                           "group": f"g-{topic}"},
                               "columns": {"id": "int", "user": "string", "action": "string", "ts": "timestamp",
                                           "kafka_ts": "int"},
                               "time": {"column": "ts"}, "key": ["id"]}},
