@@ -46,26 +46,9 @@ if TYPE_CHECKING:
     from .warehouse import Warehouse
 
 
-
-# --- expressions over a source's or a mart's columns ------------------------------------------------
-
-
-
-
-
-
-
-
-
-
 # --- what a mart holds ------------------------------------------------------------------------------
 
-
-
-
 _NUMERIC = ("int", "float", "bigint", "integer", "double", "hugeint", "decimal", "numeric", "real", "smallint")
-
-
 
 
 def mart_shape(cfg: ProjectConfig, wh: Warehouse, name: str) -> MartShape:
@@ -79,15 +62,6 @@ def mart_shape(cfg: ProjectConfig, wh: Warehouse, name: str) -> MartShape:
         c for c in cols if not any(t in str(types[c]).lower() for t in _NUMERIC)]
     rollups = {c: (m.rollup or {}).get(c, "sum") for c in cols if c not in dims}
     return MartShape(name, m.time_column, m.grain_seconds, m.timezone, dims, rollups)
-
-
-# --- measure expressions of charts, reports and alerts ----------------------------------------------
-
-
-
-
-
-
 
 
 # --- queries ------------------------------------------------------------------------------------------
@@ -190,6 +164,20 @@ class MeasureLayer:
             return shape.grain
         return None
 
+    def raw_scope(self, shape: MartShape, start: datetime, end: datetime) -> tuple[str, list[str], dict[str, Any]]:
+        """The raw events behind a declarative mart's buckets in [start, end): (the mart's bucket over ``_time``,
+        WHERE terms, their parameters ``start`` and ``end``)."""
+        qi = self.wh.q
+        if shape.timezone:
+            bucket = self.wh.local_date_sql(qi("_time"), shape.timezone)
+            return bucket, [f"{bucket} >= {{{{ start }}}}", f"{bucket} < {{{{ end }}}}"], {"start": start, "end": end}
+        from .timeutil import ceil_time
+
+        # the mart keeps a bucket when its start lies in [start, end): the same events, by _time
+        return (self.wh.bucket_sql(qi("_time"), shape.grain),
+                [f"{qi('_time')} >= {{{{ start }}}}", f"{qi('_time')} < {{{{ end }}}}"],
+                {"start": ceil_time(start, shape.grain), "end": ceil_time(end, shape.grain)})
+
     # --- SQL -----------------------------------------------------------------------------------------
     def sql(self, q: Query) -> Compiled:
         """Columns: ``bucket`` (with a grain), the group's dimensions by name, then one per metric by name.
@@ -214,16 +202,8 @@ class MeasureLayer:
         tcol = qi(shape.time_column)
         if raw:
             dim = src_dims
-            if shape.timezone:
-                mart_bucket = wh.local_date_sql(qi("_time"), shape.timezone)
-                where = [f"{mart_bucket} >= {{{{ start }}}}", f"{mart_bucket} < {{{{ end }}}}"]
-            else:
-                mart_bucket = wh.bucket_sql(qi("_time"), shape.grain)
-                # the mart keeps a bucket when its start lies in [start, end): the same events, by _time
-                from .timeutil import ceil_time
-
-                params.update(start=ceil_time(q.start, shape.grain), end=ceil_time(q.end, shape.grain))
-                where = [f"{qi('_time')} >= {{{{ start }}}}", f"{qi('_time')} < {{{{ end }}}}"]
+            mart_bucket, where, bounds = self.raw_scope(shape, q.start, q.end)
+            params.update(bounds)
             table = qi(shape.source)
         else:
             dim = {d: qi(d) for d in shape.dimensions}

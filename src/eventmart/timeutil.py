@@ -16,6 +16,7 @@ _UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 _GRAIN_RE = re.compile(r"^\s*(\d+)?\s*(second|minute|hour|day)s?\s*$")
 _DAY = 86400
 EPOCH = datetime(1970, 1, 1)
+ORIGIN = datetime(1970, 1, 5)  # a Monday at midnight: where time buckets count from
 
 
 def parse_grain(text: str) -> int:
@@ -59,6 +60,9 @@ def parse_duration(text: str) -> int:
 
 
 def grain_label(seconds: int) -> str:
+    if seconds % (7 * _DAY) == 0:
+        n = seconds // (7 * _DAY)
+        return f"{n} week" + ("s" if n != 1 else "")
     for unit in ("day", "hour", "minute"):
         n, rem = divmod(seconds, _UNITS[unit])
         if not rem:
@@ -88,8 +92,9 @@ def parse_time(text: str, what: str = "time") -> datetime:
 
 
 def floor_time(t: datetime, grain: int) -> datetime:
-    s = int((t - EPOCH).total_seconds())
-    return EPOCH + timedelta(seconds=s - s % grain)
+    """Buckets count from ORIGIN on every engine: midnight UTC for grains that divide a day, Monday for weeks."""
+    s = int((t - ORIGIN).total_seconds())
+    return ORIGIN + timedelta(seconds=s - s % grain)
 
 
 def ceil_time(t: datetime, grain: int) -> datetime:
@@ -140,3 +145,45 @@ def subtract_intervals(
 
 def fmt(t: datetime) -> str:
     return t.strftime("%Y-%m-%d %H:%M:%S") if t.second else t.strftime("%Y-%m-%d %H:%M")
+
+
+# --- comparison periods: "compared with what?" -------------------------------------------------------
+
+COMPARISONS = {"previous": "the previous period", "week": "a week earlier", "month": "a month earlier",
+               "year": "a year earlier"}
+
+
+def add_months(t: datetime, n: int) -> datetime:
+    """``t`` moved by ``n`` calendar months; the 31st becomes the month's last day where it has fewer."""
+    import calendar
+
+    y, m = divmod(t.month - 1 + n, 12)
+    year, month = t.year + y, m + 1
+    return t.replace(year=year, month=month, day=min(t.day, calendar.monthrange(year, month)[1]))
+
+
+def earlier(t: datetime, how: str, span: timedelta) -> datetime:
+    """Where ``t`` of a period ``span`` long falls in the comparison period ``how`` (one of COMPARISONS)."""
+    if how == "previous":
+        return t - span
+    if how == "week":
+        return t - timedelta(days=7)
+    return add_months(t, -1 if how == "month" else -12)
+
+
+def later(t: datetime, how: str, span: timedelta) -> datetime:
+    """The inverse of :func:`earlier`: a time of the comparison period drawn on the current one."""
+    if how == "previous":
+        return t + span
+    if how == "week":
+        return t + timedelta(days=7)
+    return add_months(t, 1 if how == "month" else 12)
+
+
+def comparison(window: tuple[datetime, datetime], how: str) -> tuple[datetime, datetime]:
+    """The comparison period of ``window``: the previous one of equal length, or the same one a week, a month
+    or a year earlier."""
+    if how not in COMPARISONS:
+        raise ValueError(f"'{how}' is not a comparison; use one of {', '.join(COMPARISONS)}")
+    span = window[1] - window[0]
+    return earlier(window[0], how, span), earlier(window[1], how, span)

@@ -326,6 +326,10 @@ class Warehouse(ABC):
         """``expr`` cast to the engine's text type."""
         return f"CAST({expr} AS {self.type_name('string')})"
 
+    def contains_sql(self, text_expr: str, param: str) -> str:
+        """Whether the text ``text_expr`` holds the text bound as ``param``, ignoring case (a search box)."""
+        return f"strpos(lower({text_expr}), lower({{{{ {param} }}}})) > 0"
+
     def sum_sql(self, expr: str, table: str | None = None, node: Any = None) -> str:
         """The sum of ``expr`` (over rows of ``table``) in a type that cannot silently overflow: DuckDB sums
         BIGINT into HUGEINT and PostgreSQL into NUMERIC by themselves (and fail on an overflow inside the

@@ -313,8 +313,11 @@ class ClickHouseWarehouse(Warehouse):
 
     # --- SQL differences ---------------------------------------------------------------------------
     def bucket_sql(self, expr: str, grain_seconds: int) -> str:
-        # buckets are aligned to the epoch, hence to midnight UTC for grains that divide a day
-        return f"toDateTime(toStartOfInterval({expr}, INTERVAL {int(grain_seconds)} SECOND), 'UTC')"
+        g = int(grain_seconds)
+        if 86400 % g == 0:  # aligned to the epoch, hence to midnight UTC
+            return f"toDateTime(toStartOfInterval({expr}, INTERVAL {g} SECOND), 'UTC')"
+        # counted from timeutil.ORIGIN (a Monday), as every engine and floor_time do: weeks start on Monday
+        return f"toDateTime(intDiv(toInt64(toUnixTimestamp({expr})) - 345600, {g}) * {g} + 345600, 'UTC')"
 
     def local_date_sql(self, expr: str, tz: str) -> str:
         return f"toDate({expr}, '{tz}')"
@@ -324,6 +327,9 @@ class ClickHouseWarehouse(Warehouse):
 
     def text_sql(self, expr: str) -> str:
         return f"toString({expr})"
+
+    def contains_sql(self, text_expr: str, param: str) -> str:
+        return f"positionCaseInsensitiveUTF8({text_expr}, {{{{ {param} }}}}) > 0"
 
     def sum_sql(self, expr: str, table: str | None = None, node: Any = None) -> str:
         # sum(Int64) is Int64 here and wraps past 2^63 without a word, and so does Int64 arithmetic: integer

@@ -215,10 +215,10 @@ class DuckDBWarehouse(Warehouse):
                                      "AND schema_name = current_schema()", {"n": name}).fetchone()[0])
 
     def bucket_sql(self, expr: str, grain_seconds: int) -> str:
-        unit = {60: "minute", 3600: "hour", 86400: "day"}.get(grain_seconds)
+        unit = {60: "minute", 3600: "hour", 86400: "day", 604800: "week"}.get(grain_seconds)
         if unit:  # the same buckets (units start at midnight), computed faster
             return f"date_trunc('{unit}', {expr})"
-        return f"time_bucket(INTERVAL '{grain_seconds} seconds', {expr}, TIMESTAMP '2000-01-01')"
+        return f"time_bucket(INTERVAL '{grain_seconds} seconds', {expr}, TIMESTAMP '1970-01-05')"
 
     def local_date_sql(self, expr: str, tz: str) -> str:
         return f"CAST(timezone('{tz}', CAST({expr} AS TIMESTAMPTZ)) AS DATE)"

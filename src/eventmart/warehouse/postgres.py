@@ -203,7 +203,7 @@ class PostgresWarehouse(Warehouse):
         return f"CAST(({expr} AT TIME ZONE 'UTC') AT TIME ZONE '{tz}' AS DATE)"
 
     def bucket_sql(self, expr: str, grain_seconds: int) -> str:
-        return f"date_bin(INTERVAL '{grain_seconds} seconds', {expr}, TIMESTAMP '2000-01-01')"
+        return f"date_bin(INTERVAL '{grain_seconds} seconds', {expr}, TIMESTAMP '1970-01-05')"
 
     def table_ddl(self, name, columns, primary_key=(), layout=None) -> list[str]:
         cols = ", ".join(f"{self.q(c)} {t}" for c, t in columns)
