@@ -96,3 +96,20 @@ def assert_frames_equal(got: pd.DataFrame, ref: pd.DataFrame) -> None:
     ref = ref.copy()
     ref["dt"] = ref["dt"].astype("datetime64[us]")
     pd.testing.assert_frame_equal(got.reset_index(drop=True), ref.reset_index(drop=True), check_dtype=False)
+
+
+EXPLORE_T0 = datetime(2024, 2, 26, 3)  # a Monday
+EXPLORE_TOPICS = ["Кино", "sport", "naïve café", "news"]
+EXPLORE_COUNTRIES = ["ru", "kz", "by"]
+
+
+def explore_events(n: int = 6000) -> pd.DataFrame:
+    """Events over 40 days from a Monday, across a month's end; the topic `news` starts on day 20."""
+    rnd = random.Random(5)
+    rows = []
+    for i in range(n):
+        ts = EXPLORE_T0 + timedelta(seconds=rnd.randint(0, 40 * 86400 - 1))
+        rows.append({"id": i, "ts": ts, "topic": rnd.choice(EXPLORE_TOPICS[:3] if ts < EXPLORE_T0 + timedelta(days=20) else EXPLORE_TOPICS),
+                     "country": rnd.choices(EXPLORE_COUNTRIES, [5, 2, 1])[0], "user_id": rnd.randint(1, 300),
+                     "v": rnd.randint(-50, 1000)})
+    return pd.DataFrame(rows)

@@ -5,7 +5,6 @@ the daily ones. And every engine draws its buckets where floor_time says (weeks 
 from __future__ import annotations
 
 import csv
-import random
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -16,21 +15,8 @@ from conftest import write_project
 from eventmart import Project
 from eventmart.dashboards.explore import ExploreError, Explorer
 from eventmart.timeutil import floor_time
-
-T0 = datetime(2024, 2, 26, 3)  # a Monday; 40 days run across a month's end
-TOPICS = ["Кино", "sport", "naïve café", "news"]
-COUNTRIES = ["ru", "kz", "by"]
-
-
-def _events(n: int = 6000) -> pd.DataFrame:
-    rnd = random.Random(5)
-    rows = []
-    for i in range(n):
-        ts = T0 + timedelta(seconds=rnd.randint(0, 40 * 86400 - 1))
-        rows.append({"id": i, "ts": ts, "topic": rnd.choice(TOPICS[:3] if ts < T0 + timedelta(days=20) else TOPICS),
-                     "country": rnd.choices(COUNTRIES, [5, 2, 1])[0], "user_id": rnd.randint(1, 300),
-                     "v": rnd.randint(-50, 1000)})
-    return pd.DataFrame(rows)
+from helpers import EXPLORE_T0 as T0
+from helpers import explore_events
 
 
 def _project(d: Path, engine: dict, df: pd.DataFrame) -> Project:
@@ -55,7 +41,7 @@ def _project(d: Path, engine: dict, df: pd.DataFrame) -> Project:
 
 @pytest.fixture
 def explored(tmp_path, engine):
-    df = _events()
+    df = explore_events()
     p = _project(tmp_path / "p", engine, df)
     yield p, Explorer(p.config, p.warehouse, "hourly"), df
     p.close()
@@ -69,7 +55,7 @@ ENGINES = pytest.mark.parametrize("engine", ["duckdb", "postgres", "clickhouse"]
 
 
 @ENGINES
-def test_explore_counts_what_pandas_counts_on_the_raw_events(explored):
+def test_explore_counts_what_pandas_counts_on_the_rawexplore_events(explored):
     p, ex, df = explored
     window = (datetime(2024, 3, 25), datetime(2024, 4, 5, 3))
     earlier = (window[0] - timedelta(days=7), window[1] - timedelta(days=7))
@@ -165,6 +151,6 @@ def test_explore_refuses_what_is_not_a_measure_or_a_grain(explored_duckdb):
 
 @pytest.fixture
 def explored_duckdb(tmp_path):
-    p = _project(tmp_path / "p", {"type": "duckdb"}, _events(500))
+    p = _project(tmp_path / "p", {"type": "duckdb"}, explore_events(500))
     yield Explorer(p.config, p.warehouse, "hourly")
     p.close()

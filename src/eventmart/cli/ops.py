@@ -181,6 +181,32 @@ def serve(
 
 
 @app.command()
+def embed(
+    dashboard: Annotated[str, typer.Argument(help="The dashboard the link opens.")],
+    ttl: Annotated[str, typer.Option(help="How long the link works, e.g. 1 hour, 7 days.")] = "1 day",
+    url: Annotated[str, typer.Option(help="Where `eventmart serve` answers, as the viewer's browser reaches it.")]
+    = "http://127.0.0.1:8050",
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Print a signed link that opens DASHBOARD (an iframe's src) until it expires, past basic auth.
+
+    Signed with api.embed_secret; anyone holding the link sees that dashboard (only it) until then.
+    """
+    from datetime import timedelta
+
+    from ..config.load import load_config
+    from ..server.readapi import embed_token
+    from ..timeutil import parse_duration
+
+    try:
+        seconds = parse_duration(ttl)
+    except ValueError as e:
+        raise UserError(f"--ttl: {e}") from None
+    token = embed_token(load_config(project), dashboard, timedelta(seconds=seconds))
+    out.print(f"{url.rstrip('/')}/embed/{dashboard}/?t={token}", markup=False, soft_wrap=True)
+
+
+@app.command()
 def backup(
     dir: Annotated[str | None, typer.Option("--dir", help="Folder for the copies (default: backups/).")] = None,
     keep: Annotated[int, typer.Option(help="Copies to keep (the newest).")] = 4,

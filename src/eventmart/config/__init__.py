@@ -28,7 +28,7 @@ from .base import (
     normal_name,
     parse_size,
 )
-from .dashboards import CHART_TYPES, Chart, Dashboard, Filter
+from .dashboards import CHART_TYPES, Api, ApiToken, Chart, Dashboard, Filter
 from .delivery import AlertRule, Channel, Metric, Report, ReportChart, Schedule
 from .load import load_config, locate, project_file
 from .marts import Dimension, Mart
@@ -61,7 +61,7 @@ def write_schema(directory: Path) -> Path:
 
 __all__ = [
     "CHART_TYPES", "NAME_RE", "PROJECT_FILE", "SCHEMA_FILE", "SCHEMA_LINE", "json_schema", "write_schema", "RESERVED", "TYPES", "AlertRule", "Channel", "Chart", "Column",
-    "CsvOptions", "Dashboard", "Dimension", "Filter", "Hub", "KafkaSpec", "Link", "Mart", "Metric", "ProjectConfig",
+    "Api", "ApiToken", "CsvOptions", "Dashboard", "Dimension", "Filter", "Hub", "KafkaSpec", "Link", "Mart", "Metric", "ProjectConfig",
     "QuerySettings", "Report", "ReportChart", "S3Spec", "Satellite", "Schedule", "Source", "Strict", "TimeRange",
     "TimeSpec", "Vault", "Warehouse", "check_timezone", "decimal_spec", "did_you_mean", "load_config", "locate",
     "match_header", "normal_name", "parse_size", "project_file",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -77,6 +78,8 @@ class Dashboard(Strict):
     title: str  # shown at the top
     description: str = ""  # a line under the title
     refresh: int = Field(default=60, ge=0)  # seconds between auto-refreshes; 0: only on interaction
+    # what KPIs and time series are compared with until the viewer picks: none, previous (period), week, month, year
+    compare: Literal["none", "previous", "week", "month", "year"] = "none"
     filters: list[Filter] = []  # `time`, or dimensions of the dashboard's marts (a value list each)
     charts: dict[str, Chart]  # by name
     # rows of chart names; `name: 2` gives a chart twice the width of a `name` in its row
@@ -109,3 +112,17 @@ class Dashboard(Strict):
         placed = {n for row in out for n, _ in row}
         out += [[(n, 1.0)] for n in self.charts if n not in placed]
         return out
+
+
+class ApiToken(Strict):
+    token: str = Field(min_length=16)  # the secret a client sends as `Authorization: Bearer …`; use ${VAR}
+    dashboards: list[str] = []  # dashboards whose charts (and the marts they read) it may read; "*": all
+    marts: list[str] = []  # marts it may read whole; "*": all
+    expires: datetime | None = None  # UTC; from then on the token is refused
+
+
+class Api(Strict):
+    """`api:` — the read API (/api/v1/…) and signed embed links."""
+
+    tokens: dict[str, ApiToken] = {}  # by name: the name is what logs show, never the token
+    embed_secret: str | None = Field(default=None, min_length=16)  # signs `eventmart embed` links; use ${VAR}

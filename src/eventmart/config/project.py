@@ -8,7 +8,7 @@ from pydantic import PrivateAttr, model_validator
 
 from ..errors import ProjectError
 from .base import NAME_RE, Strict, _at, _check_name, _Problems, did_you_mean
-from .dashboards import Dashboard
+from .dashboards import Api, Dashboard
 from .delivery import AlertRule, Channel, Report, Schedule
 from .marts import Mart
 from .runtime import QuerySettings, Warehouse
@@ -31,6 +31,7 @@ class ProjectConfig(Strict):
     reports: dict[str, Report] = {}  # digests of a mart, by name
     alerts: dict[str, AlertRule] = {}  # anomaly rules on marts, by name
     vault: Vault = Vault()  # a data vault over the sources
+    api: Api = Api()  # the read API's tokens and the secret of embed links
 
     # the values ${VAR} put into the file: nothing derived from them is kept on disk (memo.py)
     _env_values: frozenset[str] = PrivateAttr(default_factory=frozenset)
@@ -133,6 +134,13 @@ class ProjectConfig(Strict):
                 for m in job.marts or []:
                     if m not in self.marts:
                         bad.add(f"schedules.{j}.marts", f"'{m}' is not a declared mart")
+            for t, tok in self.api.tokens.items():
+                for kind, names, have in (("dashboards", tok.dashboards, self.dashboards), ("marts", tok.marts,
+                                                                                           self.marts)):
+                    for n in names:
+                        if n != "*" and n not in have:
+                            bad.add(f"api.tokens.{t}.{kind}", f"'{n}' is not a declared {kind[:-1]}"
+                                                              f"{did_you_mean(n, have)}")
             for d, dash in self.dashboards.items():
                 for c, chart in dash.charts.items():
                     if chart.mart not in self.marts:

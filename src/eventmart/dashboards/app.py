@@ -20,7 +20,8 @@ from dash import Input, Output, dcc, html
 
 from .. import values
 from ..config import Dashboard, locate
-from ..timeutil import grain_label, parse_last, parse_time
+from ..timeutil import COMPARISONS, grain_label, parse_last, parse_time
+from ..warehouse import QueryResult
 from . import figures
 from .query import DashboardQueries, EmptyRange, State
 
@@ -95,6 +96,10 @@ class DashboardApp:
                 filters.append(html.Label([f.label or f.dimension, dcc.Dropdown(
                     id=f"f-{k}", options=self.q.values(f.dimension), multi=True, placeholder="all",
                     className="em-dd")], className="em-filter"))
+        filters.append(html.Label(["compare with", dcc.Dropdown(
+            id="f-compare", options=[{"label": "nothing", "value": "none"}] + [
+                {"label": label, "value": k} for k, label in COMPARISONS.items()],
+            value=self.cfg.compare, clearable=False, className="em-dd")], className="em-filter"))
         filters.append(html.Button("Reset", id="reset", className="em-reset"))
         rows = []
         for row in self.cfg.rows():
@@ -138,13 +143,14 @@ class DashboardApp:
         n_t, n_d = len(time_ids), len(dim_ids)
 
         @self.app.callback(
-            [Output(i, "value") for i in time_ids + dim_ids]
+            [Output(i, "value") for i in time_ids + dim_ids + ["f-compare"]]
             + [Output("url", "search"), Output("state", "data")] + [Output(i, "clickData") for i in click_ids],
-            [Input("url", "search")] + [Input(i, "value") for i in time_ids + dim_ids]
+            [Input("url", "search")] + [Input(i, "value") for i in time_ids + dim_ids + ["f-compare"]]
             + [Input(i, "clickData") for i in click_ids] + [Input("reset", "n_clicks")],
         )
         def sync(search, *args):
-            values, clicks = args[: n_t + n_d], args[n_t + n_d: n_t + n_d + len(click_ids)]
+            values, compare = args[: n_t + n_d], args[n_t + n_d]
+            clicks = args[n_t + n_d + 1: n_t + n_d + 1 + len(click_ids)]
             trig = dash.ctx.triggered_id
             if trig is None or trig == "url":
                 st = State.from_query(search, self.dims)
@@ -154,10 +160,12 @@ class DashboardApp:
                 st = self.default_state()
             else:
                 st = State(start=_parse(values[0]) if n_t else None, end=_parse(values[1]) if n_t else None,
-                           filters={d: list(v) for d, v in zip(self.dims, values[n_t:], strict=True) if v})
+                           filters={d: list(v) for d, v in zip(self.dims, values[n_t:], strict=True) if v},
+                           compare=compare if compare != self.cfg.compare else None)
                 if trig in click_ids:
                     self.apply_click(st, trig, clicks[click_ids.index(trig)])
-            out = ([_fmt(st.start), _fmt(st.end)] if n_t else []) + [st.filters.get(d, []) for d in self.dims]
+            out = ([_fmt(st.start), _fmt(st.end)] if n_t else []) + [st.filters.get(d, []) for d in self.dims] + [
+                st.compare or self.cfg.compare]
             return out + [st.to_query(), self.state_data(st)] + [None] * len(click_ids)
 
         @self.app.callback(
@@ -203,11 +211,11 @@ class DashboardApp:
 
     @staticmethod
     def state_data(st: State) -> dict:
-        return {"start": _fmt(st.start), "end": _fmt(st.end), "filters": st.filters}
+        return {"start": _fmt(st.start), "end": _fmt(st.end), "filters": st.filters, "compare": st.compare}
 
     @staticmethod
     def state_from_data(d: dict) -> State:
-        return State(_parse(d.get("start")), _parse(d.get("end")), dict(d.get("filters") or {}))
+        return State(_parse(d.get("start")), _parse(d.get("end")), dict(d.get("filters") or {}), d.get("compare"))
 
     # --- figures --------------------------------------------------------------------------------
     def figures(self, st: State, version: tuple | None = None) -> list[Any]:
@@ -223,9 +231,11 @@ class DashboardApp:
     def figure(self, name: str, st: State, window: tuple[datetime, datetime], version: tuple) -> Any:
         chart = self.cfg.charts[name]
         cq, res = self.q.run(name, st, window, version)
+        how = self.q.comparing(st)
+        earlier = self.q.compared(name, st, window, cq.grain, version)
         if chart.type in ("area", "line"):
             fig = figures.time_series(chart, res, grain_label(cq.grain or 60), cq.grain,
-                                      window, self.q.metrics[name].counts)
+                                      window, self.q.metrics[name].counts, earlier, how and COMPARISONS[how])
         elif chart.type in ("pie", "donut"):
             fig = figures.share(chart, res)
         elif chart.type == "bar":
@@ -237,12 +247,32 @@ class DashboardApp:
         elif chart.type == "scatter":
             fig = figures.scatter(chart, res)
         elif chart.type == "kpi":
-            fig = figures.kpi(chart, res.rows[0][0] if res.rows else None, self.q.previous(name, st, window, version))
+            fig = figures.kpi(chart, res.rows[0][0] if res.rows else None,
+                              earlier.rows[0][0] if earlier and earlier.rows else None, how and COMPARISONS[how])
         else:
             fig = figures.table(chart, res)
         if cq.ignored:  # a SQL mart without that dimension: say so rather than pretend
             figures.note(fig, f"not filtered by {', '.join(cq.ignored)}")
         return fig
+
+    # --- CSV and the read API -------------------------------------------------------------------
+    def result(self, chart: str, st: State, window: tuple[datetime, datetime]) -> QueryResult:
+        """A chart's rows as its CSV and the read API give them: with a comparison, a KPI gains the earlier value,
+        the change and the change in percent, and a series each bucket's earlier value."""
+        version = self.q.version()
+        cq, res = self.q.run(chart, st, window, version)
+        earlier = self.q.compared(chart, st, window, cq.grain, version)
+        if earlier is None:
+            return res
+        if cq.grain is None:  # a KPI
+            cur = res.rows[0][0] if res.rows else None
+            prev = earlier.rows[0][0] if earlier.rows else None
+            delta = cur - prev if cur is not None and prev is not None else None
+            pct = float(delta) / float(prev) * 100.0 if delta is not None and prev else None
+            return QueryResult([*res.columns, "compare_value", "change", "change_pct"], [(cur, prev, delta, pct)])
+        keys = len(res.columns) - 1  # bucket (and series)
+        prev_by = {tuple(r[:keys]): r[keys] for r in earlier.rows}
+        return QueryResult([*res.columns, "compare_value"], [(*r, prev_by.get(tuple(r[:keys]))) for r in res.rows])
 
     # --- CSV ------------------------------------------------------------------------------------
     def csv(self, chart: str) -> flask.Response:
@@ -256,7 +286,7 @@ class DashboardApp:
         out = io.StringIO()
         w = csv.writer(out)
         if window is not None:
-            _, res = self.q.run(chart, st, window)
+            res = self.result(chart, st, window)
             w.writerow(res.columns)
             w.writerows([_fmt(v) if isinstance(v, datetime) else values.text(v) for v in r] for r in res.rows)
         return flask.Response(out.getvalue(), mimetype="text/csv",

@@ -43,9 +43,11 @@ def empty(chart: Chart, message: str) -> dict:
 
 
 def time_series(chart: Chart, res: QueryResult, grain_label: str, grain: int | None = None,
-                window: tuple[datetime, datetime] | None = None, counts: bool = False) -> dict:
+                window: tuple[datetime, datetime] | None = None, counts: bool = False,
+                earlier: QueryResult | None = None, earlier_label: str | None = None) -> dict:
     """Lines or stacked areas. Counts fill every bucket of the range without rows with 0 (no events is zero, and
-    a line must not interpolate traffic across a gap); other measures leave a gap there."""
+    a line must not interpolate traffic across a gap); other measures leave a gap there. ``earlier``: the same
+    series over the comparison period, drawn onto this one as dashed lines (stacked apart, for areas)."""
     if not res.rows:
         return empty(chart, "no data in this range")
     buckets = sorted({r[0] for r in res.rows})
@@ -80,8 +82,29 @@ def time_series(chart: Chart, res: QueryResult, grain_label: str, grain: int | N
         if chart.type == "area":
             t["fill"] = "tozeroy"
         data.append(t)
+    if earlier is not None:
+        data += _earlier(chart, earlier, buckets, missing, earlier_label or "earlier", [t["name"] for t in data])
     return {"data": data, "layout": _layout(chart, hovermode="x unified", legend={"font": {"size": 11}},
                                             xaxis={"title": {"text": f"UTC, per {grain_label}"}, "type": "date"})}
+
+
+def _earlier(chart: Chart, res: QueryResult, buckets: list, missing: Any, label: str, names: list[str]) -> list[dict]:
+    """Dashed traces of the comparison period, one per series in the current series' order and colours."""
+    by: dict[Any, dict[Any, float]] = {}
+    for r in res.rows:
+        by.setdefault(r[1] if chart.color else chart.measure, {})[r[0]] = _num(r[-1])
+    out = []
+    for i, name in enumerate(names):
+        key = name if not chart.color else next((s for s in by if str(s) == name), None)
+        got = by.get(key, {})
+        t = {"type": "scatter", "x": [_x(b) for b in buckets], "y": [got.get(b, missing) for b in buckets],
+             "name": f"{name}, {label}", "mode": "lines", "connectgaps": False, "legendgroup": "earlier",
+             "meta": "earlier", "line": {"dash": "dash", "width": 1.5, "color": PALETTE[i % len(PALETTE)]}}
+        if chart.type == "area" and chart.color:
+            t["stackgroup"] = "earlier"  # stacked like the areas, apart from them: its top is the earlier total
+            t["fill"] = "none"
+        out.append(t)
+    return out
 
 
 def note(fig: dict, text: str) -> None:
@@ -146,12 +169,24 @@ def heatmap(chart: Chart, res: QueryResult) -> dict:
                                                yaxis={"tickfont": {"size": 10}})}
 
 
-def kpi(chart: Chart, value: Any, previous: Any) -> dict:
+def _plain(x: float, sign: bool = False) -> str:
+    """A number as a KPI's note writes it: thousands separated, at most 3 decimals for small ones."""
+    text = f"{x:{'+' if sign else ''},.3f}".rstrip("0").rstrip(".") if abs(x) < 10 else f"{x:{'+' if sign else ''},.0f}"
+    return text if text not in ("-0", "+0", "") else "0"
+
+
+def kpi(chart: Chart, value: Any, previous: Any = None, label: str | None = None) -> dict:
+    """The number; compared with ``previous`` (of the period ``label``): the change in percent, and above it the
+    change itself and the earlier value."""
     v = _num(value)
     ind: dict[str, Any] = {"type": "indicator", "mode": "number", "value": v,
                            "number": {"valueformat": ",.3~f" if abs(v) < 10 else ",.0f"}}
-    if previous not in (None, 0):
-        ind.update(mode="number+delta", delta={"reference": _num(previous), "relative": True, "valueformat": ".1%"})
+    if previous is not None and value is not None:
+        p = _num(previous)
+        if p:
+            ind.update(mode="number+delta", delta={"reference": p, "relative": True, "valueformat": "+.1%"})
+        ind["title"] = {"text": f"{_plain(v - p, sign=True)} vs {label or 'earlier'} ({_plain(p)})",
+                        "font": {"size": 12, "color": "#666"}}
     return {"data": [ind], "layout": _layout(chart, margin={"l": 10, "r": 10, "t": 10, "b": 10})}
 
 

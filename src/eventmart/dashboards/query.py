@@ -19,7 +19,7 @@ from ..config import Chart, Dashboard, ProjectConfig
 from ..errors import ProjectError
 from ..ledger import RUNS
 from ..measures import MeasureLayer, Metric, Query
-from ..timeutil import floor_time, parse_time
+from ..timeutil import COMPARISONS, comparison, floor_time, later, parse_time
 from ..warehouse import QueryResult, Warehouse
 
 MAX_POINTS = 2000
@@ -40,6 +40,7 @@ class State:
     start: datetime | None = None  # None: from the data's first bucket
     end: datetime | None = None  # None: to the data's last bucket
     filters: dict[str, list[str]] = field(default_factory=dict)
+    compare: str | None = None  # one of COMPARISONS, "none", or None: the dashboard's default
 
     def to_query(self) -> str:
         pairs: list[tuple[str, str]] = []
@@ -47,6 +48,8 @@ class State:
             pairs.append(("from", self.start.strftime("%Y-%m-%dT%H:%M")))
         if self.end:
             pairs.append(("to", self.end.strftime("%Y-%m-%dT%H:%M")))
+        if self.compare:
+            pairs.append(("compare", self.compare))
         for dim, values in sorted(self.filters.items()):
             pairs.extend((dim, v) for v in values)
         return ("?" + urllib.parse.urlencode(pairs)) if pairs else ""
@@ -63,6 +66,8 @@ class State:
                 except Exception:  # a hand-edited URL: fall back to the default range
                     pass
         st.filters = {d: qs[d][:MAX_FILTER_VALUES] for d in dims if qs.get(d)}
+        if qs.get("compare") and (qs["compare"][0] in COMPARISONS or qs["compare"][0] == "none"):
+            st.compare = qs["compare"][0]
         return st
 
 
@@ -234,8 +239,28 @@ class DashboardQueries:
             return list(chart.columns or [])
         return []
 
+    def comparing(self, st: State) -> str | None:
+        """The comparison period the state asks for (the dashboard's default unless it says), None for none."""
+        how = st.compare or self.dash.compare
+        return how if how in COMPARISONS else None
+
+    def compared(self, name: str, st: State, window: tuple[datetime, datetime], grain: int | None,
+                 version: tuple | None = None) -> QueryResult | None:
+        """A KPI's or a time series' result over the comparison period at the current result's grain, its buckets
+        moved onto the current period (None: nothing compared, or not a KPI or a series)."""
+        how = self.comparing(st)
+        if how is None or self.dash.charts[name].type not in ("kpi", "area", "line"):
+            return None
+        version = version or self.version()
+        cq = self.chart_query(name, st, comparison(window, how), version, grain)
+        res = self._fetch(cq.sql, cq.params, version)
+        if cq.grain is None:
+            return res
+        span = window[1] - window[0]
+        return QueryResult(res.columns, [(later(r[0], how, span), *r[1:]) for r in res.rows])
+
     def chart_query(self, name: str, st: State, window: tuple[datetime, datetime],
-                    version: tuple | None = None) -> ChartQuery:
+                    version: tuple | None = None, grain: int | None = None) -> ChartQuery:
         chart = self.dash.charts[name]
         m = self.cfg.marts[chart.mart]
         metric = self.metrics[name]
@@ -247,8 +272,8 @@ class DashboardQueries:
             series = 1
             if chart.color:
                 series = len(st.filters.get(chart.color) or self.values(chart.color, version)) or 1
-            g = choose_grain(start, end, m.grain_seconds, series, self.layer.max_grain(chart.mart, [metric]),
-                             chart.grain_seconds)
+            g = grain or choose_grain(start, end, m.grain_seconds, series,
+                                      self.layer.max_grain(chart.mart, [metric]), chart.grain_seconds)
             q.grain, q.start = g, floor_time(start, g)
             sql, params, _, ignored = self.layer.sql(q)
             cols = "bucket" + (f", {self.wh.q(chart.color)} AS series" if chart.color else "")

@@ -71,6 +71,10 @@ def create_server(project: Workspace, host: str = "127.0.0.1") -> flask.Flask:
             flask.abort(404)
         return flask.send_file(target)
 
+    from . import readapi
+
+    readapi.register(server, project)
+
     @server.route("/healthz")
     def healthz():
         return {"ok": True, "dashboards": list(apps)}
@@ -92,8 +96,11 @@ def create_server(project: Workspace, host: str = "127.0.0.1") -> flask.Flask:
 
         @server.before_request
         def basic_auth():
-            if flask.request.path in server.config.get("eventmart_public", ()):
-                return None  # the local API checks its own token
+            path = flask.request.path
+            if path in server.config.get("eventmart_public", ()) or readapi.public(path):
+                return None  # the local API and the read API check their own tokens; embed links are signed
+            if readapi.embedded(project.config, path, flask.request.cookies.get(readapi.EMBED_COOKIE)):
+                return None
             got = flask.request.headers.get("Authorization", "")
             if not hmac.compare_digest(got.encode(), expected.encode()):
                 return flask.Response("authentication required", 401,
