@@ -47,12 +47,40 @@ def dashboard_link(rule: AlertRule, series: str, t: datetime | None) -> str | No
     return f"{rule.base_url.rstrip('/')}/d/{rule.dashboard}/?{urllib.parse.urlencode(q)}"
 
 
+def explore_link(project: Workspace, rule: AlertRule, series: str, since: datetime | None, t: datetime | None,
+                 base: str | None = None) -> str | None:
+    """The explore page on the rule's mart around an incident, the incident drawn as a band ([since, t + grain)),
+    filtered to its series; the measure is the mart column the rule's measure reads (when it reads one)."""
+    import re
+
+    if rule.mart is None or t is None:
+        return None
+    start = since or t
+    end = t + timedelta(seconds=rule_grain(project, rule))
+    q = [("mart", rule.mart)]
+    words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", rule.measure or ""))
+    named = [m for m in project.config.marts[rule.mart].measures if m in words]
+    if named:
+        q.append(("measure", named[0]))
+    context = max(end - start, timedelta(hours=6))
+    q += [("from", fmt_minute(start - context)), ("to", fmt_minute(end + context / 3)),
+          ("band_from", fmt_minute(start)), ("band_to", fmt_minute(end))]
+    if series not in (ALL, "(data)"):
+        q += [tuple(part.split("=", 1)) for part in series.split(", ")]
+    return f"{(base or rule.base_url).rstrip('/')}/explore/?{urllib.parse.urlencode(q)}"
+
+
+def fmt_minute(t: datetime) -> str:
+    return t.strftime("%Y-%m-%d %H:%M")
+
+
 def message(project: Workspace, name: str, rule: AlertRule, e: Event) -> Message:
     import html
 
     what = rule.title or name
     series = "" if e.series == ALL else f" ({e.series})"
     link = dashboard_link(rule, e.series, e.bucket)
+    explore = explore_link(project, rule, e.series, e.since, e.bucket) if e.event != "late" else None
     if e.event == "late":
         head = f"⏳ {what}: data is late"
         lines = [f"The mart has data up to {fmt(e.bucket) if e.bucket else 'nothing yet'} UTC; "
@@ -71,8 +99,10 @@ def message(project: Workspace, name: str, rule: AlertRule, e: Event) -> Message
                                                  else "")]
     esc = html.escape
     tg = "\n".join([f"<b>{esc(head)}</b>"] + [esc(x) for x in lines]
-                   + ([f'<a href="{esc(link, quote=True)}">Open the dashboard</a>'] if link else []))
-    text = "\n".join([head, *lines] + ([f"Dashboard: {link}"] if link else []))
+                   + ([f'<a href="{esc(link, quote=True)}">Open the dashboard</a>'] if link else [])
+                   + ([f'<a href="{esc(explore, quote=True)}">Explore the incident</a>'] if explore else []))
+    text = "\n".join([head, *lines] + ([f"Dashboard: {link}"] if link else [])
+                      + ([f"Explore: {explore}"] if explore else []))
     images = [e.chart] if e.chart else []
 
     def page(src: dict[str, str]) -> str:
@@ -80,19 +110,24 @@ def message(project: Workspace, name: str, rule: AlertRule, e: Event) -> Message
         return (f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(head)}</title></head><body "
                 f"style='font-family:system-ui,sans-serif'><h3>{esc(head)}</h3>"
                 + "".join(f"<p>{esc(x)}</p>" for x in lines) + imgs
-                + (f"<p><a href='{esc(link, quote=True)}'>Open the dashboard</a></p>" if link else "") + "</body></html>")
+                + (f"<p><a href='{esc(link, quote=True)}'>Open the dashboard</a></p>" if link else "")
+                + (f"<p><a href='{esc(explore, quote=True)}'>Explore the incident</a></p>" if explore else "")
+                + "</body></html>")
 
     def slack(base: str | None) -> dict:
         blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": f"*{head}*\n" + "\n".join(lines)}}]
         blocks += [{"type": "image", "image_url": f"{base}/{c.filename}", "alt_text": c.title} for c in images if base]
         if link:
             blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"<{link}|Open the dashboard>"}})
+        if explore:
+            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"<{explore}|Explore the incident>"}})
         return {"text": text[:3000], "blocks": blocks}
 
     stamp = (e.bucket or utcnow()).strftime("%Y%m%dT%H%M")
     key = f"alerts/{name}/{stamp}-{e.event}-{_slug(e.series)}"
     payload = {"rule": name, "series": e.series, "event": e.event, "bucket": e.bucket, "value": e.value,
-               "lower": e.lower, "upper": e.upper, "since": e.since, "dashboard_url": link}
+               "lower": e.lower, "upper": e.upper, "since": e.since, "dashboard_url": link,
+               "explore_url": explore}
     return Message(key, head, tg, text, page, slack, payload, images)
 
 

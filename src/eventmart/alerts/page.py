@@ -26,7 +26,9 @@ CELL = {"padding": "3px 8px", "borderBottom": "1px solid #eee", "fontSize": "13p
 
 
 def _table(cols: list[str], rows: list[tuple], row_class=None) -> html.Table:
-    def cell(v: Any) -> str:
+    def cell(v: Any) -> Any:
+        if isinstance(v, html.A):
+            return v
         return fmt(v) if isinstance(v, datetime) else ("" if v is None else (f"{v:,.4g}" if isinstance(v, float) else str(v)))
 
     return html.Table([html.Thead(html.Tr([html.Th(c, style=CELL) for c in cols])),
@@ -85,6 +87,24 @@ class AlertsApp:
         return self.wh.concurrent_fetch(f"SELECT sent_at, rule, series, event, bucket, value, lower, upper, channel, "
                                         f"status, detail FROM {EVENTS} ORDER BY sent_at DESC LIMIT 200").rows
 
+    def explore(self, row: tuple) -> Any:
+        """A link from a history row to the explore page, the incident drawn as a band."""
+        from .messages import explore_link
+
+        rule = self.project.config.alerts.get(row[1])
+        if rule is None or row[3] == "late":
+            return ""
+        since = self.incident_start(row[1], row[2], row[4]) if row[3] != "fired" else row[4]
+        link = explore_link(self.project, rule, row[2], since, row[4], base="")
+        return html.A("explore", href=link, className="explore") if link else ""
+
+    def incident_start(self, rule: str, series: str, t: datetime) -> datetime | None:
+        """When the incident a reminder or a recovery at ``t`` belongs to began: the last firing before it."""
+        rows = self.wh.concurrent_fetch(
+            f"SELECT max(bucket) FROM {EVENTS} WHERE rule = {{{{ r }}}} AND series = {{{{ s }}}} AND event = 'fired' "
+            "AND bucket <= {{ t }}", {"r": rule, "s": series, "t": t}).rows
+        return rows[0][0] if rows else None
+
     def replay(self, rule: str, days: int) -> tuple[dict, str]:
         """The backtest of ``rule`` over its last ``days`` of data, as a figure and a one-line summary."""
         from ..timeutil import floor_time
@@ -135,7 +155,8 @@ class AlertsApp:
             state = _table(["rule", "series", "state", "since", "in a row", "last bucket", "value", "lower", "upper"],
                            self.state_rows(), lambda r: f"alert-{str(r[2]).lower()}")
             hist = _table(["at", "rule", "series", "event", "bucket", "value", "lower", "upper", "channel", "status",
-                           "detail"], self.history_rows(), lambda r: f"event-{r[3]}")
+                           "detail", ""], [(*r, self.explore(r)) for r in self.history_rows()],
+                          lambda r: f"event-{r[3]}")
             quiet = self.silence_rows()
             silences = _table(["rule", "silenced until (UTC)", "set at"], quiet, lambda r: "silence") if quiet else \
                 html.P("No rule is silenced (eventmart alerts silence RULE --for 2h).", style={"color": "#666"})

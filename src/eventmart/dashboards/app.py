@@ -114,15 +114,18 @@ class DashboardApp:
                     title = html.Span([title, html.Span(" ≈ approximate", className="em-approx",
                                                         title="an approximate distinct count (a sketch)")])
                 cells.append(html.Div([
-                    html.Div([html.Span(title, className="em-title"),
-                              html.A("CSV", id=f"csv-{i}", className="em-csv", href=f"{self.base}csv/{chart}",
-                                     download=f"{chart}.csv")], className="em-card-head"),
+                    html.Div([html.Span(title, className="em-title"), html.Span([
+                        html.A("events", id=f"ev-{i}", className="em-csv", href=self.explore_href(chart, State()),
+                               title="the raw events behind this chart, on the explore page"), " · ",
+                        html.A("CSV", id=f"csv-{i}", className="em-csv", href=f"{self.base}csv/{chart}",
+                               download=f"{chart}.csv")])], className="em-card-head"),
                     dcc.Graph(id=f"c-{i}", config={"displaylogo": False, "responsive": True},
                               style={"height": f"{c.height}px"}),
                 ], className="em-card em-kpi" if c.type == "kpi" else "em-card", style={"flex": f"{size} 1 0"}))
             rows.append(html.Div(cells, className="em-row"))
         return html.Div([
             dcc.Location(id="url", refresh=False),
+            dcc.Location(id="go", refresh=True),  # a time series' point clicked: its events on the explore page
             dcc.Store(id="state"),
             dcc.Interval(id="tick", interval=max(self.cfg.refresh, 1) * 1000, disabled=self.cfg.refresh == 0),
             html.Div([html.H1(self.cfg.title), html.P(self.cfg.description),
@@ -170,7 +173,8 @@ class DashboardApp:
 
         @self.app.callback(
             [Output(f"c-{i}", "figure") for i in range(len(self.charts))]
-            + [Output(f"csv-{i}", "href") for i in range(len(self.charts))] + [Output("fresh", "children")],
+            + [Output(f"csv-{i}", "href") for i in range(len(self.charts))]
+            + [Output(f"ev-{i}", "href") for i in range(len(self.charts))] + [Output("fresh", "children")],
             [Input("state", "data"), Input("tick", "n_intervals")],
         )
         def render(data, _tick):
@@ -179,11 +183,64 @@ class DashboardApp:
             st = self.state_from_data(data)
             version = self.q.version()
             figs = self.figures(st, version)
-            hrefs = [f"{self.base}csv/{c}{st.to_query()}" for c in self.charts]
+            hrefs = [f"{self.base}csv/{c}{st.to_query()}" for c in self.charts] + [
+                self.explore_href(c, st) for c in self.charts]
             fresh = self.q.fresh_until(version)
             line = f"data up to {fresh:%Y-%m-%d %H:%M:%S} UTC (the last event the marts hold)" if fresh \
                 else "no mart has been run yet: eventmart backfill"
             return figs + hrefs + [line]
+
+        series = [i for i, c in enumerate(self.charts) if self.cfg.charts[c].type in ("area", "line")]
+        if series:
+            @self.app.callback(Output("go", "href"), [Input(f"c-{i}", "clickData") for i in series],
+                               [dash.State("state", "data")], prevent_initial_call=True)
+            def drill(*args):
+                trig = dash.ctx.triggered_id
+                click, data = args[series.index(int(trig.split("-")[1]))], args[-1]
+                if not click or not click.get("points") or data is None:
+                    raise dash.exceptions.PreventUpdate
+                return self.point_href(self.charts[int(trig.split("-")[1])], self.state_from_data(data),
+                                       click["points"][0])
+
+    def explore_href(self, chart: str, st: State, window: tuple[datetime, datetime] | None = None,
+                     pinned: dict[str, str] | None = None) -> str:
+        """The explore page on the chart's mart with the dashboard's range and filters (and the drilled bucket)."""
+        import urllib.parse
+
+        c = self.cfg.charts[chart]
+        shape = self.q.layer.shape(c.mart)
+        pairs = [("mart", c.mart)]
+        if c.measure in shape.rollups:
+            pairs.append(("measure", c.measure))
+        if st.start:
+            pairs.append(("from", _fmt(st.start)))
+        if st.end:
+            pairs.append(("to", _fmt(st.end)))
+        how = self.q.comparing(st)
+        if how:
+            pairs.append(("compare", how))
+        if window:
+            pairs += [("drill_from", _fmt(window[0])), ("drill_to", _fmt(window[1]))]
+        for d, vs in sorted({**st.filters, **{k: [v] for k, v in (pinned or {}).items()}}.items()):
+            if d in shape.dimensions:
+                pairs += [(d, v) for v in vs]
+        return "/explore/?" + urllib.parse.urlencode(pairs)
+
+    def point_href(self, chart: str, st: State, point: dict) -> str:
+        """A time series' point: the events of its bucket (and of its series' value)."""
+        t = _parse(str(point.get("x", ""))[:16])
+        window = self.q.window(st)
+        if t is None or window is None:
+            raise dash.exceptions.PreventUpdate
+        cq = self.q.chart_query(chart, st, window)
+        c = self.cfg.charts[chart]
+        pinned = {}
+        if c.color and point.get("curveNumber") is not None:
+            fig = self.figure(chart, st, window, self.q.version())
+            name = fig["data"][point["curveNumber"]].get("name", "")
+            if fig["data"][point["curveNumber"]].get("meta") != "earlier":
+                pinned[c.color] = name
+        return self.explore_href(chart, st, (t, t + timedelta(seconds=cq.grain or 60)), pinned)
 
     def apply_click(self, st: State, chart_id: str, click: dict | None) -> None:
         """Clicking a slice, bar or cell filters the dashboard by its value(s)."""

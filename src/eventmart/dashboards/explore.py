@@ -110,6 +110,19 @@ class Explorer:
             out = {n: s for n, s in out.items() if s == g}
         return out or {"mart": g}
 
+    def span(self) -> tuple[datetime, datetime] | None:
+        """The mart's first bucket to the end of its last (None: no rows yet)."""
+        wh = self.wh
+        if not wh.concurrent_table_exists(self.mart):
+            return None
+        tc = wh.q(self.shape.time_column)
+        lo, hi = self.fetch(f"SELECT min({tc}), max({tc}) FROM {wh.q(self.mart)}", {}).rows[0]
+        if lo is None:
+            return None
+        lo, hi = (v.replace(tzinfo=None) if isinstance(v, datetime) else datetime(v.year, v.month, v.day)
+                  for v in (lo, hi))
+        return lo, hi + timedelta(seconds=self.shape.grain)
+
     def grain(self, name: str | int | None) -> int:
         if name is None:
             return self.shape.grain

@@ -165,19 +165,6 @@ def _filters(args, ex: Explorer) -> dict[str, list[str]]:
     return {d: args.getlist(d) for d in ex.dimensions if args.getlist(d)}
 
 
-def mart_span(ex: Explorer) -> tuple[datetime, datetime] | None:
-    wh, shape = ex.wh, ex.shape
-    if not wh.concurrent_table_exists(ex.mart):
-        return None
-    tc = wh.q(shape.time_column)
-    lo, hi = wh.concurrent_fetch(f"SELECT min({tc}), max({tc}) FROM {wh.q(ex.mart)}").rows[0]
-    if lo is None:
-        return None
-    lo, hi = (datetime(v.year, v.month, v.day) if not isinstance(v, datetime) else v.replace(tzinfo=None)
-              for v in (lo, hi))
-    return lo, hi + timedelta(seconds=shape.grain)
-
-
 # --- the routes -----------------------------------------------------------------------------------------
 
 
@@ -229,7 +216,7 @@ def register(server: flask.Flask, project: Workspace) -> None:
         ex = explorer(mart, tok)
         args = flask.request.args
         f, flt = fmt(), _filters(args, ex)
-        window = _window(args, mart_span(ex))
+        window = _window(args, ex.span())
         grain = ex.grain(args["grain"]) if args.get("grain") else None
         limit, offset = _int(args, "limit", 1000, MAX_LIMIT), _int(args, "offset", 0, 10**9)
         measures = _list(args, "measures") or ex.measures
@@ -244,7 +231,7 @@ def register(server: flask.Flask, project: Workspace) -> None:
         ex = explorer(mart, tok)
         args = flask.request.args
         f, flt = fmt(), _filters(args, ex)
-        window = _window(args, mart_span(ex))
+        window = _window(args, ex.span())
         compare = args.get("compare")
         if compare and compare not in COMPARISONS:
             raise ApiError(400, f"compare is one of {', '.join(COMPARISONS)}")
@@ -263,7 +250,7 @@ def register(server: flask.Flask, project: Workspace) -> None:
         ex = explorer(mart, tok)
         args = flask.request.args
         f, flt = fmt(), _filters(args, ex)
-        window = _window(args, mart_span(ex))
+        window = _window(args, ex.span())
         limit, offset = _int(args, "limit", 100, DRILL_MAX), _int(args, "offset", 0, 10**9)
         d = ex.drill(window, flt, limit, offset)
         return _answer(QueryResult(d.columns, d.rows), f, f"{mart}-events",

@@ -44,6 +44,10 @@ def create_server(project: Workspace, host: str = "127.0.0.1") -> flask.Flask:
     apps = {n: DashboardApp(n, d, project, server, pool) for n, d in project.config.dashboards.items()}
     server.config["eventmart_apps"] = apps
     server.config["eventmart_runs"] = RunsApp(project, server)
+    if project.config.marts:
+        from ..dashboards.explore_page import ExploreApp
+
+        server.config["eventmart_explore"] = ExploreApp(project, server, pool)
     if project.config.alerts:
         from ..alerts.page import AlertsApp
 
