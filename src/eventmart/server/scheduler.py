@@ -28,6 +28,7 @@ from ..timeutil import fmt
 
 if TYPE_CHECKING:
     from ..project import Project
+    from .metrics import Metrics
 
 
 class Clock:
@@ -63,8 +64,9 @@ class Retry:
 
 
 class Scheduler:
-    def __init__(self, project: Project, clock: Clock | None = None, say: Callable[[str], None] = print):
-        self.project = project
+    def __init__(self, project: Project, clock: Clock | None = None, say: Callable[[str], None] = print,
+                 metrics: Metrics | None = None):
+        self.project, self.metrics = project, metrics
         self.clock = clock or Clock()
         self.say = say
         self.jobs = project.config.schedules
@@ -124,7 +126,10 @@ class Scheduler:
 
     def _attempt(self, name: str, p: Planned | None, now: datetime, attempt: int) -> list[RunResult]:
         job = self.jobs[name]
+        t = time.perf_counter()
         res = run_task(self.project, name, p, now, attempt)
+        if self.metrics is not None:
+            self.metrics.observe_job(name, res.status, time.perf_counter() - t)
         self.say(f"{name}: {res.line()}" + (f" (attempt {attempt})" if attempt > 1 else ""))
         if res.status != "ok" and attempt <= job.retries:
             due = now + timedelta(seconds=job.retry_seconds)

@@ -59,7 +59,8 @@ class Server:
         self.host = host
         token, self.state_file = api.write_state(project.dir, self.port)
         api.register(self.flask, project, token)
-        self.scheduler = Scheduler(project, clock, say) if scheduler and project.config.schedules else None
+        self.scheduler = Scheduler(project, clock, say, self.flask.config["eventmart_metrics"]) \
+            if scheduler and project.config.schedules else None
         from .stream import Publisher, Streams
 
         self.streams = Streams(project, say) if scheduler else None

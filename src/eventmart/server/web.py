@@ -75,9 +75,11 @@ def create_server(project: Workspace, host: str = "127.0.0.1") -> flask.Flask:
             flask.abort(404)
         return flask.send_file(target)
 
-    from . import readapi
+    from . import metrics, readapi
 
     readapi.register(server, project)
+    server.config["eventmart_metrics"] = metrics.Metrics()
+    metrics.register(server, project, server.config["eventmart_metrics"])
 
     @server.route("/healthz")
     def healthz():
