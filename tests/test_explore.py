@@ -14,6 +14,7 @@ import pytest
 from conftest import write_project
 from eventmart import Project
 from eventmart.dashboards.explore import ExploreError, Explorer
+from eventmart.errors import ProjectError
 from eventmart.timeutil import floor_time
 from helpers import EXPLORE_T0 as T0
 from helpers import explore_events
@@ -154,3 +155,58 @@ def explored_duckdb(tmp_path):
     p = _project(tmp_path / "p", {"type": "duckdb"}, explore_events(500))
     yield Explorer(p.config, p.warehouse, "hourly")
     p.close()
+
+
+@pytest.mark.parametrize("example", ["zen", "feed", "groups", "web"])
+def test_every_mart_of_every_example_explores(tmp_path, example):
+    """No configuration: each mart of each bundled example gets its total, series at every grain, leaderboards,
+    a pivot and its events; the page's parts draw. Additive measures add up across leaderboard rows and buckets;
+    a drill counts the raw events of its window."""
+    from eventmart.server.web import create_server
+    from helpers import built_example
+
+    p = built_example(example, tmp_path / example, {"type": "duckdb"})
+    try:
+        for name in p.config.marts:  # every mart over its source's whole span (as test_windowings builds them)
+            span = p.runner.data_span(name)
+            if span is not None:
+                assert p.runner.run_window(name, *span).status == "ok"
+        p.prepare()  # as serve does: marts without data exist, empty
+        page = create_server(p).config["eventmart_explore"]
+        for mart in p.config.marts:
+            ex = Explorer(p.config, p.warehouse, mart)
+            span = ex.span()
+            if span is None:
+                continue
+            st = page.state(f"?mart={mart}&compare=week")
+            st["rows"] = ex.dimensions[0] if ex.dimensions else None
+            sql_mart = ex.shape.source is None
+            for part in (page.total, page.series_figure, page.boards, page.pivot_table, page.events_table):
+                try:
+                    part(st, span)
+                except ProjectError:  # what the page says in its note when a SQL mart cannot answer a view
+                    assert sql_mart
+            for measure in ex.measures[:3]:
+                additive = ex.shape.rollups[measure] == "sum"
+                if sql_mart and not additive:  # recounted from events eventmart does not know: refused, tested above
+                    continue
+                total = ex.total(measure, span)
+                for g in ex.grains.values():
+                    res = ex.series(measure, span, g)
+                    if additive and total is not None:
+                        assert sum(r[-1] or 0 for r in res.rows) == pytest.approx(total), (mart, measure, g)
+                for dim in ex.dimensions[:3]:
+                    b = ex.leaderboard(dim, measure, span, limit=10_000)
+                    if additive and total is not None and not b.truncated:
+                        assert sum(r.current or 0 for r in b.rows) == pytest.approx(total), (mart, measure, dim)
+            if ex.shape.source is not None:
+                d = ex.drill(span, limit=5)
+                _, where, params = ex.layer.raw_scope(ex.shape, *span)
+                raw = p.warehouse.fetch(f"SELECT count(*) FROM {p.warehouse.q(ex.shape.source)} WHERE "
+                                        + " AND ".join(where), params).rows[0][0]
+                assert d.total == raw and len(d.rows) == min(5, raw)
+            else:
+                with pytest.raises(ExploreError, match="SQL mart"):
+                    ex.drill(span)
+    finally:
+        p.close()

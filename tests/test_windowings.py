@@ -14,40 +14,7 @@ from pathlib import Path
 import pytest
 
 from eventmart import Project
-from eventmart.examples import (
-    WEB_SOURCES,
-    generate_feed,
-    generate_groups,
-    generate_web,
-    generate_zen,
-    init_example,
-)
-
-
-def _example(name: str, d: Path, engine: dict) -> Project:
-    init_example(name, d)
-    import yaml
-
-    cfg = yaml.safe_load((d / "eventmart.yml").read_text())
-    cfg["warehouse"] = engine
-    cfg.pop("schedules", None)
-    if name == "web":  # the topics' records, read from their files (no broker needed for the marts)
-        for src in cfg["sources"].values():
-            src.pop("kafka")
-            src["path"] = "data/none"
-    (d / "eventmart.yml").write_text(yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False))
-    files = {"zen": lambda: generate_zen(d, 0.05, 1), "feed": lambda: generate_feed(d, 0.02, 4),
-             "groups": lambda: generate_groups(d, 0.05), "web": lambda: generate_web(d, 0.05)}[name]()
-    p = Project.load(d)
-    if name == "web":
-        for f in files:
-            p.ingest(WEB_SOURCES[Path(f).name.split("_")[0]], [str(f)])
-    else:
-        for s in p.config.sources:
-            p.ingest(s)
-    if p.config.vault.hubs:
-        p.vault_load()
-    return p
+from helpers import built_example
 
 
 def _table(p: Project, mart: str) -> list[tuple]:
@@ -83,7 +50,7 @@ def _windows(runner, name: str, lo: datetime, hi: datetime, how: str, rnd: rando
 
 @pytest.mark.parametrize("example", ["zen", "feed", "groups", "web"])
 def test_every_bundled_mart_is_the_same_whatever_the_windows(tmp_path, engine, example):
-    p = _example(example, tmp_path / example, engine)
+    p = built_example(example, tmp_path / example, engine)
     rnd = random.Random(hash((example, engine["type"])) % 1000)
     try:
         runner = p.runner
@@ -108,7 +75,7 @@ def test_every_bundled_mart_is_the_same_whatever_the_windows(tmp_path, engine, e
 
 
 def test_a_snapshot_mart_is_run_step_by_step_and_check_says_so(tmp_path):
-    p = _example("groups", tmp_path / "g", {"type": "duckdb"})
+    p = built_example("groups", tmp_path / "g", {"type": "duckdb"})
     try:
         assert "computed from the window's start" in p.runner.stepwise("group_conversion")
         assert p.runner.stepwise("join_cohorts") is None

@@ -51,6 +51,10 @@ if TYPE_CHECKING:
 _NUMERIC = ("int", "float", "bigint", "integer", "double", "hugeint", "decimal", "numeric", "real", "smallint")
 
 
+def numeric_type(engine_type: str) -> bool:
+    return any(t in str(engine_type).lower() for t in _NUMERIC)
+
+
 def mart_shape(cfg: ProjectConfig, wh: Warehouse, name: str) -> MartShape:
     m: Mart = cfg.marts[name]
     if m.sql is None:
@@ -59,7 +63,7 @@ def mart_shape(cfg: ProjectConfig, wh: Warehouse, name: str) -> MartShape:
     types = wh.column_types(name) if wh.table_columns(name) else {}
     cols = [c for c in types if c != m.time_column]
     dims = list(m.dimensions_sql) if m.dimensions_sql is not None else [
-        c for c in cols if not any(t in str(types[c]).lower() for t in _NUMERIC)]
+        c for c in cols if not numeric_type(types[c])]
     rollups = {c: (m.rollup or {}).get(c, "sum") for c in cols if c not in dims}
     return MartShape(name, m.time_column, m.grain_seconds, m.timezone, dims, rollups)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..config import ProjectConfig
 from ..errors import ProjectError
-from ..measures import MeasureLayer, Query
+from ..measures import MeasureLayer, Query, numeric_type
 from ..timeutil import comparison, floor_time, later
 from ..warehouse import QueryResult, Warehouse
 
@@ -92,10 +92,14 @@ class Explorer:
         self.shape = self.layer.shape(mart)
         self.fetch = fetch or wh.concurrent_fetch
         self._metrics: dict[str, Any] = {}
+        self._measures = list(self.shape.rollups)
+        if self.shape.source is None:  # a SQL mart's other columns may be text (a key it keeps): not measures
+            types = wh.column_types(mart) if wh.table_columns(mart) else {}
+            self._measures = [c for c in self._measures if numeric_type(types.get(c, ""))]
 
     @property
     def measures(self) -> list[str]:
-        return list(self.shape.rollups)
+        return list(self._measures)
 
     @property
     def dimensions(self) -> list[str]:
@@ -135,7 +139,7 @@ class Explorer:
         raise ExploreError(f"mart {self.mart} cannot be drawn per {name}; grains: {', '.join(self.grains)}")
 
     def metric(self, measure: str) -> Any:
-        if measure not in self.shape.rollups:
+        if measure not in self._measures:
             raise ExploreError(f"mart {self.mart} has no measure {measure!r}; measures: {', '.join(self.measures)}")
         if measure not in self._metrics:
             self._metrics[measure] = self.layer.metric(self.mart, measure, f"explore.{self.mart}.{measure}")

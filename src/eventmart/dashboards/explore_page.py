@@ -280,14 +280,21 @@ class ExploreApp:
             if window is None:
                 empty = figures.empty(_CHART, "no data: run the mart (eventmart backfill), or widen the range")
                 return ["–", "", "", empty, [], "", "", "", "", self.chips(st), *hrefs]
-            try:
-                parts = list(self.pool.map(lambda f: f(st, window), (self.total, self.series_figure, self.boards,
-                                                                     self.pivot_table, self.events_table)))
-            except ProjectError as e:  # a SQL mart that cannot answer this: say why
-                empty = figures.empty(_CHART, str(e))
-                return ["–", "", str(e), empty, [], "", "", "", "", self.chips(st), *hrefs]
-            (total, change), fig, boards, pivot, (events, what, page) = parts
-            return [total, change, "", fig, boards, pivot, events, what, page, self.chips(st), *hrefs]
+            notes: list[str] = []
+
+            def part(f: Any, fallback: Any) -> Any:
+                try:
+                    return f(st, window)
+                except ProjectError as e:  # a SQL mart that cannot answer this view: say why, draw the rest
+                    notes.append(str(e))
+                    return fallback(str(e))
+
+            (total, change), fig, boards, pivot, (events, what, page) = self.pool.map(lambda fb: part(*fb), (
+                (self.total, lambda m: ("–", "")), (self.series_figure, lambda m: figures.empty(_CHART, m)),
+                (self.boards, lambda m: []), (self.pivot_table, lambda m: html.Div(m, style={"color": "#888"})),
+                (self.events_table, lambda m: (html.Div(m), "", ""))))
+            note = "; ".join(dict.fromkeys(notes))
+            return [total, change, note, fig, boards, pivot, events, what, page, self.chips(st), *hrefs]
 
     def toggle(self, st: dict, dim: str, value: Any) -> None:
         """A leaderboard row clicked: filter by its value, or stop filtering by it."""
@@ -349,8 +356,14 @@ class ExploreApp:
         ex = self.explorer(st["mart"])
         out = []
         for dim in ex.dimensions:
-            b = ex.leaderboard(dim, st["measure"], window, st["filters"], st["compare"], st["find"].get(dim),
-                               st["sort"] if st["compare"] or st["sort"] in ("value", "name") else "value", limit=10)
+            try:
+                b = ex.leaderboard(dim, st["measure"], window, st["filters"], st["compare"], st["find"].get(dim),
+                                   st["sort"] if st["compare"] or st["sort"] in ("value", "name") else "value",
+                                   limit=10)
+            except ProjectError as e:  # this measure cannot be ranked by this dimension (a SQL mart): say so
+                out.append(html.Div([html.H4(dim), html.Div(str(e), style={"color": "#888", "fontSize": 12})],
+                                    className="x-board"))
+                continue
             chosen = set(st["filters"].get(dim, []))
             head = [dim, st["measure"], "% of total"] + (["change"] if st["compare"] else [])
             rows = []
