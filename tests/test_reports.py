@@ -347,3 +347,40 @@ def test_feed_marts_run_the_same_in_postgres(feed, tmp_path, pg_url):
             got = [tuple(float(v) if isinstance(v, (int, float)) or type(v).__name__ == "Decimal" else v for v in r)
                    for r in pg.query(sql).rows]
             assert got == want and len(got) > 0, m
+
+
+def test_a_digest_compares_with_a_month_and_a_year_earlier(tmp_path):
+    """The same day a calendar month earlier (5 April against 5 March), and a year earlier, where the data does
+    not reach: no value, no change, nothing invented."""
+    from conftest import write_project
+    from eventmart.reports.build import build
+    from helpers import explore_events
+
+    df = explore_events(4000)
+    d = tmp_path / "m"
+    (d / "data").mkdir(parents=True)
+    df.astype({"ts": str}).to_csv(d / "data" / "e.csv", index=False)
+    write_project(d, {"name": "m", "sources": {"ev": {
+        "format": "csv", "path": "data/e.csv",
+        "columns": {"id": "int", "ts": "timestamp", "topic": "string", "country": "string", "user_id": "int",
+                    "v": "int"}, "time": {"column": "ts"}, "key": ["id"]}},
+        "marts": {"hourly": {"from": "ev", "grain": "1 hour", "dimensions": ["topic"],
+                             "measures": {"n": "count()", "users": "count_distinct(user_id)"}}},
+        "channels": {"files": {"type": "file", "path": "reports"}},
+        "reports": {"daily": {"title": "x", "mart": "hourly", "channels": ["files"],
+                              "compare": ["previous_day", "same_day_last_month", "same_day_last_year"],
+                              "metrics": {"events": {"value": "n"}, "users": {"value": "users"}}}}})
+    with Project.load(d) as p:
+        p.ingest("ev")
+        p.backfill()
+        digest = build(p, "daily", date(2024, 4, 5))
+
+    def day(t: date) -> pd.DataFrame:
+        return df[df.ts.dt.date == t]
+
+    got = {m.name: m for m in digest.metrics}
+    for name, f in (("events", len), ("users", lambda x: x.user_id.nunique())):
+        assert got[name].value == f(day(date(2024, 4, 5)))
+        assert got[name].compare["previous_day"] == f(day(date(2024, 4, 4)))
+        assert got[name].compare["same_day_last_month"] == f(day(date(2024, 3, 5)))
+        assert got[name].compare["same_day_last_year"] is None and got[name].change("same_day_last_year") is None

@@ -66,7 +66,8 @@ class Report(Strict):
     mart: str  # the mart the metrics read
     metrics: dict[str, Metric]  # by name: what the digest reports for the day
     # days each metric is compared with
-    compare: list[Literal["previous_day", "same_day_last_week"]] = ["previous_day", "same_day_last_week"]
+    compare: list[Literal["previous_day", "same_day_last_week", "same_day_last_month", "same_day_last_year"]] = [
+        "previous_day", "same_day_last_week"]
     charts: list[ReportChart] = []  # charts of the last days
     dashboard: str | None = None  # a link to it, filtered to the charts' days
     base_url: str = "http://127.0.0.1:8050"  # where `eventmart serve` is reachable for readers

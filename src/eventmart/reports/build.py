@@ -17,8 +17,18 @@ from ..measures import MeasureLayer, Query
 if TYPE_CHECKING:
     from ..workspace import Workspace
 
-COMPARE_DAYS = {"previous_day": 1, "same_day_last_week": 7}
-COMPARE_LABEL = {"previous_day": "vs day before", "same_day_last_week": "vs week before"}
+COMPARE_LABEL = {"previous_day": "vs day before", "same_day_last_week": "vs week before",
+                 "same_day_last_month": "vs month before", "same_day_last_year": "vs year before"}
+
+
+def compare_day(day: date, key: str) -> date:
+    """The day a digest's day is compared with: a day, a week, a calendar month or a year earlier (the 31st
+    against the month before's last day)."""
+    from ..timeutil import add_months
+
+    if key in ("previous_day", "same_day_last_week"):
+        return day - timedelta(days=1 if key == "previous_day" else 7)
+    return add_months(datetime.combine(day, datetime.min.time()), -1 if key == "same_day_last_month" else -12).date()
 
 
 @dataclass
@@ -79,7 +89,7 @@ def build(project: Workspace, name: str, day: date | None = None) -> Digest:
     layer = MeasureLayer(project.config, wh)
     exprs = {k: layer.metric(report.mart, m.value, f"reports.{name}.metrics.{k}.value")
              for k, m in report.metrics.items()}
-    back = max([7] + [c.days for c in report.charts] + [COMPARE_DAYS[c] for c in report.compare])
+    back = max([7] + [c.days for c in report.charts] + [(day - compare_day(day, c)).days for c in report.compare])
     lo, hi = datetime.combine(day - timedelta(days=back), datetime.min.time()), \
         datetime.combine(day + timedelta(days=1), datetime.min.time())
     by_day: dict[date, dict[str, Any]] = {}
@@ -98,7 +108,7 @@ def build(project: Workspace, name: str, day: date | None = None) -> Digest:
     for k, m in report.metrics.items():
         mv = MetricValue(k, m.label or k, m.format, _num(by_day[day][k]))
         for c in report.compare:
-            other = by_day.get(day - timedelta(days=COMPARE_DAYS[c]))
+            other = by_day.get(compare_day(day, c))
             mv.compare[c] = _num(other[k]) if other else None
         days = max([c.days for c in report.charts if k in c.metrics] or [0])
         mv.series = [(d, _num(by_day[d][k]) if d in by_day else None)
