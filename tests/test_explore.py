@@ -16,7 +16,9 @@ from eventmart import Project
 from eventmart.dashboards.explore import ExploreError, Explorer
 from eventmart.errors import ProjectError
 from eventmart.timeutil import floor_time
+from helpers import EXPLORE_COUNTRIES as COUNTRIES
 from helpers import EXPLORE_T0 as T0
+from helpers import EXPLORE_TOPICS as TOPICS
 from helpers import explore_events
 
 
@@ -103,6 +105,8 @@ def test_explore_counts_what_pandas_counts_on_the_rawexplore_events(explored):
     # a pivot: topic x country, distinct users per pair
     pv = ex.pivot("users", "topic", "country", window)
     pairs = _in(df, *window).groupby(["topic", "country"]).user_id.nunique()
+    assert pv.columns == sorted(COUNTRIES) and {t for t, _ in pv.rows} == set(TOPICS)
+    assert sum(v for _, cells in pv.rows for v in cells) == pairs.sum()
     for topic, cells in pv.rows:
         for country, v in zip(pv.columns, cells, strict=True):
             assert v == pairs.get((topic, country))
@@ -208,5 +212,24 @@ def test_every_mart_of_every_example_explores(tmp_path, example):
             else:
                 with pytest.raises(ExploreError, match="SQL mart"):
                     ex.drill(span)
+    finally:
+        p.close()
+
+
+def test_a_previous_period_lands_on_the_current_buckets(tmp_path):
+    """A range of 9 days and 5 hours drawn per day: "the previous period" is 10 whole days back, so each earlier
+    bucket is drawn on a current one with pandas' count of those earlier events."""
+    df = explore_events(3000)
+    p = _project(tmp_path / "p", {"type": "duckdb"}, df)
+    try:
+        ex = Explorer(p.config, p.warehouse, "hourly")
+        window = (datetime(2024, 3, 20, 5), datetime(2024, 3, 29, 10))
+        now = {r[0] for r in ex.series("n", window, 86400).rows}
+        earlier = ex.compared_series("n", window, 86400, "previous")
+        assert earlier.rows and {r[0] for r in earlier.rows} <= now
+        for day, n in earlier.rows:
+            was = day - timedelta(days=10)
+            # a series draws whole buckets from the range's first one (as the current one does) to its end
+            assert n == len(_in(df, was, min(was + timedelta(days=1), datetime(2024, 3, 19, 10)))), day
     finally:
         p.close()

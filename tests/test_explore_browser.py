@@ -173,6 +173,22 @@ def test_explore_compares_ranks_switches_grain_and_filters(served, page):
     assert country == _in(df, FROM, TO, topic="sport").groupby("country").user_id.nunique().to_dict()
 
 
+def test_a_pivot_counts_each_pair(served, page):
+    base, df, _ = served
+    q = urllib.parse.urlencode({"mart": "hourly", "measure": "users", "from": "2024-03-11", "to": "2024-03-25",
+                                "rows": "topic", "cols": "country"})
+    page.goto(f"{base}/explore/?{q}")
+    page.wait_for_selector("#x-pivot-table td", timeout=20_000)
+    table = page.evaluate("() => [...document.querySelectorAll('#x-pivot-table tr')].map(tr => "
+                          "[...tr.children].map(c => c.innerText))")
+    pairs = _in(df, FROM, TO).groupby(["topic", "country"]).user_id.nunique()
+    head, rows = table[0], table[1:]
+    assert head[1:] == sorted(df.country.unique())
+    assert {r[0] for r in rows} == set(_in(df, FROM, TO).topic)
+    for r in rows:
+        assert [int(v) for v in r[1:]] == [pairs[(r[0], c)] for c in head[1:]]
+
+
 def test_a_clicked_point_shows_the_events_behind_it(served, page):
     base, df, _ = served
     q = urllib.parse.urlencode({"mart": "hourly", "measure": "n", "from": "2024-03-18", "to": "2024-03-21",

@@ -172,7 +172,8 @@ def test_the_openapi_document_is_valid_and_every_path_answers(served):
     from openapi_spec_validator import validate
 
     base, *_ = served
-    doc = httpx.get(base + "/api/v1/openapi.json").json()
+    assert httpx.get(base + "/api/v1/openapi.json").status_code == 401
+    doc = get(base, "/api/v1/openapi.json", TOKEN_A).json()
     validate(doc)
     for path, item in doc["paths"].items():
         concrete = path

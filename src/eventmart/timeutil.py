@@ -180,10 +180,19 @@ def later(t: datetime, how: str, span: timedelta) -> datetime:
     return add_months(t, 1 if how == "month" else 12)
 
 
-def comparison(window: tuple[datetime, datetime], how: str) -> tuple[datetime, datetime]:
-    """The comparison period of ``window``: the previous one of equal length, or the same one a week, a month
-    or a year earlier."""
+def comparison_span(window: tuple[datetime, datetime], grain: int | None = None) -> timedelta:
+    """How far back "the previous period" lies: the window's length, rounded up to whole buckets of ``grain`` so
+    that a series' earlier buckets fall on its current ones."""
+    span = window[1] - window[0]
+    if grain:
+        span = timedelta(seconds=-(-span.total_seconds() // grain) * grain)
+    return span
+
+
+def comparison(window: tuple[datetime, datetime], how: str, grain: int | None = None) -> tuple[datetime, datetime]:
+    """The comparison period of ``window``: the previous one of equal length (in whole ``grain`` buckets, for a
+    series), or the same one a week, a month or a year earlier."""
     if how not in COMPARISONS:
         raise ValueError(f"'{how}' is not a comparison; use one of {', '.join(COMPARISONS)}")
-    span = window[1] - window[0]
+    span = comparison_span(window, grain)
     return earlier(window[0], how, span), earlier(window[1], how, span)

@@ -17,7 +17,7 @@ from typing import Any
 from ..config import ProjectConfig
 from ..errors import ProjectError
 from ..measures import MeasureLayer, Query, numeric_type
-from ..timeutil import comparison, floor_time, later
+from ..timeutil import comparison, comparison_span, floor_time, later
 from ..warehouse import QueryResult, Warehouse
 
 GRAINS = {"minute": 60, "hour": 3600, "day": 86400, "week": 7 * 86400}
@@ -232,10 +232,10 @@ class Explorer:
     def compared_series(self, measure: str, window: tuple[datetime, datetime], grain: int, how: str,
                         filters: dict | None = None, by: str | None = None) -> QueryResult:
         """The series over the comparison period, its buckets moved onto the current period's."""
-        earlier = comparison(window, how)
+        earlier = comparison(window, how, grain)
         res = self.series(measure, earlier, grain, filters, by)
-        span = window[1] - window[0]
-        return QueryResult(res.columns, [(later(r[0], how, span), *r[1:]) for r in res.rows])
+        span = comparison_span(window, grain)
+        return QueryResult(res.columns, [(floor_time(later(r[0], how, span), grain), *r[1:]) for r in res.rows])
 
     def pivot(self, measure: str, row_dim: str, col: str, window: tuple[datetime, datetime], grain: int | None = None,
               filters: dict | None = None) -> Pivot:
@@ -249,7 +249,12 @@ class Explorer:
             res = self.series(measure, window, g, flt, row_dim)
         else:
             res = self.run([measure], window, flt, [row_dim, col] if col != row_dim else [row_dim])
-        cells = {(r[1], r[0]): r[2] for r in res.rows} if col != row_dim else {(r[0], r[0]): r[1] for r in res.rows}
+        if col == "time":  # bucket, row value, measure
+            cells = {(r[1], r[0]): r[2] for r in res.rows}
+        elif col != row_dim:  # row value, column value, measure
+            cells = {(r[0], r[1]): r[2] for r in res.rows}
+        else:
+            cells = {(r[0], r[0]): r[1] for r in res.rows}
         columns = sorted({c for _, c in cells}, key=lambda c: (c is None, c if col == "time" else str(c)))
         return Pivot(row_dim, col, columns, [(v, [cells.get((v, c)) for c in columns]) for v in top])
 

@@ -79,6 +79,7 @@ class ExploreApp:
         self.cfg = project.config
         self._ex: dict[str, Explorer] = {}
         self.cache = Cache(512)
+        self._version_at: tuple[float, tuple] = (float("-inf"), ())
         self.app = dash.Dash(name="eventmart_explore", server=server, url_base_pathname=BASE,
                              title=f"{self.cfg.name} — explore", update_title=None, serve_locally=True)
         self.app.index_string = self.app.index_string.replace("{%css%}", "{%css%}<style>" + CSS + "</style>")
@@ -100,7 +101,16 @@ class ExploreApp:
         return self._ex[mart]
 
     def _version(self) -> tuple:
-        """What a cached answer depends on: the run ledger and the ingest log (as the dashboards' cache)."""
+        """What a cached answer depends on: the run ledger and the ingest log (as the dashboards' cache). Read at
+        most every half second: one view asks it for each of its ~15 queries."""
+        import time
+
+        now = time.monotonic()
+        if now - self._version_at[0] > 0.5:
+            self._version_at = (now, self._read_version())
+        return self._version_at[1]
+
+    def _read_version(self) -> tuple:
         from ..ledger import RUNS
         from ..rawtables import INGESTS
 
@@ -180,9 +190,9 @@ class ExploreApp:
             dcc.Store(id="state"),
             html.Div([
                 dd("x-mart", "mart", options=list(self.cfg.marts), clearable=False),
-                html.Label(["from (UTC)", dcc.Input(id="x-from", type="text", debounce=True,
+                html.Label(["from (UTC)", dcc.Input(id="x-from", type="text", debounce=True, style={"width": "150px"},
                                                    placeholder="YYYY-MM-DD HH:MM")]),
-                html.Label(["to (UTC)", dcc.Input(id="x-to", type="text", debounce=True,
+                html.Label(["to (UTC)", dcc.Input(id="x-to", type="text", debounce=True, style={"width": "150px"},
                                                  placeholder="YYYY-MM-DD HH:MM")]),
                 dd("x-measure", "measure", clearable=False),
                 dd("x-grain", "grain", clearable=False),
@@ -206,7 +216,7 @@ class ExploreApp:
                           html.Div(id="x-pivot", style={"overflowX": "auto"})], className="x-card"),
                 html.Div([html.H4(["Events ", html.Span(id="x-drill-what", style={"fontWeight": 400}),
                                    html.A(" CSV", id="x-events-csv", className="x-csv")]),
-                          html.Div([html.Button("◀ newer-first page", id="x-prev"), html.Span(id="x-page"),
+                          html.Div([html.Button("◀ previous page", id="x-prev"), html.Span(id="x-page"),
                                     html.Button("next page ▶", id="x-next")], style={"display": "flex", "gap": "8px"}),
                           html.Div(id="x-events", style={"overflowX": "auto"})], className="x-card"),
             ], className="x-main"),

@@ -170,8 +170,11 @@ def heatmap(chart: Chart, res: QueryResult) -> dict:
 
 
 def _plain(x: float, sign: bool = False) -> str:
-    """A number as a KPI's note writes it: thousands separated, at most 3 decimals for small ones."""
-    text = f"{x:{'+' if sign else ''},.3f}".rstrip("0").rstrip(".") if abs(x) < 10 else f"{x:{'+' if sign else ''},.0f}"
+    """A number as a KPI's note writes it: thousands separated; 3 decimals below 10, 2 below 1,000 (a rate of 20.05
+    is not 20), none above, trailing zeros dropped."""
+    places = 3 if abs(x) < 10 else 2 if abs(x) < 1000 else 0
+    text = f"{x:{'+' if sign else ''},.{places}f}"
+    text = text.rstrip("0").rstrip(".") if places else text
     return text if text not in ("-0", "+0", "") else "0"
 
 
@@ -187,6 +190,7 @@ def kpi(chart: Chart, value: Any, previous: Any = None, label: str | None = None
             ind.update(mode="number+delta", delta={"reference": p, "relative": True, "valueformat": "+.1%"})
         ind["title"] = {"text": f"{_plain(v - p, sign=True)} vs {label or 'earlier'} ({_plain(p)})",
                         "font": {"size": 12, "color": "#666"}}
+        return {"data": [ind], "layout": _layout(chart, margin={"l": 10, "r": 10, "t": 34, "b": 6})}
     return {"data": [ind], "layout": _layout(chart, margin={"l": 10, "r": 10, "t": 10, "b": 10})}
 
 

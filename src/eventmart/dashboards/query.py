@@ -19,7 +19,7 @@ from ..config import Chart, Dashboard, ProjectConfig
 from ..errors import ProjectError
 from ..ledger import RUNS
 from ..measures import MeasureLayer, Metric, Query
-from ..timeutil import COMPARISONS, comparison, floor_time, later, parse_time
+from ..timeutil import COMPARISONS, comparison, comparison_span, floor_time, later, parse_time
 from ..warehouse import QueryResult, Warehouse
 
 MAX_POINTS = 2000
@@ -252,12 +252,13 @@ class DashboardQueries:
         if how is None or self.dash.charts[name].type not in ("kpi", "area", "line"):
             return None
         version = version or self.version()
-        cq = self.chart_query(name, st, comparison(window, how), version, grain)
+        cq = self.chart_query(name, st, comparison(window, how, grain), version, grain)
         res = self._fetch(cq.sql, cq.params, version)
         if cq.grain is None:
             return res
-        span = window[1] - window[0]
-        return QueryResult(res.columns, [(later(r[0], how, span), *r[1:]) for r in res.rows])
+        span = comparison_span(window, grain)
+        # onto the current buckets (a month earlier moves weekly buckets off their Mondays: back onto them)
+        return QueryResult(res.columns, [(floor_time(later(r[0], how, span), cq.grain), *r[1:]) for r in res.rows])
 
     def chart_query(self, name: str, st: State, window: tuple[datetime, datetime],
                     version: tuple | None = None, grain: int | None = None) -> ChartQuery:
