@@ -2,6 +2,8 @@
 
     .venv/bin/python scripts/screenshot.py            # docs/zen-dashboard.png: the Zen demo dashboard
     .venv/bin/python scripts/screenshot.py digest     # docs/feed-digest.png: the feed example's daily digest
+    .venv/bin/python scripts/screenshot.py explore    # docs/feed-explore.png, docs/feed-compare.png: the feed
+                                                      # example's explore page and its dashboard vs a week earlier
 """
 
 from __future__ import annotations
@@ -48,9 +50,46 @@ def digest() -> None:
     print(f"wrote {out}")
 
 
+def explore() -> None:
+    """The explore page and a dashboard compared with a week earlier, on the feed example's 30 days."""
+    from eventmart.examples import generate_feed
+
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        init_example("feed", d)
+        generate_feed(d, scale=0.3, days=30)
+        with Project.load(d) as p:
+            for s in p.config.sources:
+                p.ingest(s)
+            p.backfill()
+            httpd = make_server("127.0.0.1", 0, create_server(p), threaded=True)
+            threading.Thread(target=httpd.serve_forever, daemon=True).start()
+            base = f"http://127.0.0.1:{httpd.server_port}"
+            with sync_playwright() as pw:
+                b = pw.chromium.launch(executable_path=shutil.which("chromium"), args=ARGS)
+                page = b.new_page(viewport={"width": 1400, "height": 1000}, device_scale_factor=1)
+                page.goto(f"{base}/explore/?mart=feed_daily_by&measure=users&compare=week&grain=day&rows=os"
+                          "&cols=age_group&from=2024-03-16&to=2024-03-30")
+                page.wait_for_selector(".x-board td", timeout=60_000)
+                page.wait_for_selector("#x-pivot-table td", timeout=60_000)
+                page.wait_for_timeout(800)
+                page.screenshot(path=str(DOCS / "feed-explore.png"), clip={"x": 0, "y": 0, "width": 1400,
+                                                                           "height": 1500}, full_page=True)
+                page.goto(f"{base}/d/feed/?compare=week&from=2024-03-16T00%3A00&to=2024-03-30T00%3A00")
+                page.wait_for_function("() => [...document.querySelectorAll('.js-plotly-plot')]"
+                                       ".every(g => g.data && g.data.length)", timeout=60_000)
+                page.wait_for_timeout(800)
+                page.screenshot(path=str(DOCS / "feed-compare.png"), full_page=True)
+                b.close()
+            httpd.shutdown()
+    print(f"wrote {DOCS / 'feed-explore.png'} and {DOCS / 'feed-compare.png'}")
+
+
 def main() -> None:
     if sys.argv[1:] == ["digest"]:
         return digest()
+    if sys.argv[1:] == ["explore"]:
+        return explore()
     out = Path(sys.argv[1] if len(sys.argv) > 1 else DOCS / "zen-dashboard.png")
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
