@@ -197,3 +197,39 @@ def test_a_mart_of_distinct_counts_alone_counts_what_count_distinct_would(tmp_pa
     assert utc == {k: (len(s), len(s)) for k, s in want_utc.items()}
     assert utc[("2024-03-11", "only-nulls", True)] == (0, 0)
     assert local == {k: len(s) for k, s in want_local.items()}
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "postgres", "clickhouse"], indirect=True)
+def test_the_read_api_and_the_explore_leaderboard_keep_every_digit(tmp_path, engine, monkeypatch):
+    """Sums past 2^53 and 2^63 come out of the read API's JSON and CSV and a leaderboard exactly."""
+    import yaml
+
+    from eventmart.dashboards.explore import Explorer
+    from eventmart.server.web import create_server
+
+    events = _events()
+    d = _project(tmp_path / "api", engine, events)
+    cfg = yaml.safe_load((d / "eventmart.yml").read_text())
+    cfg["api"] = {"tokens": {"t": {"token": "${API_T}", "marts": ["*"]}}}
+    (d / "eventmart.yml").write_text(yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False))
+    monkeypatch.setenv("API_T", "t" * 20)
+    by_topic: dict[str, int] = {}
+    for e in events:
+        by_topic[e["topic"]] = by_topic.get(e["topic"], 0) + e["v"]
+    assert max(by_topic.values()) > 2**63
+    with Project.load(d) as p:
+        client = create_server(p).test_client()
+        got = client.get("/api/v1/marts/m?measures=s,amt&group=topic", headers={"Authorization": "Bearer " + "t" * 20})
+        assert got.status_code == 200, got.data
+        body = json.loads(got.data)  # Python reads JSON integers whole
+        assert {r[0]: r[1] for r in body["rows"]} == by_topic
+        assert all(isinstance(r[1], int) for r in body["rows"])
+        text = client.get("/api/v1/marts/m?measures=s&group=topic&format=csv",
+                          headers={"Authorization": "Bearer " + "t" * 20}).data.decode()
+        import csv
+        import io
+
+        assert {t: int(s) for t, s in list(csv.reader(io.StringIO(text)))[1:]} == by_topic
+        span = Explorer(p.config, p.warehouse, "m").span()
+        board = Explorer(p.config, p.warehouse, "m").leaderboard("topic", "s", span)
+        assert {r.value: r.current for r in board.rows} == by_topic and board.total == sum(by_topic.values())

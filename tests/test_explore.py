@@ -58,7 +58,7 @@ ENGINES = pytest.mark.parametrize("engine", ["duckdb", "postgres", "clickhouse"]
 
 
 @ENGINES
-def test_explore_counts_what_pandas_counts_on_the_rawexplore_events(explored):
+def test_explore_counts_what_pandas_counts_on_the_raw_events(explored):
     p, ex, df = explored
     window = (datetime(2024, 3, 25), datetime(2024, 4, 5, 3))
     earlier = (window[0] - timedelta(days=7), window[1] - timedelta(days=7))
@@ -110,6 +110,13 @@ def test_explore_counts_what_pandas_counts_on_the_rawexplore_events(explored):
     for topic, cells in pv.rows:
         for country, v in zip(pv.columns, cells, strict=True):
             assert v == pairs.get((topic, country))
+    # a count's pivot (ranked from its own cells) and its leaderboard's total (the sum of its rows)
+    pn = ex.pivot("n", "country", "topic", window, filters={"topic": ["sport", "news"]})
+    counts = _in(df, *window).query("topic in ['sport', 'news']").groupby(["country", "topic"]).size()
+    assert [c for c, _ in pn.rows] == list(counts.groupby("country").sum().sort_values(ascending=False).index)
+    assert {(c, t): v for c, cells in pn.rows for t, v in zip(pn.columns, cells, strict=True) if v is not None} \
+        == counts.to_dict()
+    assert ex.leaderboard("country", "s", window).total == int(_in(df, *window).v.sum())
     # and topic x time at a day
     pt = ex.pivot("users", "topic", "time", window, ex.grain("day"))
     days = _in(df, *window).assign(d=lambda x: x.ts.dt.floor("D")).groupby(["topic", "d"]).user_id.nunique()

@@ -8,6 +8,7 @@ import threading
 from datetime import datetime, timedelta
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.serving import make_server
 
@@ -23,7 +24,8 @@ def _samples(text: str) -> dict[tuple, float]:
             for fam in text_string_to_metric_families(text) for s in fam.samples}
 
 
-def test_metrics_count_what_the_project_did(tmp_path):
+@pytest.mark.parametrize("engine", ["duckdb", "postgres", "clickhouse"], indirect=True)
+def test_metrics_count_what_the_project_did(tmp_path, engine):
     df = explore_events(3000)
     d = tmp_path / "m"
     (d / "data").mkdir(parents=True)
@@ -31,7 +33,7 @@ def test_metrics_count_what_the_project_did(tmp_path):
     bad = ["x,2024-03-01 00:00:00,sport,ru,1,1", "5,not a time,sport,ru,1,1", "6,2024-03-01 00:00:00,sport,ru,1"]
     (d / "data" / "e.csv").write_text(text + "\n".join(bad) + "\n")
     write_project(d, {
-        "name": "m", "sources": {"ev": {
+        "name": "m", "warehouse": engine, "sources": {"ev": {
             "format": "csv", "path": "data/e.csv",
             "columns": {"id": "int", "ts": "timestamp", "topic": "string", "country": "string", "user_id": "int",
                         "v": "int"}, "time": {"column": "ts"}, "key": ["id"]}},

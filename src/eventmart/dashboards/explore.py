@@ -23,6 +23,7 @@ from ..warehouse import QueryResult, Warehouse
 GRAINS = {"minute": 60, "hour": 3600, "day": 86400, "week": 7 * 86400}
 LEADER_CAP = 10_000  # values of one dimension a leaderboard ranks; more is said (`truncated`)
 PIVOT_ROWS = 50
+PIVOT_CELLS = 100_000  # a sum's pivot is ranked from its cells when there are at most this many
 DRILL_MAX = 1000  # raw events per page
 
 
@@ -189,13 +190,14 @@ class Explorer:
             raise ExploreError(f"sort by value, name, delta, pct or share; not {sort!r}")
         others = {d: v for d, v in self.clean_filters(filters).items() if d != dim}
         current = self._ranked(dim, measure, window, others, search)
-        board = Board(dim, measure, [], self.total(measure, window, others), count=len(current),
+        board = Board(dim, measure, [], self._total(measure, window, others, current, search), count=len(current),
                       truncated=len(current) >= LEADER_CAP)
         prev: dict[Any, Any] = {}
         if compare:
             earlier = comparison(window, compare)
-            prev = {k: v for k, v in self._ranked(dim, measure, earlier, others, search)}
-            board.total_previous = self.total(measure, earlier, others)
+            ranked = self._ranked(dim, measure, earlier, others, search)
+            prev = dict(ranked)
+            board.total_previous = self._total(measure, earlier, others, ranked, search)
         # a value without events then: a count (distinct or not) of 0; an average or a minimum unknown
         absent = 0 if self.shape.rollups[measure] == "sum" or self.shape.measure_text.get(measure, "").lower() \
             .startswith(("count", "approx_count")) else None
@@ -212,6 +214,18 @@ class Explorer:
         board.rows.sort(key=keys[sort])
         board.rows = board.rows[offset: offset + limit]
         return board
+
+    def _total(self, measure: str, window: tuple[datetime, datetime], filters: dict, ranked: list[tuple[Any, Any]],
+               search: str | None) -> Any:
+        """The measure over every value: from the ranked values when they hold them all and the measure rolls up
+        (a sum is the sum of its groups', a maximum the greatest of theirs), else one more query."""
+        how = self.shape.rollups[measure]
+        if search or len(ranked) >= LEADER_CAP or how == "none" or measure in self.shape.states:
+            return self.total(measure, window, filters)
+        got = [v for _, v in ranked if v is not None]
+        if not got:
+            return None
+        return sum(got[1:], got[0]) if how == "sum" else min(got) if how == "min" else max(got)
 
     def _ranked(self, dim: str, measure: str, window: tuple[datetime, datetime], filters: dict,
                 search: str | None) -> list[tuple[Any, Any]]:
@@ -242,13 +256,22 @@ class Explorer:
         """Rows: the ``PIVOT_ROWS`` biggest values of ``row_dim``; columns: time buckets (``col`` = "time") or the
         values of another dimension. Each cell is the measure of that pair, counted at that pair."""
         self.check_dims(row_dim, None if col == "time" else col)
-        top = [v for v, _ in self._ranked(row_dim, measure, window, self.clean_filters(filters), None)[:PIVOT_ROWS]]
-        flt = {**self.clean_filters(filters), row_dim: [str(v) for v in top if v is not None]} if top else filters
-        if col == "time":
-            g = grain or self.shape.grain
-            res = self.series(measure, window, g, flt, row_dim)
-        else:
-            res = self.run([measure], window, flt, [row_dim, col] if col != row_dim else [row_dim])
+        group = [row_dim] if col in ("time", row_dim) else [row_dim, col]
+        g = (grain or self.shape.grain) if col == "time" else None
+        res, top = None, None
+        if self.shape.rollups[measure] == "sum" and measure not in self.shape.states:
+            # a sum's row total is the sum of its cells: one query gives the cells and the ranking
+            whole = self.run([measure], window, filters, group, g, PIVOT_CELLS + 1)
+            if len(whole.rows) <= PIVOT_CELLS:
+                res, totals = whole, {}
+                for r in whole.rows:
+                    key = r[1] if col == "time" else r[0]
+                    totals[key] = totals.get(key, 0) + (r[-1] or 0)
+                top = sorted(totals, key=lambda v: (-totals[v], str(v)))[:PIVOT_ROWS]
+        if res is None:
+            top = [v for v, _ in self._ranked(row_dim, measure, window, self.clean_filters(filters), None)[:PIVOT_ROWS]]
+            flt = {**self.clean_filters(filters), row_dim: [str(v) for v in top if v is not None]} if top else filters
+            res = self.run([measure], window, flt, group, g)
         if col == "time":  # bucket, row value, measure
             cells = {(r[1], r[0]): r[2] for r in res.rows}
         elif col != row_dim:  # row value, column value, measure
