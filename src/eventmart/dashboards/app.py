@@ -313,11 +313,13 @@ class DashboardApp:
         return fig
 
     # --- CSV and the read API -------------------------------------------------------------------
-    def result(self, chart: str, st: State, window: tuple[datetime, datetime]) -> QueryResult:
-        """A chart's rows as its CSV and the read API give them: with a comparison, a KPI gains the earlier value,
-        the change and the change in percent, and a series each bucket's earlier value."""
+    def result(self, chart: str, st: State, window: tuple[datetime, datetime],
+               grain: int | None = None) -> QueryResult:
+        """A chart's rows as its CSV and the read API give them (a time series at ``grain``, when given): with a
+        comparison, a KPI gains the earlier value, the change and the change in percent, and a series each
+        bucket's earlier value."""
         version = self.q.version()
-        cq, res = self.q.run(chart, st, window, version)
+        cq, res = self.q.run(chart, st, window, version, grain)
         earlier = self.q.compared(chart, st, window, cq.grain, version)
         if earlier is None:
             return res

@@ -239,6 +239,17 @@ class DashboardQueries:
             return list(chart.columns or [])
         return []
 
+    def series_grains(self, name: str) -> dict[str, int]:
+        """The grains a time series chart may be asked for (the read API's `grain`): its mart's and coarser ones
+        it divides, no finer than the chart's own `grain`, and for a SQL mart's distinct counts only its own."""
+        from .explore import GRAINS
+
+        c = self.dash.charts[name]
+        g = self.cfg.marts[c.mart].grain_seconds
+        top = self.layer.max_grain(c.mart, [self.metrics[name]])
+        return {n: s for n, s in GRAINS.items() if s >= max(g, c.grain_seconds or 0) and s % g == 0
+                and (top is None or s <= top)} if c.type in ("area", "line") else {}
+
     def comparing(self, st: State) -> str | None:
         """The comparison period the state asks for (the dashboard's default unless it says), None for none."""
         how = st.compare or self.dash.compare
@@ -306,9 +317,9 @@ class DashboardQueries:
                           f"DESC NULLS LAST LIMIT {int(chart.limit)}", params, None, ignored)
 
     def run(self, name: str, st: State, window: tuple[datetime, datetime],
-            version: tuple | None = None) -> tuple[ChartQuery, QueryResult]:
+            version: tuple | None = None, grain: int | None = None) -> tuple[ChartQuery, QueryResult]:
         version = version or self.version()
-        cq = self.chart_query(name, st, window, version)
+        cq = self.chart_query(name, st, window, version, grain)
         return cq, self._fetch(cq.sql, cq.params, version)
 
     def previous(self, name: str, st: State, window: tuple[datetime, datetime], version: tuple | None = None) -> Any:

@@ -90,6 +90,10 @@ def document(cfg: ProjectConfig) -> dict[str, Any]:
                            *_RANGE, _FORMAT,
                            _p("compare", "query", {"type": "string", "enum": [*COMPARISONS, "none"]},
                               "KPIs and time series gain the comparison period's values"),
+                           _p("grain", "query", {"type": "string", "enum": list(GRAINS)}, "a time series' buckets "
+                              "(default: the finest that keeps it under 2,000 points); others answer 400"),
+                           _p("limit", "query", {"type": "integer", "default": 10000, "maximum": 10000}, "rows"),
+                           _p("offset", "query", {"type": "integer", "default": 0}, "rows to skip"),
                            *[_p(x, "query", {"type": "array", "items": {"type": "string"}}, "a filter") for x in dims]],
             "responses": _ok("the chart's rows")}}
     return {"openapi": "3.1.0",

@@ -272,7 +272,19 @@ def register(server: flask.Flask, project: Workspace) -> None:
             raise ApiError(404, str(e)) from None
         if window is None:
             raise ApiError(404, "no data yet: run the marts")
-        return _answer(app.result(chart, st, window), fmt(), chart)
+        grain = None
+        if flask.request.args.get("grain"):
+            grains = app.q.series_grains(chart)
+            if flask.request.args["grain"] not in grains:
+                raise ApiError(400, f"chart {chart} is drawn per " + (", ".join(grains) or "nothing: it is not a time "
+                                                                                          "series"))
+            grain = grains[flask.request.args["grain"]]
+        args = flask.request.args
+        limit, offset = _int(args, "limit", MAX_LIMIT, MAX_LIMIT), _int(args, "offset", 0, 10**9)
+        res = app.result(chart, st, window, grain)
+        more = len(res.rows) > offset + limit
+        return _answer(QueryResult(res.columns, res.rows[offset: offset + limit]), fmt(), chart,
+                       offset + limit if more else None)
 
     @server.get(f"{PREFIX}/openapi.json")
     @guarded
