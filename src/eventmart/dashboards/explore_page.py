@@ -21,7 +21,7 @@ from ..errors import ProjectError
 from ..timeutil import COMPARISONS, grain_label, parse_time
 from . import figures
 from .explore import Explorer
-from .query import Cache
+from .query import MAX_FILTER_VALUES, Cache
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
@@ -97,7 +97,10 @@ class ExploreApp:
                 key = (sql, tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items())))
                 return self.cache.get(key, version(), lambda: wh.concurrent_fetch(sql, params))
 
-            self._ex[mart] = Explorer(self.cfg, wh, mart, fetch)
+            ex = Explorer(self.cfg, wh, mart, fetch)
+            if not ex.measures:  # a SQL mart not built yet: its columns are known once it is
+                return ex
+            self._ex[mart] = ex
         return self._ex[mart]
 
     def _version(self) -> tuple:
@@ -131,10 +134,12 @@ class ExploreApp:
         mart = one.get("mart") if one.get("mart") in marts else marts[0]
         ex = self.explorer(mart)
         st: dict[str, Any] = {"mart": mart, "from": _fmt(_time(one.get("from"))), "to": _fmt(_time(one.get("to"))),
-                              "measure": one.get("measure") if one.get("measure") in ex.measures else ex.measures[0],
+                              # no measure at all (a SQL mart not built yet): each part says so
+                              "measure": one.get("measure") if one.get("measure") in ex.measures else
+                              (ex.measures or [""])[0],
                               "grain": one.get("grain") if one.get("grain") in ex.grains else None,
                               "compare": one.get("compare") if one.get("compare") in COMPARISONS else None,
-                              "filters": {d: qs[d] for d in ex.dimensions if qs.get(d)},
+                              "filters": {d: qs[d][:MAX_FILTER_VALUES] for d in ex.dimensions if qs.get(d)},
                               "rows": one.get("rows") if one.get("rows") in ex.dimensions else None,
                               "cols": one.get("cols") if one.get("cols") in [*ex.dimensions, "time"] else "time",
                               "drill": [one["drill_from"], one["drill_to"]] if _time(one.get("drill_from"))
