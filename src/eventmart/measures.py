@@ -182,12 +182,73 @@ class MeasureLayer:
                 [f"{qi('_time')} >= {{{{ start }}}}", f"{qi('_time')} < {{{{ end }}}}"],
                 {"start": ceil_time(start, shape.grain), "end": ceil_time(end, shape.grain)})
 
+    # --- a coarser mart of the same events --------------------------------------------------------
+    def coarser(self, q: Query) -> Query | None:
+        """The same query on a coarser declarative mart of the same source, when it gives the same numbers
+        faster: a mart that keeps the dimensions the query groups and filters by (the same expressions), the
+        measures it reads (the same text), at a grain that divides the query's and its bounds, whose rows can answer
+        without the raw events, and whose run ledger covers the range. Aggregates over buckets ("users per minute")
+        mean other buckets there: never moved. The coarsest such mart wins (a daily mart beside a minute one)."""
+        shape = self.shape(q.mart)
+        metrics = list(q.metrics.values())
+        if shape.source is None or shape.timezone or any(m.over_buckets for m in metrics):
+            return None
+        from .timeutil import is_aligned
+
+        filters = {d for d, v in q.filters.items() if v}
+        if not filters <= set(shape.dimensions):
+            return None  # a filter the mart cannot apply: the raw events answer, wherever
+        conds = {c.name for m in metrics for r in m.refs if r.cond is not None for c in r.cond.find_all(exp.Column)}
+        dims = set(q.group) | filters | conds
+        cols = {r.column for m in metrics for r in m.refs}
+        pinned = {d for d, v in q.filters.items() if len(v) == 1}
+        best: tuple[MartShape, dict[str, Metric]] | None = None
+        for name, m in self.cfg.marts.items():
+            if name == q.mart or m.sql is not None or m.from_ != shape.source or m.timezone:
+                continue
+            c = self.shape(name)
+            if c.grain <= shape.grain or (best and c.grain <= best[0].grain) or c.grain % shape.grain \
+                    or (q.grain is not None and q.grain % c.grain) or not is_aligned(q.start, c.grain) \
+                    or not is_aligned(q.end, c.grain) or not dims <= set(c.dimensions) \
+                    or any(c.dim_expr.get(d) != shape.dim_expr.get(d) for d in dims) \
+                    or any(c.measure_text.get(k) != shape.measure_text.get(k) for k in cols):
+                continue
+            try:
+                moved = {k: parse_metric(c, m.text, f"marts.{name}") for k, m in q.metrics.items()}
+            except ProjectError:
+                continue
+            if self.needs_raw(c, list(moved.values()), q.grain, q.group, pinned) is None \
+                    and self._covers(name, q.start, q.end):
+                best = (c, moved)
+        if best is None:
+            return None
+        return Query(best[0].name, best[1], q.start, q.end, q.grain, list(q.group), dict(q.filters))
+
+    def _covers(self, mart: str, start: datetime, end: datetime) -> bool:
+        """Whether the mart's successful runs cover [start, end) (its table holds every row of that range)."""
+        from .ledger import RUNS
+        from .timeutil import merge_intervals
+
+        wh = self.wh
+        if not wh.concurrent_table_exists(RUNS):
+            return False
+        rows = wh.concurrent_fetch(f"SELECT window_start, window_end FROM {wh.q(RUNS)} WHERE mart = {{{{ m }}}} "
+                                   "AND status = 'ok' AND window_end > {{ s }} AND window_start < {{ e }}",
+                                   {"m": mart, "s": start, "e": end}).rows
+        t = start
+        for s, e in merge_intervals([(r[0], r[1]) for r in rows]):
+            if s > t:
+                return False
+            t = max(t, e)
+        return t >= end
+
     # --- SQL -----------------------------------------------------------------------------------------
     def sql(self, q: Query) -> Compiled:
         """Columns: ``bucket`` (with a grain), the group's dimensions by name, then one per metric by name.
 
         A filter on a dimension the mart does not keep is applied to the source's raw events when the mart is
         declarative (its source knows it); a SQL mart cannot apply it and says so in ``ignored``."""
+        q = self.coarser(q) or q
         wh, shape = self.wh, self.shape(q.mart)
         qi = wh.q
         metrics = list(q.metrics.values())
