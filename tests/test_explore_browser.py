@@ -238,6 +238,18 @@ def test_a_dashboard_compares_and_its_point_opens_the_events(served, page):
     page.wait_for_function("n => document.querySelector('#x-page') && "
                            "document.querySelector('#x-page').innerText.endsWith('of ' + n)",
                            arg=f"{len(day):,}", timeout=20_000)
+    # a point of the dashed line: the events of the day it shows, a week earlier
+    page.goto(f"{base}/d/main/?from=2024-03-11T00%3A00&to=2024-03-25T00%3A00&compare=week")
+    page.wait_for_function("() => { const g = document.querySelector('#c-1 .js-plotly-plot');"
+                           " return g && g.data && g.data.length == 2; }", timeout=20_000)
+    page.evaluate("""() => { const gd = document.querySelector('#c-1 .js-plotly-plot');
+        const i = gd.data[1].x.indexOf('2024-03-15 00:00');
+        gd.emit('plotly_click', {points: [{curveNumber: 1, pointNumber: i, x: gd.data[1].x[i], y: gd.data[1].y[i]}]}); }""")
+    page.wait_for_url("**/explore/**drill_from=2024-03-08**", timeout=20_000)
+    week = _in(df, datetime(2024, 3, 8), datetime(2024, 3, 9))
+    page.wait_for_function("n => document.querySelector('#x-page') && "
+                           "document.querySelector('#x-page').innerText.endsWith('of ' + n)",
+                           arg=f"{len(week):,}", timeout=20_000)
 
 
 def test_an_incident_is_drawn_as_a_band(served, page):

@@ -193,9 +193,14 @@ def test_an_embed_link_opens_one_dashboard_until_it_expires(served, tmp_path):
         r = c.get("/embed/main/", params={"t": token, "country": "ru"})
         assert r.status_code == 302 and r.headers["location"] == "/d/main/?country=ru"
         assert c.get("/d/main/").status_code == 200
-        assert c.get("/d/main/_dash-layout").status_code == 200
+        layout = c.get("/d/main/_dash-layout")
+        assert layout.status_code == 200
+        # inside the embed the explore page is out of reach (basic auth): the charts offer no events link
+        assert "ev-0" in layout.text and '"display":"none"' in layout.text.replace(" ", "")
         assert c.get("/d/other/").status_code == 401  # the cookie opens its own dashboard only
         assert c.get("/runs/").status_code == 401
+    with_password = httpx.get(base + "/d/main/_dash-layout", auth=("u", "p" * 12)).text
+    assert "ev-0" in with_password and '"display":"none"' not in with_password.replace(" ", "")
     assert httpx.get(base + "/embed/other/", params={"t": token}).status_code == 403
     assert httpx.get(base + "/embed/main/", params={"t": token[:-2] + "xx"}).status_code == 403
     expired = embed_token(p.config, "main", timedelta(seconds=-1))

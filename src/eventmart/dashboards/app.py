@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -71,6 +72,8 @@ class DashboardApp:
         self.q = DashboardQueries(name, dash_cfg, project.config, project.warehouse,
                                   lambda key: locate(project.dir, key))
         self.q.check()
+        # whether the viewer may follow links to the explore page (the server says no inside an embed link)
+        self.explore_links: Callable[[], bool] = lambda: True
         self.dims = self.q.filter_dims
         self.charts = list(dash_cfg.charts)
         self.base = f"/d/{name}/"
@@ -101,6 +104,7 @@ class DashboardApp:
                 {"label": label, "value": k} for k, label in COMPARISONS.items()],
             value=self.cfg.compare, clearable=False, className="em-dd")], className="em-filter"))
         filters.append(html.Button("Reset", id="reset", className="em-reset"))
+        links = self.explore_links()
         rows = []
         for row in self.cfg.rows():
             cells = []
@@ -115,8 +119,10 @@ class DashboardApp:
                                                         title="an approximate distinct count (a sketch)")])
                 cells.append(html.Div([
                     html.Div([html.Span(title, className="em-title"), html.Span([
-                        html.A("events", id=f"ev-{i}", className="em-csv", href=self.explore_href(chart, State()),
-                               title="the raw events behind this chart, on the explore page"), " · ",
+                        html.Span([html.A("events", id=f"ev-{i}", className="em-csv",
+                                          href=self.explore_href(chart, State()),
+                                          title="the raw events behind this chart, on the explore page"), " · "],
+                                  style=None if links else {"display": "none"}),
                         html.A("CSV", id=f"csv-{i}", className="em-csv", href=f"{self.base}csv/{chart}",
                                download=f"{chart}.csv")])], className="em-card-head"),
                     dcc.Graph(id=f"c-{i}", config={"displaylogo": False, "responsive": True},
@@ -197,7 +203,7 @@ class DashboardApp:
             def drill(*args):
                 trig = dash.ctx.triggered_id
                 click, data = args[series.index(int(trig.split("-")[1]))], args[-1]
-                if not click or not click.get("points") or data is None:
+                if not click or not click.get("points") or data is None or not self.explore_links():
                     raise dash.exceptions.PreventUpdate
                 return self.point_href(self.charts[int(trig.split("-")[1])], self.state_from_data(data),
                                        click["points"][0])
@@ -234,13 +240,20 @@ class DashboardApp:
             raise dash.exceptions.PreventUpdate
         cq = self.q.chart_query(chart, st, window)
         c = self.cfg.charts[chart]
+        g = cq.grain or 60
         pinned = {}
-        if c.color and point.get("curveNumber") is not None:
-            fig = self.figure(chart, st, window, self.q.version())
-            name = fig["data"][point["curveNumber"]].get("name", "")
-            if fig["data"][point["curveNumber"]].get("meta") != "earlier":
+        if point.get("curveNumber") is not None:
+            trace = self.figure(chart, st, window, self.q.version())["data"][point["curveNumber"]]
+            how = self.q.comparing(st)
+            name = str(trace.get("name", ""))
+            if trace.get("meta") == "earlier" and how:  # a dashed point: the events of the earlier bucket it shows
+                from ..timeutil import comparison_span, earlier
+
+                t = earlier(t, how, comparison_span(window, g))
+                name = name.removesuffix(f", {COMPARISONS[how]}")
+            if c.color:
                 pinned[c.color] = name
-        return self.explore_href(chart, st, (t, t + timedelta(seconds=cq.grain or 60)), pinned)
+        return self.explore_href(chart, st, (t, t + timedelta(seconds=g)), pinned)
 
     def apply_click(self, st: State, chart_id: str, click: dict | None) -> None:
         """Clicking a slice, bar or cell filters the dashboard by its value(s)."""
