@@ -281,7 +281,7 @@ def test_kpi_previous_period_and_cache_follow_new_runs(tmp_path):
     q = queries(p)
     st = State(T0 + timedelta(hours=2), T0 + timedelta(hours=4))
     window = q.window(st)
-    prev = q.previous("total", st, window)
+    prev = q.compared("total", State(st.start, st.end, compare="previous"), window, None).rows[0][0]
     assert prev == df[(df.t >= T0) & (df.t < T0 + timedelta(hours=2))].shape[0]
     v1 = q.version()
     _, before = q.run("total", st, window)

@@ -24,6 +24,7 @@ from ..config import Dashboard, locate
 from ..timeutil import COMPARISONS, grain_label, parse_last, parse_time
 from ..warehouse import QueryResult
 from . import figures
+from .explore import change
 from .query import DashboardQueries, EmptyRange, State
 
 if TYPE_CHECKING:
@@ -339,9 +340,7 @@ class DashboardApp:
         if cq.grain is None:  # a KPI
             cur = res.rows[0][0] if res.rows else None
             prev = earlier.rows[0][0] if earlier.rows else None
-            delta = cur - prev if cur is not None and prev is not None else None
-            pct = float(delta) / float(prev) * 100.0 if delta is not None and prev else None
-            return QueryResult([*res.columns, "compare_value", "change", "change_pct"], [(cur, prev, delta, pct)])
+            return QueryResult([*res.columns, "compare_value", "change", "change_pct"], [(cur, prev, *change(cur, prev))])
         keys = len(res.columns) - 1  # bucket (and series)
         prev_by = {tuple(r[:keys]): r[keys] for r in earlier.rows}
         return QueryResult([*res.columns, "compare_value"], [(*r, prev_by.get(tuple(r[:keys]))) for r in res.rows])

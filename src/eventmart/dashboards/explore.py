@@ -53,6 +53,12 @@ class Board:
     truncated: bool = False  # more than LEADER_CAP values: only the biggest were ranked
 
 
+    def table(self) -> QueryResult:
+        """The rows as the read API and the CSV give them."""
+        return QueryResult([self.dimension, self.measure, "share_pct", "compare_value", "change", "change_pct"],
+                           [(r.value, r.current, r.share, r.previous, r.delta, r.pct) for r in self.rows])
+
+
 @dataclass
 class Pivot:
     row_dim: str
@@ -74,7 +80,8 @@ class Drill:
     ignored: list[str] = field(default_factory=list)  # filters the source cannot apply
 
 
-def _diff(cur: Any, prev: Any) -> tuple[Any, float | None]:
+def change(cur: Any, prev: Any) -> tuple[Any, float | None]:
+    """(cur - prev, that in percent of prev): None where either is missing, the percentage also where prev is 0."""
     if cur is None or prev is None:
         return None, None
     delta = cur - prev
@@ -204,7 +211,7 @@ class Explorer:
         for value, cur in current:
             share = float(cur) / float(board.total) * 100.0 if cur is not None and board.total else None
             p = prev.get(value, absent) if compare else None
-            board.rows.append(Leader(value, cur, share, p, *(_diff(cur, p) if compare else (None, None))))
+            board.rows.append(Leader(value, cur, share, p, *(change(cur, p) if compare else (None, None))))
         keys: dict[str, Callable[[Leader], Any]] = {
             "value": lambda r: (r.current is None, -(r.current or 0)),
             "share": lambda r: (r.share is None, -(r.share or 0)),

@@ -19,9 +19,10 @@ from dash import ALL, Input, Output, State, ctx, dcc, html
 from .. import values
 from ..errors import ProjectError
 from ..timeutil import COMPARISONS, grain_label, parse_time
+from ..warehouse import QueryResult
 from . import figures
-from .explore import Explorer
-from .query import MAX_FILTER_VALUES, Cache
+from .explore import Explorer, change
+from .query import MAX_FILTER_VALUES, Cache, data_version
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
@@ -110,19 +111,8 @@ class ExploreApp:
 
         now = time.monotonic()
         if now - self._version_at[0] > 0.5:
-            self._version_at = (now, self._read_version())
+            self._version_at = (now, data_version(self.project.warehouse))
         return self._version_at[1]
-
-    def _read_version(self) -> tuple:
-        from ..ledger import RUNS
-        from ..rawtables import INGESTS
-
-        wh, out = self.project.warehouse, []
-        for table, sql in ((RUNS, "SELECT count(*), max(seq) FROM {t} WHERE status = 'ok'"),
-                           (INGESTS, "SELECT max(id), count(*) FROM {t}")):
-            out.append(tuple(wh.concurrent_fetch(sql.format(t=wh.q(table))).rows[0])
-                       if wh.concurrent_table_exists(table) else ())
-        return tuple(out)
 
     def state(self, search: str | None) -> dict:
         """The view a query string asks for, every value checked against the mart (unknown ones dropped)."""
@@ -346,8 +336,8 @@ class ExploreApp:
         p = ex.total(st["measure"], comparison(window, st["compare"]), st["filters"])
         if v is None or p is None:
             return text, f"nothing to compare with in {COMPARISONS[st['compare']]}"
-        d = float(v) - float(p)
-        return text, (f"{'+' if d >= 0 else '-'}{_number(abs(d))} ({_pct(d / float(p) * 100 if p else None) or 'new'})"
+        d, pct = change(v, p)
+        return text, (f"{'+' if d >= 0 else '-'}{_number(abs(d))} ({_pct(pct) or 'new'})"
                       f" vs {COMPARISONS[st['compare']]} ({_number(p)})")
 
     def series_figure(self, st: dict, window: tuple[datetime, datetime]) -> dict:
@@ -419,7 +409,7 @@ class ExploreApp:
         what = f"behind {_fmt(w[0])} – {_fmt(w[1])}" + (f", filtered by {', '.join(sorted(st['filters']))}"
                                                        if st["filters"] else "")
         first = d.offset + 1 if d.rows else 0
-        return (self._table("events", values_result(d.columns, d.rows)), what,
+        return (self._table("events", QueryResult(d.columns, d.rows)), what,
                 f"{first:,}–{d.offset + len(d.rows):,} of {d.total:,}")
 
     @staticmethod
@@ -433,7 +423,7 @@ class ExploreApp:
         st = self.state(flask.request.query_string.decode())
         window = self.window(st)
         ex = self.explorer(st["mart"])
-        res = values_result([], [])
+        res = QueryResult([], [])
         if window is not None:
             if kind == "series":
                 g = ex.grain(st["grain"])
@@ -441,19 +431,18 @@ class ExploreApp:
                 if st["compare"]:
                     prev = {r[0]: r[1] for r in ex.compared_series(st["measure"], window, g, st["compare"],
                                                                    st["filters"]).rows}
-                    res = values_result([*res.columns, "compare_value"], [(*r, prev.get(r[0])) for r in res.rows])
+                    res = QueryResult([*res.columns, "compare_value"], [(*r, prev.get(r[0])) for r in res.rows])
             elif kind == "pivot" and st.get("rows"):
                 res = ex.pivot(st["measure"], st["rows"], st["cols"], window, ex.grain(st["grain"]),
                                st["filters"]).table()
             elif kind == "events":
                 w = (_time(st["drill"][0]), _time(st["drill"][1])) if st.get("drill") else window
                 d = ex.drill(w, st["filters"], 1000, st.get("page", 0) * PAGE)
-                res = values_result(d.columns, d.rows)
+                res = QueryResult(d.columns, d.rows)
             elif kind.startswith("board-") and kind[6:] in ex.dimensions:
                 b = ex.leaderboard(kind[6:], st["measure"], window, st["filters"], st["compare"],
                                    st["find"].get(kind[6:]), st["sort"] if st["compare"] else "value", limit=10_000)
-                res = values_result([kind[6:], st["measure"], "share_pct", "compare_value", "change", "change_pct"],
-                                    [(r.value, r.current, r.share, r.previous, r.delta, r.pct) for r in b.rows])
+                res = b.table()
             else:
                 flask.abort(404)
         out = io.StringIO()
@@ -462,12 +451,6 @@ class ExploreApp:
         w.writerows([_fmt(v) if isinstance(v, datetime) else values.text(v) for v in r] for r in res.rows)
         return flask.Response(out.getvalue(), mimetype="text/csv",
                               headers={"Content-Disposition": f'attachment; filename="{st["mart"]}-{kind}.csv"'})
-
-
-def values_result(columns: list[str], rows: list) -> Any:
-    from ..warehouse import QueryResult
-
-    return QueryResult(columns, rows)
 
 
 def _cell(v: Any) -> str:

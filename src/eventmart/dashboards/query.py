@@ -112,6 +112,24 @@ def choose_grain(start: datetime, end: datetime, mart_grain: int, series: int, m
     return candidates[-1]
 
 
+def data_version(wh: Warehouse, marts: list[str] | None = None) -> tuple:
+    """Changes whenever what a chart or an explore view of ``marts`` (None: any) may show changes: a mart run (the
+    ledger) or a load or undo (the ingest log: distinct counts may be answered from the raw events)."""
+    from ..rawtables import INGESTS
+
+    runs: tuple = (0, None, None)
+    if wh.concurrent_table_exists(RUNS):
+        which = f" AND {wh.in_list_sql('mart', 'marts')}" if marts is not None else ""
+        runs = tuple(wh.concurrent_fetch(f"SELECT count(*), max(seq), max(window_end) FROM {wh.q(RUNS)} "
+                                         f"WHERE status = 'ok'{which}", {} if marts is None else {"marts": marts})
+                     .rows[0])
+    loads: tuple = ()
+    if wh.concurrent_table_exists(INGESTS):
+        loads = tuple(wh.concurrent_fetch(
+            f"SELECT max(id), count(*) FILTER (WHERE status = 'undone') FROM {wh.q(INGESTS)}").rows[0])
+    return runs + loads
+
+
 class DashboardQueries:
     """Builds and runs one dashboard's queries against the warehouse, cached per data version."""
 
@@ -146,21 +164,7 @@ class DashboardQueries:
 
     # data version: any ledger change (a mart run) makes every cached result stale
     def version(self) -> tuple:
-        """Changes whenever what a chart shows may change: a mart run (the ledger) or a load or undo (the
-        ingest log: distinct counts may be answered from the raw events)."""
-        from ..rawtables import INGESTS
-
-        runs: tuple = (0, None, None)
-        if self.exists(RUNS):
-            marts = sorted({c.mart for c in self.dash.charts.values()})
-            runs = tuple(self.wh.concurrent_fetch(
-                f"SELECT count(*), max(seq), max(window_end) FROM {self.wh.q(RUNS)} "
-                f"WHERE status = 'ok' AND {self.wh.in_list_sql('mart', 'marts')}", {"marts": marts}).rows[0])
-        loads: tuple = ()
-        if self.exists(INGESTS):
-            loads = tuple(self.wh.concurrent_fetch(
-                f"SELECT max(id), count(*) FILTER (WHERE status = 'undone') FROM {self.wh.q(INGESTS)}").rows[0])
-        return runs + loads
+        return data_version(self.wh, sorted({c.mart for c in self.dash.charts.values()}))
 
     def fresh_until(self, version: tuple | None = None) -> datetime | None:
         """The last event the dashboard's marts cover: the newest loaded event inside their run windows."""
@@ -321,12 +325,6 @@ class DashboardQueries:
         version = version or self.version()
         cq = self.chart_query(name, st, window, version, grain)
         return cq, self._fetch(cq.sql, cq.params, version)
-
-    def previous(self, name: str, st: State, window: tuple[datetime, datetime], version: tuple | None = None) -> Any:
-        """A KPI's value over the equal period just before the window."""
-        start, end = window
-        prev = (start - (end - start), start)
-        return self.run(name, st, prev, version)[1].rows[0][0]
 
     # --- start-up checks ----------------------------------------------------------------------------
     def check(self) -> None:

@@ -199,6 +199,13 @@ def register(server: flask.Flask, project: Workspace) -> None:
             raise ApiError(400, "format is json or csv")
         return f
 
+    def asked(mart: str, tok: ApiToken, limit: int, most: int) -> tuple:
+        """What a mart's route is asked: (explorer, format, filters, range, limit, offset), each checked."""
+        ex = explorer(mart, tok)
+        args = flask.request.args
+        return (ex, fmt(), _filters(args, ex), _window(args, ex.span()), _int(args, "limit", limit, most),
+                _int(args, "offset", 0, 10**9))
+
     @server.get(f"{PREFIX}/marts")
     @guarded
     def marts(tok):
@@ -213,12 +220,9 @@ def register(server: flask.Flask, project: Workspace) -> None:
     @server.get(f"{PREFIX}/marts/<mart>")
     @guarded
     def mart_rows(tok, mart):
-        ex = explorer(mart, tok)
+        ex, f, flt, window, limit, offset = asked(mart, tok, 1000, MAX_LIMIT)
         args = flask.request.args
-        f, flt = fmt(), _filters(args, ex)
-        window = _window(args, ex.span())
         grain = ex.grain(args["grain"]) if args.get("grain") else None
-        limit, offset = _int(args, "limit", 1000, MAX_LIMIT), _int(args, "offset", 0, 10**9)
         measures = _list(args, "measures") or ex.measures
         res = ex.run(measures, window, flt, _list(args, "group"), grain, limit + 1, offset)
         more = len(res.rows) > limit
@@ -228,30 +232,21 @@ def register(server: flask.Flask, project: Workspace) -> None:
     @server.get(f"{PREFIX}/marts/<mart>/leaderboard/<dim>")
     @guarded
     def leaderboard(tok, mart, dim):
-        ex = explorer(mart, tok)
+        ex, f, flt, window, limit, offset = asked(mart, tok, 25, MAX_LIMIT)
         args = flask.request.args
-        f, flt = fmt(), _filters(args, ex)
-        window = _window(args, ex.span())
         compare = args.get("compare")
         if compare and compare not in COMPARISONS:
             raise ApiError(400, f"compare is one of {', '.join(COMPARISONS)}")
-        limit, offset = _int(args, "limit", 25, MAX_LIMIT), _int(args, "offset", 0, 10**9)
         b = ex.leaderboard(dim, args.get("measure") or ex.measures[0], window, flt, compare, args.get("search"),
                            args.get("sort", "value"), limit, offset)
-        res = QueryResult([dim, b.measure, "share_pct", "compare_value", "change", "change_pct"],
-                          [(r.value, r.current, r.share, r.previous, r.delta, r.pct) for r in b.rows])
-        return _answer(res, f, f"{mart}-{dim}", offset + limit if offset + limit < b.count else None,
+        return _answer(b.table(), f, f"{mart}-{dim}", offset + limit if offset + limit < b.count else None,
                        {"total": b.total, "compare_total": b.total_previous, "count": b.count,
                         "truncated": b.truncated})
 
     @server.get(f"{PREFIX}/marts/<mart>/events")
     @guarded
     def events(tok, mart):
-        ex = explorer(mart, tok)
-        args = flask.request.args
-        f, flt = fmt(), _filters(args, ex)
-        window = _window(args, ex.span())
-        limit, offset = _int(args, "limit", 100, DRILL_MAX), _int(args, "offset", 0, 10**9)
+        ex, f, flt, window, limit, offset = asked(mart, tok, 100, DRILL_MAX)
         d = ex.drill(window, flt, limit, offset)
         return _answer(QueryResult(d.columns, d.rows), f, f"{mart}-events",
                        offset + limit if offset + limit < d.total else None, {"total": d.total})
