@@ -12,6 +12,8 @@ import shutil
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
@@ -50,38 +52,51 @@ def digest() -> None:
     print(f"wrote {out}")
 
 
-def explore() -> None:
-    """The explore page and a dashboard compared with a week earlier, on the feed example's 30 days."""
-    from eventmart.examples import generate_feed
-
+@contextmanager
+def served_page(example: str, build, width: int = 1400) -> Iterator[tuple[str, object]]:
+    """A bundled example built in a temporary folder (``build(folder)`` makes its data; every source is loaded and
+    every mart run), served on loopback: (its URL, a Chromium page)."""
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
-        init_example("feed", d)
-        generate_feed(d, scale=0.3, days=30)
+        init_example(example, d)
+        build(d)
         with Project.load(d) as p:
             for s in p.config.sources:
                 p.ingest(s)
             p.backfill()
             httpd = make_server("127.0.0.1", 0, create_server(p), threaded=True)
             threading.Thread(target=httpd.serve_forever, daemon=True).start()
-            base = f"http://127.0.0.1:{httpd.server_port}"
-            with sync_playwright() as pw:
-                b = pw.chromium.launch(executable_path=shutil.which("chromium"), args=ARGS)
-                page = b.new_page(viewport={"width": 1400, "height": 1000}, device_scale_factor=1)
-                page.goto(f"{base}/explore/?mart=feed_daily_by&measure=users&compare=week&grain=day&rows=os"
-                          "&cols=age_group&from=2024-03-16&to=2024-03-30")
-                page.wait_for_selector(".x-board td", timeout=60_000)
-                page.wait_for_selector("#x-pivot-table td", timeout=60_000)
-                page.wait_for_timeout(800)
-                page.screenshot(path=str(DOCS / "feed-explore.png"), clip={"x": 0, "y": 0, "width": 1400,
-                                                                           "height": 1500}, full_page=True)
-                page.goto(f"{base}/d/feed/?compare=week&from=2024-03-16T00%3A00&to=2024-03-30T00%3A00")
-                page.wait_for_function("() => [...document.querySelectorAll('.js-plotly-plot')]"
-                                       ".every(g => g.data && g.data.length)", timeout=60_000)
-                page.wait_for_timeout(800)
-                page.screenshot(path=str(DOCS / "feed-compare.png"), full_page=True)
-                b.close()
-            httpd.shutdown()
+            try:
+                with sync_playwright() as pw:
+                    b = pw.chromium.launch(executable_path=shutil.which("chromium"), args=ARGS)
+                    yield (f"http://127.0.0.1:{httpd.server_port}",
+                           b.new_page(viewport={"width": width, "height": 1000}, device_scale_factor=1))
+                    b.close()
+            finally:
+                httpd.shutdown()
+
+
+def charts_drawn(page) -> None:
+    page.wait_for_function("() => [...document.querySelectorAll('.js-plotly-plot')]"
+                           ".every(g => g.data && g.data.length)", timeout=60_000)
+    page.wait_for_timeout(800)
+
+
+def explore() -> None:
+    """The explore page and a dashboard compared with a week earlier, on the feed example's 30 days."""
+    from eventmart.examples import generate_feed
+
+    with served_page("feed", lambda d: generate_feed(d, scale=0.3, days=30)) as (base, page):
+        page.goto(f"{base}/explore/?mart=feed_daily_by&measure=users&compare=week&grain=day&rows=os"
+                  "&cols=age_group&from=2024-03-16&to=2024-03-30")
+        page.wait_for_selector(".x-board td", timeout=60_000)
+        page.wait_for_selector("#x-pivot-table td", timeout=60_000)
+        page.wait_for_timeout(800)
+        page.screenshot(path=str(DOCS / "feed-explore.png"), clip={"x": 0, "y": 0, "width": 1400, "height": 1500},
+                        full_page=True)
+        page.goto(f"{base}/d/feed/?compare=week&from=2024-03-16T00%3A00&to=2024-03-30T00%3A00")
+        charts_drawn(page)
+        page.screenshot(path=str(DOCS / "feed-compare.png"), full_page=True)
     print(f"wrote {DOCS / 'feed-explore.png'} and {DOCS / 'feed-compare.png'}")
 
 
@@ -91,25 +106,10 @@ def main() -> None:
     if sys.argv[1:] == ["explore"]:
         return explore()
     out = Path(sys.argv[1] if len(sys.argv) > 1 else DOCS / "zen-dashboard.png")
-    with tempfile.TemporaryDirectory() as tmp:
-        d = Path(tmp)
-        init_example("zen", d)
-        generate_zen(d)
-        with Project.load(d) as p:
-            p.ingest("log_raw")
-            p.backfill()
-            httpd = make_server("127.0.0.1", 0, create_server(p), threaded=True)
-            threading.Thread(target=httpd.serve_forever, daemon=True).start()
-            with sync_playwright() as pw:
-                b = pw.chromium.launch(executable_path=shutil.which("chromium"), args=ARGS)
-                page = b.new_page(viewport={"width": 1400, "height": 1000}, device_scale_factor=1)
-                page.goto(f"http://127.0.0.1:{httpd.server_port}/")
-                page.wait_for_function("() => [...document.querySelectorAll('.js-plotly-plot')]"
-                                       ".every(g => g.data && g.data.length)", timeout=30_000)
-                page.wait_for_timeout(800)
-                page.screenshot(path=str(out), full_page=True)
-                b.close()
-            httpd.shutdown()
+    with served_page("zen", generate_zen) as (base, page):
+        page.goto(f"{base}/")
+        charts_drawn(page)
+        page.screenshot(path=str(out), full_page=True)
     print(f"wrote {out}")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -202,3 +203,33 @@ def events_config(warehouse: dict | None = None, grain: str = "1 minute", **extr
     }
     return copy.deepcopy({"name": "t", "warehouse": warehouse or {"type": "duckdb"},
                           "sources": {"events": EVENTS_SOURCE}, "marts": marts})
+
+
+# --- a real headless Chromium (Debian's, driven by Playwright; never downloaded) ----------------------------------
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--no-first-run", "--disable-sync",
+                 "--disable-quic"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    from playwright.sync_api import sync_playwright
+
+    exe = shutil.which("chromium")
+    assert exe, "Debian's chromium is not installed: run `make test` (it installs chromium and chromium-driver)"
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = ctx.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    yield pg
+    ctx.close()
+    assert not errors, errors

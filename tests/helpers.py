@@ -175,3 +175,22 @@ def _stamp_web(files: list) -> None:
             ms = by_event.get(r.get("event_id")) if "event_id" in r else by_click.get(r.get("click_id"))
             r["kafka_ts"] = (ms or 0) + (0 if f.name.startswith("browser") else 1000)
         f.write_text("".join(json.dumps(r) + "\n" for r in recs))
+
+
+EXPLORE_SOURCE = {"format": "csv", "path": "data/e.csv",
+                  "columns": {"id": "int", "ts": "timestamp", "topic": "string", "country": "string", "user_id": "int",
+                              "v": "int"},
+                  "time": {"column": "ts"}, "key": ["id"]}
+
+
+def explore_project(d: Path, df: pd.DataFrame, config: dict, extra_lines: tuple[str, ...] = ()) -> Path:
+    """A project in ``d`` reading ``df`` (explore_events) from data/e.csv as source `ev` — then ``extra_lines``, raw —
+    with the rest of its file from ``config`` (marts, dashboards, …; name `x` unless it says)."""
+    import yaml
+
+    (d / "data").mkdir(parents=True, exist_ok=True)
+    text = df.astype({"ts": str}).to_csv(index=False)
+    (d / "data" / "e.csv").write_text(text + "".join(line + "\n" for line in extra_lines), encoding="utf-8")
+    (d / "eventmart.yml").write_text(yaml.safe_dump({"name": "x", "sources": {"ev": EXPLORE_SOURCE}, **config},
+                                                    allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return d

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import io
-import shutil
 import subprocess
 import sys
 import threading
@@ -29,9 +28,6 @@ from eventmart.server.web import create_server
 from helpers import T0, random_events, write_events_csv
 from pgserver import free_port
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--no-first-run", "--disable-sync",
-                 "--disable-quic"]
 # chart ids follow the order of `charts` in the Zen project file
 EVENTS, USERS, CTR, VIEW_RATE, HISTORY, SOURCES, FUNNEL, TOPICS = range(8)
 
@@ -60,29 +56,6 @@ def zen(tmp_path_factory) -> Iterator[Served]:
     s = Served(p)
     yield s
     s.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    from playwright.sync_api import sync_playwright
-
-    exe = shutil.which("chromium")
-    assert exe, "Debian's chromium is not installed: run `make test` (it installs chromium and chromium-driver)"
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser):
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-    pg = ctx.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    yield pg
-    ctx.close()
-    assert not errors, errors
 
 
 def wait_rendered(page, chart: int = HISTORY) -> None:

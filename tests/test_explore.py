@@ -4,14 +4,12 @@ the daily ones. And every engine draws its buckets where floor_time says (weeks 
 
 from __future__ import annotations
 
-import csv
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import write_project
 from eventmart import Project
 from eventmart.dashboards.explore import ExploreError, Explorer
 from eventmart.errors import ProjectError
@@ -19,20 +17,11 @@ from eventmart.timeutil import floor_time
 from helpers import EXPLORE_COUNTRIES as COUNTRIES
 from helpers import EXPLORE_T0 as T0
 from helpers import EXPLORE_TOPICS as TOPICS
-from helpers import explore_events
+from helpers import explore_events, explore_project
 
 
 def _project(d: Path, engine: dict, df: pd.DataFrame) -> Project:
-    (d / "data").mkdir(parents=True)
-    with open(d / "data" / "e.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(df.columns)
-        w.writerows(df.astype({"ts": str}).itertuples(index=False))
-    write_project(d, {"name": "x", "warehouse": engine, "sources": {"ev": {
-        "format": "csv", "path": "data/e.csv",
-        "columns": {"id": "int", "ts": "timestamp", "topic": "string", "country": "string", "user_id": "int",
-                    "v": "int"},
-        "time": {"column": "ts"}, "key": ["id"]}},
+    explore_project(d, df, {"warehouse": engine,
         "marts": {"hourly": {"from": "ev", "grain": "1 hour", "dimensions": ["topic", "country"],
                              "measures": {"n": "count()", "users": "count_distinct(user_id)", "s": "sum(v)",
                                           "avg_v": "avg(v)"}}}})
@@ -250,12 +239,7 @@ def test_a_coarser_mart_answers_when_it_gives_the_same_numbers(tmp_path, engine)
 
     df = explore_events(3000)
     d = tmp_path / "p"
-    (d / "data").mkdir(parents=True)
-    df.astype({"ts": str}).to_csv(d / "data" / "e.csv", index=False)
-    write_project(d, {"name": "x", "warehouse": engine, "sources": {"ev": {
-        "format": "csv", "path": "data/e.csv",
-        "columns": {"id": "int", "ts": "timestamp", "topic": "string", "country": "string", "user_id": "int",
-                    "v": "int"}, "time": {"column": "ts"}, "key": ["id"]}},
+    explore_project(d, df, {"warehouse": engine,
         "marts": {"hourly": {"from": "ev", "grain": "1 hour", "dimensions": ["topic", "country"],
                              "measures": {"n": "count()", "users": "count_distinct(user_id)", "s": "sum(v)",
                                           "top": "max(v)"}},

@@ -5,21 +5,18 @@ that opens them, and an incident drawn as a band."""
 
 from __future__ import annotations
 
-import shutil
 import threading
 import urllib.parse
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import pytest
-from test_dashboard_browser import CHROMIUM_ARGS
 from werkzeug.serving import make_server
 
-from conftest import write_project
 from eventmart import Project
 from eventmart.server.web import create_server
 from eventmart.timeutil import floor_time
-from helpers import explore_events
+from helpers import explore_events, explore_project
 
 FROM, TO = datetime(2024, 3, 11), datetime(2024, 3, 25)
 
@@ -28,13 +25,8 @@ FROM, TO = datetime(2024, 3, 11), datetime(2024, 3, 25)
 def served(tmp_path_factory) -> Iterator[tuple]:
     d = tmp_path_factory.mktemp("xb")
     df = explore_events(4000)
-    (d / "data").mkdir()
-    df.astype({"ts": str}).to_csv(d / "data" / "e.csv", index=False)
-    write_project(d, {
-        "name": "xb", "sources": {"ev": {
-            "format": "csv", "path": "data/e.csv",
-            "columns": {"id": "int", "ts": "timestamp", "topic": "string", "country": "string", "user_id": "int",
-                        "v": "int"}, "time": {"column": "ts"}, "key": ["id"]}},
+    explore_project(d, df, {
+        "name": "xb",
         "marts": {"hourly": {"from": "ev", "grain": "1 hour", "dimensions": ["topic", "country"],
                              "measures": {"n": "count()", "users": "count_distinct(user_id)", "s": "sum(v)"}}},
         "dashboards": {"main": {"title": "main", "filters": ["time", "topic", "country"], "charts": {
@@ -48,29 +40,6 @@ def served(tmp_path_factory) -> Iterator[tuple]:
     yield f"http://127.0.0.1:{httpd.server_port}", df, p
     httpd.shutdown()
     p.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    from playwright.sync_api import sync_playwright
-
-    exe = shutil.which("chromium")
-    assert exe, "Debian's chromium is not installed: run `make test`"
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser):
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1600})
-    pg = ctx.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    yield pg
-    ctx.close()
-    assert not errors, errors
 
 
 def _in(df, start, end, **eq):

@@ -12,11 +12,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.serving import make_server
 
-from conftest import write_project
 from eventmart import Project
 from eventmart.server.scheduler import Scheduler
 from eventmart.server.web import create_server
-from helpers import explore_events
+from helpers import explore_events, explore_project
 
 
 def _samples(text: str) -> dict[tuple, float]:
@@ -28,20 +27,14 @@ def _samples(text: str) -> dict[tuple, float]:
 def test_metrics_count_what_the_project_did(tmp_path, engine):
     df = explore_events(3000)
     d = tmp_path / "m"
-    (d / "data").mkdir(parents=True)
-    text = df.astype({"ts": str}).to_csv(index=False)
-    bad = ["x,2024-03-01 00:00:00,sport,ru,1,1", "5,not a time,sport,ru,1,1", "6,2024-03-01 00:00:00,sport,ru,1"]
-    (d / "data" / "e.csv").write_text(text + "\n".join(bad) + "\n")
-    write_project(d, {
-        "name": "m", "warehouse": engine, "sources": {"ev": {
-            "format": "csv", "path": "data/e.csv",
-            "columns": {"id": "int", "ts": "timestamp", "topic": "string", "country": "string", "user_id": "int",
-                        "v": "int"}, "time": {"column": "ts"}, "key": ["id"]}},
+    bad = ("x,2024-03-01 00:00:00,sport,ru,1,1", "5,not a time,sport,ru,1,1", "6,2024-03-01 00:00:00,sport,ru,1")
+    explore_project(d, df, {
+        "name": "m", "warehouse": engine,
         "marts": {"daily": {"from": "ev", "grain": "1 day", "dimensions": ["topic"], "measures": {"n": "count()"}}},
         "schedules": {"nightly": {"cron": "0 3 * * *", "marts": ["daily"], "window": "1 day", "lookback": 2}},
         # the log ends at 03:00 of its last day: that day holds 5 events, over the bound of 4
         "alerts": {"busy": {"mart": "daily", "measure": "sum(n)", "detector": "threshold",
-                            "params": {"upper": 4}, "min_history": 0, "history": "3 days"}}})
+                            "params": {"upper": 4}, "min_history": 0, "history": "3 days"}}}, bad)
     with Project.load(d) as p:
         p.ingest("ev")
         filled = p.backfill()

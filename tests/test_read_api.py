@@ -13,10 +13,9 @@ import httpx
 import pytest
 from werkzeug.serving import make_server
 
-from conftest import write_project
 from eventmart import Project
 from eventmart.server.web import create_server
-from helpers import explore_events
+from helpers import explore_events, explore_project
 
 TOKEN_A, TOKEN_ALL, TOKEN_OLD = "a" * 24 + "-scoped", "b" * 24 + "-everything", "c" * 24 + "-expired"
 SECRET = "s" * 32
@@ -26,13 +25,8 @@ SECRET = "s" * 32
 def served(tmp_path_factory):
     d = tmp_path_factory.mktemp("api")
     df = explore_events(4000)
-    (d / "data").mkdir()
-    df.astype({"ts": str}).to_csv(d / "data" / "e.csv", index=False)
-    write_project(d, {
-        "name": "api", "sources": {"ev": {
-            "format": "csv", "path": "data/e.csv",
-            "columns": {"id": "int", "ts": "timestamp", "topic": "string", "country": "string", "user_id": "int",
-                        "v": "int"}, "time": {"column": "ts"}, "key": ["id"]}},
+    explore_project(d, df, {
+        "name": "api",
         "marts": {"hourly": {"from": "ev", "grain": "1 hour", "dimensions": ["topic", "country"],
                              "measures": {"n": "count()", "users": "count_distinct(user_id)", "s": "sum(v)"}},
                   "daily": {"from": "ev", "grain": "1 day", "dimensions": ["country"],

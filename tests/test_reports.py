@@ -352,18 +352,12 @@ def test_feed_marts_run_the_same_in_postgres(feed, tmp_path, pg_url):
 def test_a_digest_compares_with_a_month_and_a_year_earlier(tmp_path):
     """The same day a calendar month earlier (5 April against 5 March), and a year earlier, where the data does
     not reach: no value, no change, nothing invented."""
-    from conftest import write_project
     from eventmart.reports.build import build
-    from helpers import explore_events
+    from helpers import explore_events, explore_project
 
     df = explore_events(4000)
     d = tmp_path / "m"
-    (d / "data").mkdir(parents=True)
-    df.astype({"ts": str}).to_csv(d / "data" / "e.csv", index=False)
-    write_project(d, {"name": "m", "sources": {"ev": {
-        "format": "csv", "path": "data/e.csv",
-        "columns": {"id": "int", "ts": "timestamp", "topic": "string", "country": "string", "user_id": "int",
-                    "v": "int"}, "time": {"column": "ts"}, "key": ["id"]}},
+    explore_project(d, df, {"name": "m",
         "marts": {"hourly": {"from": "ev", "grain": "1 hour", "dimensions": ["topic"],
                              "measures": {"n": "count()", "users": "count_distinct(user_id)"}}},
         "channels": {"files": {"type": "file", "path": "reports"}},
