@@ -158,12 +158,13 @@ def mark_interrupted(wh: Warehouse) -> int:
     return len(dead)
 
 
-def covered(wh: Warehouse, mart: str) -> list[tuple[datetime, datetime]]:
-    """The mart's successful windows (unmerged)."""
-    if wh.table_columns(RUNS) is None:
+def covered(wh: Warehouse, mart: str, concurrent: bool = False) -> list[tuple[datetime, datetime]]:
+    """The mart's successful windows (unmerged); ``concurrent``: read beside the writer (a dashboard's thread)."""
+    if not (wh.concurrent_table_exists(RUNS) if concurrent else wh.table_columns(RUNS) is not None):
         return []
-    return [tuple(r) for r in wh.fetch(f"SELECT window_start, window_end FROM {wh.q(RUNS)} "
-                                       "WHERE mart = {{ m }} AND status = 'ok'", {"m": mart}).rows]
+    fetch = wh.concurrent_fetch if concurrent else wh.fetch
+    return [tuple(r) for r in fetch(f"SELECT window_start, window_end FROM {wh.q(RUNS)} "
+                                    "WHERE mart = {{ m }} AND status = 'ok'", {"m": mart}).rows]
 
 
 def last_run(wh: Warehouse, mart: str) -> tuple | None:

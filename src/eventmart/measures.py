@@ -226,21 +226,10 @@ class MeasureLayer:
 
     def _covers(self, mart: str, start: datetime, end: datetime) -> bool:
         """Whether the mart's successful runs cover [start, end) (its table holds every row of that range)."""
-        from .ledger import RUNS
-        from .timeutil import merge_intervals
+        from .ledger import covered
+        from .timeutil import subtract_intervals
 
-        wh = self.wh
-        if not wh.concurrent_table_exists(RUNS):
-            return False
-        rows = wh.concurrent_fetch(f"SELECT window_start, window_end FROM {wh.q(RUNS)} WHERE mart = {{{{ m }}}} "
-                                   "AND status = 'ok' AND window_end > {{ s }} AND window_start < {{ e }}",
-                                   {"m": mart, "s": start, "e": end}).rows
-        t = start
-        for s, e in merge_intervals([(r[0], r[1]) for r in rows]):
-            if s > t:
-                return False
-            t = max(t, e)
-        return t >= end
+        return not subtract_intervals((start, end), covered(self.wh, mart, concurrent=True))
 
     # --- SQL -----------------------------------------------------------------------------------------
     def sql(self, q: Query) -> Compiled:
