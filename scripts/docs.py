@@ -120,13 +120,15 @@ SECTIONS = [("ProjectConfig", "The file"), ("Warehouse", "warehouse:"), ("QueryS
             ("Dashboard", "dashboards.NAME"), ("Filter", "dashboards.NAME.filters[]"),
             ("Chart", "dashboards.NAME.charts.NAME"), ("Channel", "channels.NAME"), ("Report", "reports.NAME"),
             ("Metric", "reports.NAME.metrics.NAME"), ("ReportChart", "reports.NAME.charts[]"),
-            ("AlertRule", "alerts.NAME"), ("Schedule", "schedules.NAME"), ("Vault", "vault:"),
+            ("AlertRule", "alerts.NAME"), ("Alerting", "alerting:"), ("Route", "alerting.routes[]"),
+            ("MuteInterval", "alerting.mute_timings.NAME[]"), ("Template", "alerting.templates.NAME"),
+            ("Schedule", "schedules.NAME"), ("Vault", "vault:"),
             ("Hub", "vault.hubs.NAME"), ("Link", "vault.links.NAME"), ("Satellite", "vault.satellites.NAME")]
 
 
 def _type(annotation: object) -> str:
     text = str(annotation).replace("typing.", "").replace("eventmart.config.", "")
-    for mod in ("base.", "sources.", "marts.", "dashboards.", "delivery.", "runtime.", "vault.", "project."):
+    for mod in ("base.", "sources.", "marts.", "dashboards.", "delivery.", "alerting.", "runtime.", "vault.", "project."):
         text = text.replace(mod, "")
     text = text.replace("<class '", "").replace("'>", "").replace("NoneType", "none")
     if typing.get_origin(annotation) is typing.Literal:

@@ -28,14 +28,21 @@ class Verdicts:
     judged: np.ndarray | None = None  # had a value and enough history (else neither normal nor anomalous)
 
 
-def judge(project: Workspace, name: str, rule: AlertRule, start: datetime, end: datetime) -> Verdicts:
-    """Every bucket in [start, end) judged as of its own time (history loaded from before ``start``)."""
+def judge(project: Workspace, name: str, rule: AlertRule, start: datetime, end: datetime,
+          keep: frozenset[str] = frozenset()) -> Verdicts:
+    """Every bucket in [start, end) judged as of its own time (history loaded from before ``start``). With `top`,
+    only the series with the most volume over that history, and those in ``keep`` (the firing ones)."""
     g = rule_grain(project, rule)
     lo = floor_time(start - timedelta(seconds=history_seconds(rule, g)), g)
     s = load_series(project, name, rule, lo, end)
+    if rule.top and len(s.keys) > rule.top:
+        volume = np.nansum(np.abs(s.values), axis=0)
+        idx = sorted(set(np.argsort(-volume, kind="stable")[:rule.top].tolist())
+                     | {i for i, k in enumerate(s.keys) if k in keep})
+        s = Series(g, s.times, [s.keys[i] for i in idx], s.values[:, idx], s.last_row)
     j = detect_matrix(s.values, rule.detector, g, rule.params, rule.direction, rule.min_history)
     first = int((start - lo).total_seconds() // g)
-    cut = Series(g, s.times[first:], s.keys, s.values[first:])
+    cut = Series(g, s.times[first:], s.keys, s.values[first:], s.last_row)
     return Verdicts(cut, j.lower[first:], j.upper[first:], j.anomalous[first:], j.judged[first:])
 
 
@@ -63,7 +70,7 @@ def backtest(project: Workspace, name: str, start: datetime, end: datetime) -> t
 class Event:
     rule: str
     series: str
-    event: str  # fired | reminder | resolved | late
+    event: str  # fired | reminder | resolved | late | nodata | error
     bucket: datetime | None
     value: float | None = None
     lower: float | None = None
@@ -71,6 +78,7 @@ class Event:
     since: datetime | None = None
     previous: float | None = None
     chart: Chart | None = None
+    detail: str | None = None  # why: an error's message, or why a series was resolved without being judged
 
 
 @dataclass
@@ -79,6 +87,7 @@ class EvalResult:
     judged: int = 0
     events: list[Event] = field(default_factory=list)
     deliveries: list[tuple[str, str, str]] = field(default_factory=list)  # (channel, status, detail)
+    error: str | None = None  # why the rule could not be evaluated (its Error state)
 
 
 def freshness_end(project: Workspace, rule: AlertRule, complete: datetime) -> datetime:

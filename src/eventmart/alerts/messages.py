@@ -15,6 +15,7 @@ from ..delivery.channels import Message
 from ..delivery.charts import Chart
 from ..timeutil import fmt, utcnow
 from .series import ALL, rule_grain
+from .store import ERROR_KEY, NODATA_KEY
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
@@ -74,21 +75,34 @@ def fmt_minute(t: datetime) -> str:
     return t.strftime("%Y-%m-%d %H:%M")
 
 
-def message(project: Workspace, name: str, rule: AlertRule, e: Event) -> Message:
-    import html
-
+def _words(project: Workspace, name: str, rule: AlertRule, e: Event) -> tuple[str, list[str], dict]:
+    """eventmart's own head and lines for an event, and the fields a template sees."""
     what = rule.title or name
-    series = "" if e.series == ALL else f" ({e.series})"
+    series = "" if e.series in (ALL, NODATA_KEY, ERROR_KEY) else f" ({e.series})"
     link = dashboard_link(rule, e.series, e.bucket)
-    explore = explore_link(project, rule, e.series, e.since, e.bucket) if e.event != "late" else None
+    explore = (explore_link(project, rule, e.series, e.since, e.bucket)
+               if e.event not in ("late", "nodata", "error") and e.series not in (NODATA_KEY, ERROR_KEY) else None)
     if e.event == "late":
         head = f"⏳ {what}: data is late"
         lines = [f"The mart has data up to {fmt(e.bucket) if e.bucket else 'nothing yet'} UTC; "
                  "buckets after that are not judged until it is run (no alert on a drop that is only late data)."]
+    elif e.event == "nodata":
+        head = f"⚫ {what}: no data"
+        lines = [f"The newest event arrived before {fmt(e.bucket)} UTC" if e.bucket else "No events have arrived yet",
+                 "a stalled source, or a pipeline that stopped: check `eventmart status` and the ingest job"]
+    elif e.event == "error":
+        head = f"⚠️ {what}: cannot be evaluated"
+        lines = [e.detail or "the rule failed", "its series are not judged until this is fixed"]
+    elif e.event == "resolved" and e.series == NODATA_KEY:
+        head, lines = f"✅ {what}: data is arriving again", [f"events up to {fmt(e.bucket)} UTC"]
+    elif e.event == "resolved" and e.series == ERROR_KEY:
+        head, lines = f"✅ {what}: evaluated again", ["the rule's series are judged again"]
     elif e.event == "resolved":
         head = f"✅ {what}{series} is back to normal"
-        lines = [f"value {_fmt(e.value)} at {fmt(e.bucket)} UTC, expected {_fmt(e.lower)} … {_fmt(e.upper)}",
-                 f"anomalous since {fmt(e.since)} UTC ({(e.bucket - e.since).total_seconds() / 60:.0f} min)"]
+        lines = ([f"{e.detail}"] if e.detail else
+                 [f"value {_fmt(e.value)} at {fmt(e.bucket)} UTC, expected {_fmt(e.lower)} … {_fmt(e.upper)}"])
+        if e.since and e.bucket:
+            lines.append(f"anomalous since {fmt(e.since)} UTC ({(e.bucket - e.since).total_seconds() / 60:.0f} min)")
     else:
         head = ("🔔 still: " if e.event == "reminder" else "🔴 ") + f"{what}{series} is anomalous"
         dev = deviation(e)
@@ -97,59 +111,121 @@ def message(project: Workspace, name: str, rule: AlertRule, e: Event) -> Message
                  + (f" ({dev * 100:+.1f}% beyond the bound)" if dev is not None else ""),
                  f"since {fmt(e.since)} UTC" + (f"; {change * 100:+.1f}% vs the bucket before" if change is not None
                                                  else "")]
+    dev = deviation(e)
+    fields = {"rule": name, "title": what, "series": e.series, "event": e.event, "value": e.value,
+              "lower": e.lower, "upper": e.upper, "since": e.since, "bucket": e.bucket, "severity": rule.severity,
+              "labels": dict(rule.labels), "dashboard_url": link, "explore_url": explore, "detail": e.detail,
+              "deviation_pct": None if dev is None else round(dev * 100, 1), "head": head, "lines": lines}
+    return head, lines, fields
+
+
+def _templated(project: Workspace, template: str | None, head: str, lines: list[str], fields: dict
+               ) -> tuple[str, list[str]]:
+    """A template's title and body in place of eventmart's words (each part it gives), rendered sandboxed."""
+    if not template:
+        return head, lines
+    from jinja2 import TemplateError
+    from jinja2.sandbox import SandboxedEnvironment
+
+    t = project.config.alerting.templates[template]
+    env = SandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.filters["num"] = _fmt
+    try:
+        title = env.from_string(t.title).render(**fields).strip() if t.title else head
+        body = env.from_string(t.body).render(**fields).strip().splitlines() if t.body else lines
+    except TemplateError as e:  # the alert still goes out, in eventmart's words, saying why
+        return head, [*lines, f"(template {template} failed: {e})"]
+    return title or head, body
+
+
+def message(project: Workspace, name: str, rule: AlertRule, e: Event, template: str | None = None) -> Message:
+    head, lines, fields = _words(project, name, rule, e)
+    head, lines = _templated(project, template, head, lines, fields)
+    links = [(x, fields[k]) for x, k in (("Open the dashboard", "dashboard_url"), ("Explore the incident",
+                                                                                  "explore_url")) if fields[k]]
+    stamp = (e.bucket or utcnow()).strftime("%Y%m%dT%H%M")
+    key = f"alerts/{name}/{stamp}-{e.event}-{_slug(e.series)}"
+    payload = {"rule": name, "series": e.series, "event": e.event, "bucket": e.bucket, "value": e.value,
+               "lower": e.lower, "upper": e.upper, "since": e.since, "severity": rule.severity,
+               "labels": dict(rule.labels), "dashboard_url": fields["dashboard_url"],
+               "explore_url": fields["explore_url"], "detail": e.detail}
+    return _build(key, head, lines, links, [e.chart] if e.chart else [], payload)
+
+
+def group_message(project: Workspace, items: list[tuple[str, AlertRule, Event]], template: str | None = None,
+                  max_charts: int = 4) -> Message:
+    """Several events of one check as one message: a line each, the charts of the first few."""
+    words = [_words(project, n, r, e) for n, r, e in items]
+    firing = sum(e.event in ("fired", "reminder") for _, _, e in items)
+    resolved = sum(e.event == "resolved" for _, _, e in items)
+    rules = sorted({n for n, _, _ in items})
+    what = items[0][1].title or items[0][0] if len(rules) == 1 else ", ".join(rules[:3]) + (" …" if len(rules) > 3
+                                                                                           else "")
+    counts = [f"🔴 {firing} firing"] * bool(firing) + [f"✅ {resolved} resolved"] * bool(resolved)
+    counts += [f"{len(items) - firing - resolved} other"] * bool(len(items) - firing - resolved)
+    head = " · ".join(counts) + f": {what}"
+    lines = [f"{h} — {ln[0]}" if ln else h for h, ln, _ in words]
+    fields = {**words[0][2], "head": head, "lines": lines, "alerts": [f for _, _, f in words], "count": len(items)}
+    head, lines = _templated(project, template, head, lines, fields)
+    links = [(f"Explore {e.series}", f["explore_url"]) for (_, _, e), (_, _, f) in zip(items, words, strict=True)
+             if f["explore_url"]][:max_charts]
+    images = [e.chart for _, _, e in items if e.chart][:max_charts]
+    stamp = max((e.bucket for _, _, e in items if e.bucket), default=utcnow()).strftime("%Y%m%dT%H%M")
+    key = f"alerts/{rules[0] if len(rules) == 1 else 'group'}/{stamp}-group-{len(items)}"
+    payload = {"group": True, "alerts": [{k: f[k] for k in ("rule", "series", "event", "bucket", "value", "lower",
+                                                             "upper", "since", "severity", "labels", "explore_url")}
+                                         for _, _, f in words]}
+    return _build(key, head, lines, links, images, payload)
+
+
+def _build(key: str, head: str, lines: list[str], links: list[tuple[str, str]], images: list[Chart],
+           payload: dict) -> Message:
+    """One message in every channel's form."""
+    import html
+
     esc = html.escape
     tg = "\n".join([f"<b>{esc(head)}</b>"] + [esc(x) for x in lines]
-                   + ([f'<a href="{esc(link, quote=True)}">Open the dashboard</a>'] if link else [])
-                   + ([f'<a href="{esc(explore, quote=True)}">Explore the incident</a>'] if explore else []))
-    text = "\n".join([head, *lines] + ([f"Dashboard: {link}"] if link else [])
-                      + ([f"Explore: {explore}"] if explore else []))
-    images = [e.chart] if e.chart else []
+                   + [f'<a href="{esc(u, quote=True)}">{esc(t)}</a>' for t, u in links])
+    text = "\n".join([head, *lines] + [f"{t}: {u}" for t, u in links])
 
     def page(src: dict[str, str]) -> str:
         imgs = "".join(f"<p><img src='{esc(src[c.filename], quote=True)}' style='max-width:100%'></p>" for c in images)
         return (f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(head)}</title></head><body "
                 f"style='font-family:system-ui,sans-serif'><h3>{esc(head)}</h3>"
                 + "".join(f"<p>{esc(x)}</p>" for x in lines) + imgs
-                + (f"<p><a href='{esc(link, quote=True)}'>Open the dashboard</a></p>" if link else "")
-                + (f"<p><a href='{esc(explore, quote=True)}'>Explore the incident</a></p>" if explore else "")
+                + "".join(f"<p><a href='{esc(u, quote=True)}'>{esc(t)}</a></p>" for t, u in links)
                 + "</body></html>")
 
     def slack(base: str | None) -> dict:
         blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": f"*{head}*\n" + "\n".join(lines)}}]
         blocks += [{"type": "image", "image_url": f"{base}/{c.filename}", "alt_text": c.title} for c in images if base]
-        if link:
-            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"<{link}|Open the dashboard>"}})
-        if explore:
-            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"<{explore}|Explore the incident>"}})
+        blocks += [{"type": "section", "text": {"type": "mrkdwn", "text": f"<{u}|{t}>"}} for t, u in links]
         return {"text": text[:3000], "blocks": blocks}
 
-    stamp = (e.bucket or utcnow()).strftime("%Y%m%dT%H%M")
-    key = f"alerts/{name}/{stamp}-{e.event}-{_slug(e.series)}"
-    payload = {"rule": name, "series": e.series, "event": e.event, "bucket": e.bucket, "value": e.value,
-               "lower": e.lower, "upper": e.upper, "since": e.since, "dashboard_url": link,
-               "explore_url": explore}
     return Message(key, head, tg, text, page, slack, payload, images)
 
 
-def digest_message(name: str, rule: AlertRule, held: list[tuple]) -> Message:
+def digest_message(channel: str, held: list[tuple]) -> Message:
+    """What a channel's cap or mute held back: (rule, series, event, bucket) each."""
     import html
 
-    head = f"🧾 {rule.title or name}: {len(held)} message(s) held back by the hourly cap"
-    lines = [f"{ev} {series} at {fmt(b) if b else '—'} UTC" for series, ev, b in held]
+    head = f"🧾 {len(held)} alert message(s) held back (hourly cap or mute timing)"
+    lines = [f"{rule}: {ev} {series} at {fmt(b) if b else '—'} UTC" for rule, series, ev, b in held]
     text = "\n".join([head, *lines])
     tg = "\n".join([f"<b>{html.escape(head)}</b>"] + [html.escape(x) for x in lines])
-    return Message(f"alerts/{name}/digest-{utcnow():%Y%m%dT%H%M%S}", head, tg, text,
+    return Message(f"alerts/_digest/{channel}-{utcnow():%Y%m%dT%H%M%S}", head, tg, text,
                    lambda src: f"<!doctype html><html><body><h3>{html.escape(head)}</h3>"
                    + "".join(f"<p>{html.escape(x)}</p>" for x in lines) + "</body></html>",
-                   lambda base: {"text": text[:3000]}, {"rule": name, "held": [list(map(str, h)) for h in held]})
+                   lambda base: {"text": text[:3000]}, {"channel": channel, "held": [list(map(str, h)) for h in held]})
 
 
 def _slug(s: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in s)[:60]
 
 
-def _chart(project: Workspace, name: str, rule: AlertRule, key: str, t: datetime) -> Chart:
-    """The last 24 h of the series with its bounds, anomalous buckets marked."""
+def _chart(project: Workspace, name: str, rule: AlertRule, key: str, t: datetime,
+           since: datetime | None = None) -> Chart:
+    """The last 24 h of the series with its bounds, anomalous buckets marked, the incident ([since, t]) a band."""
     from .judge import judge  # the chart shows what the engine judged
 
     g = rule_grain(project, rule)
@@ -157,7 +233,8 @@ def _chart(project: Workspace, name: str, rule: AlertRule, key: str, t: datetime
     v = judge(project, name, rule, end - timedelta(hours=24), end)
     j = v.series.keys.index(key) if key in v.series.keys else 0
     return render(f"{rule.title or name}" + ("" if key == ALL else f" ({key})"), v.series.times,
-                  v.series.values[:, j], v.lower[:, j], v.upper[:, j], v.anomalous[:, j], "alert.png")
+                  v.series.values[:, j], v.lower[:, j], v.upper[:, j], v.anomalous[:, j], f"alert-{_slug(key)}.png",
+                  [(since, end)] if since else ())
 
 
 def render(title: str, times, values, lower, upper, anomalous, filename: str, spans=()) -> Chart:

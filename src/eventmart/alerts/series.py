@@ -26,6 +26,7 @@ class Series:
     times: list[datetime]  # the regular grid of buckets, oldest first
     keys: list[str]  # one per series: "os=iOS", or "all"
     values: np.ndarray  # (T, S)
+    last_row: datetime | None = None  # the newest bucket that had a row (None: no rows at all)
 
 
 def rule_grain(project: Workspace, rule: AlertRule) -> int:
@@ -83,7 +84,7 @@ def _load_series(project: Workspace, name: str, rule: AlertRule, start: datetime
     times = [start + timedelta(seconds=g * i) for i in range(n)]
     if table is None or table.num_rows == 0:
         keys = [] if by else [ALL]
-        return Series(g, times, keys, np.full((n, len(keys)), 0.0 if rule.fill == "zero" else np.nan))
+        return Series(g, times, keys, np.full((n, len(keys)), 0.0 if rule.fill == "zero" else np.nan), None)
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -107,7 +108,8 @@ def _load_series(project: Workspace, name: str, rule: AlertRule, start: datetime
         first = np.full(len(keys), n)
         np.minimum.at(first, codes[ok], pos[ok])
         values[np.arange(n)[:, None] < first[None, :]] = np.nan
-    return Series(g, times, keys, values)
+    last = int(pos[ok].max()) if ok.any() else None
+    return Series(g, times, keys, values, times[last] if last is not None else None)
 
 
 def _key(by: list[str], values: tuple) -> str:

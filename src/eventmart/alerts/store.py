@@ -13,12 +13,14 @@ if TYPE_CHECKING:
     from ..workspace import Workspace
 
 STATE, EVENTS, SILENCES = "_eventmart_alert_state", "_eventmart_alert_events", "_eventmart_silences"
-LATE_KEY = "(data)"  # the pseudo-series that records "the data is late"
+# pseudo-series: the data is late (the mart behind its source), no data (the source stalled), the rule errs
+LATE_KEY, NODATA_KEY, ERROR_KEY = "(data)", "(nodata)", "(error)"
+PSEUDO = (LATE_KEY, NODATA_KEY, ERROR_KEY)
 
 
 @dataclass
 class RuleState:
-    """One rule × series: OK / FIRING / LATE, since when, anomalous buckets in a row, the last judged bucket and
+    """One rule × series: OK / FIRING (or LATE, NODATA, ERROR for the pseudo-series), since when, anomalous buckets in a row, the last judged bucket and
     its value and bounds, when it last notified."""
 
     state: str = "OK"

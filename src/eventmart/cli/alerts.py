@@ -1,4 +1,4 @@
-"""`eventmart alerts …`: check, backtest, evaluate, tune, silence, history, status."""
+"""`eventmart alerts …`: check, test, backtest, evaluate, tune, silence, history, status."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from .output import (
     out,
 )
 
-alerts_app = typer.Typer(help="Anomaly alerts: check, backtest, silence, history.", no_args_is_help=True,
+alerts_app = typer.Typer(help="Anomaly alerts: check, test, backtest, silence, history.", no_args_is_help=True,
                          rich_markup_mode=None)
 app.add_typer(alerts_app, name="alerts")
 
@@ -41,6 +41,8 @@ def alerts_check(
     """Judge the buckets completed since the last check; fire, remind or resolve; notify."""
     with _load(project) as p:
         results = p.alerts_check(rules, now)
+    from ..alerts.store import ERROR_KEY, NODATA_KEY
+
     for r in results:
         out.print(f"{r.rule}: {r.judged} bucket(s) judged, {len(r.events)} event(s)", markup=False)
         for e in r.events:
@@ -48,11 +50,22 @@ def alerts_check(
                 out.print(f"  late: the mart holds data up to {fmt(e.bucket) if e.bucket else 'nothing'} UTC, events "
                           "after that are loaded but not built into it yet (eventmart backfill)", markup=False)
                 continue
+            if e.event == "nodata" or e.series == NODATA_KEY:
+                out.print(f"  {'no data' if e.event == 'nodata' else 'data again'}: the newest events end "
+                          f"{fmt(e.bucket) if e.bucket else '(none yet)'} UTC", markup=False)
+                continue
+            if e.event == "error" or e.series == ERROR_KEY:
+                out.print(f"  {'error: ' + (e.detail or '') if e.event == 'error' else 'evaluated again'}",
+                          markup=False)
+                continue
             bounds = f" (expected {_cell(e.lower)} … {_cell(e.upper)})" if e.event != "reminder" else ""
             out.print(f"  {e.event} {e.series} {fmt(e.bucket) if e.bucket else ''} value {_cell(e.value)}{bounds}",
                       markup=False)
         for ch, st, d in r.deliveries:
             out.print(f"  → {ch or '(history)'}: {st} {d}", markup=False, soft_wrap=True)
+    failed = [r for r in results if r.error]
+    if failed:  # recorded as the rule's Error state (and sent, by its on_error policy); the command still fails
+        raise UserError("; ".join(f"alerts.{r.rule}: cannot be evaluated: {r.error}" for r in failed))
 
 
 @alerts_app.command("backtest")
@@ -106,6 +119,48 @@ def alerts_backtest(
                        v.anomalous[:, j], png.name, spans)
         png.write_bytes(chart.png)
         err.print(f"wrote {png} (series {keys[j]})")
+
+
+@alerts_app.command("test")
+def alerts_test(
+    rule: Annotated[str, typer.Argument(help="Rule name from eventmart.yml.")],
+    start: Annotated[str | None, typer.Option(help="From (UTC); default: --days before --end.")] = None,
+    end: Annotated[str | None, typer.Option(help="Until, exclusive (UTC); default: the end of the built data.")] = None,
+    days: Annotated[int, typer.Option(min=1, help="How far back without --start.")] = 7,
+    png: Annotated[Path | None, typer.Option(help="Where the chart goes (default: RULE-test.png here).")] = None,
+    format: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Try a rule on history before switching it on: the alerts it would have sent, where, in which words, and a
+    chart of the series with its bounds and the incidents as bands. Sends and stores nothing."""
+    if format not in ("table", "json"):
+        raise UserError(f"--format {format}: use table or json")
+    with _load(project) as p:
+        r = p.alerts_test(rule, start, end, days)
+    png = png or Path(f"{rule}-test.png")
+    if r.chart is not None:
+        png.write_bytes(r.chart.png)
+    v = r.verdicts
+    judged = int(v.judged.sum()) if v.judged is not None else len(v.series.times) * len(v.series.keys)
+    if format == "json":
+        sys.stdout.write(json.dumps({
+            "rule": rule, "start": r.start, "end": r.end, "buckets": judged, "series": len(v.series.keys),
+            "firings": [{"series": f.series, "at": f.at, "end": f.end, "value": f.value,
+                         "deliveries": [{"channel": c, "status": st, "message": m} for c, st, m in f.deliveries]}
+                        for f in r.firings], "png": str(png) if r.chart else None}, default=_jsonable) + "\n")
+        return
+    per = 1000 * len(r.firings) / judged if judged else 0.0
+    out.print(f"{rule}: {fmt(r.start)} … {fmt(r.end)} UTC, {judged:,} bucket(s) judged over {len(v.series.keys)} "
+              f"series: {len(r.firings)} alert(s) would have fired ({per:.1f} per 1,000 buckets)", markup=False)
+    for f in r.firings:
+        until = f"until {fmt(f.end)}" if f.end else "still firing"
+        out.print(f"  {fmt(f.at)}  {f.series}  value {_cell(f.value)}, {until}", markup=False, soft_wrap=True)
+        for c, st, m in f.deliveries:
+            out.print(f"      → {c}: {st}: {m}", markup=False, soft_wrap=True)
+        if not f.deliveries:
+            out.print("      → history only (no channel or route)", markup=False)
+    if r.chart is not None:
+        err.print(f"wrote {png}: the series, its bounds, anomalous buckets and incidents")
 
 
 @alerts_app.command("evaluate")

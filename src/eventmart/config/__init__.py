@@ -15,6 +15,7 @@ from pathlib import Path
 _plugins = _os.environ.get("PYDANTIC_DISABLE_PLUGINS")
 _os.environ["PYDANTIC_DISABLE_PLUGINS"] = "1"
 
+from .alerting import Alerting, AlertRule, MuteInterval, Route, Template
 from .base import (
     NAME_RE,
     PROJECT_FILE,
@@ -29,7 +30,7 @@ from .base import (
     parse_size,
 )
 from .dashboards import CHART_TYPES, Api, ApiToken, Chart, Dashboard, Filter
-from .delivery import AlertRule, Channel, Metric, Report, ReportChart, Schedule
+from .delivery import Channel, Metric, Report, ReportChart, Schedule
 from .load import load_config, locate, project_file
 from .marts import Dimension, Mart
 from .project import ProjectConfig
@@ -60,7 +61,8 @@ def write_schema(directory: Path) -> Path:
 
 
 __all__ = [
-    "CHART_TYPES", "NAME_RE", "PROJECT_FILE", "SCHEMA_FILE", "SCHEMA_LINE", "json_schema", "write_schema", "RESERVED", "TYPES", "AlertRule", "Channel", "Chart", "Column",
+    "CHART_TYPES", "NAME_RE", "PROJECT_FILE", "SCHEMA_FILE", "SCHEMA_LINE", "json_schema", "write_schema", "RESERVED", "TYPES", "AlertRule", "Alerting", "Channel", "Chart", "Column",
+    "MuteInterval", "Route", "Template",
     "Api", "ApiToken", "CsvOptions", "Dashboard", "Dimension", "Filter", "Hub", "KafkaSpec", "Link", "Mart", "Metric", "ProjectConfig",
     "QuerySettings", "Report", "ReportChart", "S3Spec", "Satellite", "Schedule", "Source", "Strict", "TimeRange",
     "TimeSpec", "Vault", "Warehouse", "check_timezone", "decimal_spec", "did_you_mean", "load_config", "locate",

@@ -1,8 +1,8 @@
-"""What goes out and when: `channels:`, `reports:`, alert rules (`alerts:`) and `schedules:`."""
+"""What goes out and when: `channels:`, `reports:` and `schedules:` (alert rules are in alerting.py)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -79,56 +79,6 @@ class Report(Strict):
             for m in c.metrics:
                 if m not in self.metrics:
                     raise _at(f"charts.{i}.metrics", f"'{m}' is not one of this report's metrics")
-        return self
-
-
-class AlertRule(Strict):
-    """An anomaly rule on a metric: a mart measure (or SQL), per series of `by`, judged by a detector."""
-
-    mart: str | None = None  # the mart whose measure it watches (or `sql`)
-    measure: str | None = None  # an aggregate over the mart's columns per bucket, e.g. sum(views)
-    sql: str | None = None  # or: SQL reading {{ start }}/{{ end }}, returning bucket [, by columns], value
-    grain: str | None = None  # default: the mart's grain
-    by: list[str] = []  # one series per value (e.g. os)
-    # auto (recommended: daily cycles, level shifts, counts or ratios, stuck values) | iqr | zscore | mad |
-    # pct_change | seasonal | threshold
-    detector: Literal["auto", "iqr", "zscore", "mad", "pct_change", "seasonal", "threshold"] = "auto"
-    params: dict[str, Any] = {}  # the detector's: a, n, k, period, lag, threshold, lower, upper, min_spread, ...
-    direction: Literal["up", "down", "both"] = "both"  # which way counts as anomalous
-    min_history: int = Field(default=12, ge=0)  # buckets of history before a series is judged
-    for_: int = Field(default=1, ge=1, alias="for")  # anomalous buckets in a row before it fires
-    remind: str | None = None  # while firing, repeat every ... (e.g. "1 hour")
-    cap: int = Field(default=10, ge=1)  # messages per channel per hour; the rest go out as one digest
-    history: str = "2 days"  # how far back the detector may look (seasonal: at least k periods)
-    fill: Literal["zero", "none"] = "zero"  # a bucket without rows: 0 (counts) or missing (ratios)
-    channels: list[str] = []  # where its messages go
-    dashboard: str | None = None  # a dashboard its messages link to
-    base_url: str = "http://127.0.0.1:8050"  # where `eventmart serve` is reachable for readers
-    title: str | None = None  # its messages' title (default: the rule's name)
-
-    @model_validator(mode="after")
-    def _check(self) -> AlertRule:
-        if (self.mart is None) == (self.sql is None):
-            raise ValueError("an alert rule takes `mart` + `measure`, or `sql`")
-        if self.mart is not None and not self.measure:
-            raise _at("measure", "an alert on a mart needs `measure` (e.g. sum(views))")
-        if self.sql is not None and not self.grain:
-            raise _at("grain", "an alert with `sql` needs its `grain`")
-        for key in ("grain",):
-            if getattr(self, key):
-                parse_grain(getattr(self, key))
-        for key in ("remind", "history"):
-            if getattr(self, key):
-                try:
-                    parse_duration(getattr(self, key))
-                except ValueError as e:
-                    raise _at(key, str(e)) from None
-        from .detectors import DetectorError, check_params
-
-        try:
-            check_params(self.detector, self.params, self.direction)
-        except DetectorError as e:
-            raise _at("params", str(e)) from None
         return self
 
 

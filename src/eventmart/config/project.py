@@ -7,9 +7,10 @@ from contextvars import ContextVar
 from pydantic import PrivateAttr, model_validator
 
 from ..errors import ProjectError
+from .alerting import Alerting, AlertRule
 from .base import NAME_RE, Strict, _at, _check_name, _Problems, did_you_mean
 from .dashboards import Api, Dashboard
-from .delivery import AlertRule, Channel, Report, Schedule
+from .delivery import Channel, Report, Schedule
 from .marts import Mart
 from .runtime import QuerySettings, Warehouse
 from .sources import Source
@@ -30,6 +31,7 @@ class ProjectConfig(Strict):
     channels: dict[str, Channel] = {}  # where reports and alerts are sent
     reports: dict[str, Report] = {}  # digests of a mart, by name
     alerts: dict[str, AlertRule] = {}  # anomaly rules on marts, by name
+    alerting: Alerting = Alerting()  # where alert messages go: routes by label, grouping, mute timings, templates
     vault: Vault = Vault()  # a data vault over the sources
     api: Api = Api()  # the read API's tokens and the secret of embed links
 
@@ -87,6 +89,25 @@ class ProjectConfig(Strict):
                     raise _at(f"{where}.effective", f"'{sat.effective}' is not a timestamp column")
         return self
 
+    def _alerting(self, bad: _Problems) -> None:
+        a = self.alerting
+        for i, r in enumerate(a.routes):
+            for c in r.channels:
+                if c not in self.channels:
+                    bad.add(f"alerting.routes.{i}.channels", f"'{c}' is not a declared channel"
+                                                             f"{did_you_mean(c, self.channels)}")
+            for m in r.mute:
+                if m not in a.mute_timings:
+                    bad.add(f"alerting.routes.{i}.mute", f"'{m}' is not one of alerting.mute_timings"
+                                                         f"{did_you_mean(m, a.mute_timings)}")
+            if r.template and r.template not in a.templates:
+                bad.add(f"alerting.routes.{i}.template", f"'{r.template}' is not one of alerting.templates"
+                                                         f"{did_you_mean(r.template, a.templates)}")
+        for n, rule in self.alerts.items():
+            if rule.template and rule.template not in a.templates:
+                bad.add(f"alerts.{n}.template", f"'{rule.template}' is not one of alerting.templates"
+                                                f"{did_you_mean(rule.template, a.templates)}")
+
     @model_validator(mode="after")
     def _refs(self) -> ProjectConfig:
         with _Problems() as bad:
@@ -122,6 +143,7 @@ class ProjectConfig(Strict):
                             bad.add(f"{section}.{n}.channels", f"'{c}' is not a declared channel")
                     if item.dashboard and item.dashboard not in self.dashboards:
                         bad.add(f"{section}.{n}.dashboard", f"'{item.dashboard}' is not a declared dashboard")
+            self._alerting(bad)
             for j, job in self.schedules.items():
                 for r in job.alerts or []:
                     if r not in self.alerts:

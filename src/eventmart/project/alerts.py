@@ -48,12 +48,12 @@ class AlertCommands:
     @_locked
     def alerts_check(self, names: list[str] | None = None, now: datetime | str | None = None) -> list:
         """Evaluate rules now (or as of ``now``): judge new complete buckets, move state, notify."""
-        from ..alerts.engine import evaluate
+        from ..alerts.engine import evaluate_many
 
         names = names or list(self.config.alerts)
         for n in names:
             self._rule(n)
-        return [evaluate(self, n, _time(now, "--now")) for n in names]
+        return evaluate_many(self, names, _time(now, "--now"))
 
     @_locked
     def alerts_backtest(self, name: str, start: datetime | str, end: datetime | str):
@@ -65,6 +65,18 @@ class AlertCommands:
         if e <= s:
             raise UserError(f"--end {e} must be after --start {s}")
         return backtest(self, name, s, e)
+
+    @_locked
+    def alerts_test(self, name: str, start: datetime | str | None = None, end: datetime | str | None = None,
+                    days: int = 7):
+        """Replay a rule before switching it on: its would-be firings, where each would go, a chart (nothing sent)."""
+        from ..alerts.rehearse import rehearse
+
+        self._rule(name)
+        s, e = _time(start, "--start"), _time(end, "--end")
+        if s is not None and e is not None and e <= s:
+            raise UserError(f"--end {e} must be after --start {s}")
+        return rehearse(self, name, s, e, days)
 
     @_locked
     def alerts_evaluate(self, names: list[str] | None, labels: str, start: datetime | str, end: datetime | str,
