@@ -12,7 +12,7 @@ DEFAULT_MIN_HISTORY = 12  # buckets of history before a series is judged, for ru
 # each detector's parameters and their defaults; anything else is refused by name
 PARAMS: dict[str, dict[str, Any]] = {
     "auto": {"a": 5.5, "n": 12, "k": 7, "period": "1 day", "min_spread": 0.03, "counts": None, "stuck": 12,
-             "drop": 0.7},
+             "drop": 0.7, "routine": 2},
     "iqr": {"a": 4.0, "n": 5},
     "zscore": {"a": 3.0, "n": 20},
     "mad": {"a": 3.5, "n": 20},
@@ -46,7 +46,7 @@ def check_params(detector: str, params: dict[str, Any], direction: str = "both")
                 raise DetectorError(f"parameter {key} of {detector} must be a number, not {out[key]!r}") from None
             if out[key] < 0:
                 raise DetectorError(f"parameter {key} of {detector} must not be negative")
-    for key in ("n", "k", "min_periods", "stuck"):
+    for key in ("n", "k", "min_periods", "stuck", "routine"):
         if key in out and out[key] is not None:
             if isinstance(out[key], bool) or not float(out[key]).is_integer() or int(out[key]) < 1:
                 raise DetectorError(f"parameter {key} of {detector} must be a whole number of at least 1, "
