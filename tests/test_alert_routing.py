@@ -180,22 +180,53 @@ def test_routes_by_label_and_severity_with_a_night_mute_and_a_template(tmp_path)
 
 
 def test_a_route_groups_rules_firing_in_one_check(tmp_path):
-    counts = steady(30, spikes={20: 900})
-    rules = {n: {**RULE, "channels": [], "labels": {"team": "core"}} for n in ("views", "plays", "likes")}
-    p = counts_project(tmp_path, {"all": counts}, rules)
-    cfg = yaml.safe_load((tmp_path / "eventmart.yml").read_text())
-    cfg["alerting"] = {"routes": [{"match": {"team": "core"}, "channels": ["files"], "group_by": ["team"]}]}
-    (tmp_path / "eventmart.yml").write_text(yaml.safe_dump(cfg))
-    p.close()
-    p = Project.load(tmp_path)
-    p.run(start=T0, end=T0 + 20 * Q)
-    p.alerts_check(now=T0 + 20 * Q + timedelta(minutes=1))
-    p.run(start=T0, end=T0 + 21 * Q)
-    res = p.alerts_check(now=T0 + 21 * Q + timedelta(minutes=1))
-    assert [e.event for r in res for e in r.events] == ["fired"] * 3
-    written = list((tmp_path / "out" / "alerts" / "group").glob("*-group-3"))
-    assert len(written) == 1 and all(n in (written[0] / "index.html").read_text() for n in rules)
-    p.close()
+    """Three rules of one team fire in the same check: one message (a page, one e-mail) naming them all, each
+    rule's chart inline."""
+    from email import message_from_bytes, policy
+
+    from aiosmtpd.controller import Controller
+
+    from pgserver import free_port
+
+    got: list = []
+
+    class Handler:
+        async def handle_DATA(self, server, session, envelope):
+            got.append(envelope)
+            return "250 OK"
+
+    port = free_port()
+    smtp = Controller(Handler(), hostname="127.0.0.1", port=port)
+    smtp.start()
+    try:
+        counts = steady(30, spikes={20: 900})
+        rules = {n: {**RULE, "channels": [], "labels": {"team": "core"}} for n in ("views", "plays", "likes")}
+        p = counts_project(tmp_path, {"all": counts}, rules)
+        cfg = yaml.safe_load((tmp_path / "eventmart.yml").read_text())
+        cfg["channels"]["mail"] = {"type": "email", "host": "127.0.0.1", "port": port, "security": "none",
+                                   "from": "alerts@example.invalid", "to": ["core@example.invalid"]}
+        cfg["alerting"] = {"routes": [{"match": {"team": "core"}, "channels": ["files", "mail"],
+                                       "group_by": ["team"]}]}
+        (tmp_path / "eventmart.yml").write_text(yaml.safe_dump(cfg))
+        p.close()
+        p = Project.load(tmp_path)
+        p.run(start=T0, end=T0 + 20 * Q)
+        p.alerts_check(now=T0 + 20 * Q + timedelta(minutes=1))
+        p.run(start=T0, end=T0 + 21 * Q)
+        res = p.alerts_check(now=T0 + 21 * Q + timedelta(minutes=1))
+        assert [e.event for r in res for e in r.events] == ["fired"] * 3
+        written = list((tmp_path / "out" / "alerts" / "group").glob("*-group-3"))
+        assert len(written) == 1 and all(n in (written[0] / "index.html").read_text() for n in rules)
+        assert sorted(f.name for f in written[0].glob("*.png")) == [f"alert-{n}-all.png" for n in sorted(rules)]
+        (env,) = got  # one e-mail for the three
+        msg = message_from_bytes(env.original_content, policy=policy.default)
+        assert msg["Subject"].startswith("🔴 3 firing: likes, plays, views")
+        html = msg.get_body(preferencelist=("html",)).get_content()
+        cids = [part["Content-ID"].strip("<>") for part in msg.walk() if part.get_content_type() == "image/png"]
+        assert len(cids) == 3 and all(f"cid:{c}" in html for c in cids)
+        p.close()
+    finally:
+        smtp.stop()
 
 
 @pytest.mark.parametrize("alerting, where", [

@@ -159,7 +159,7 @@ def test_fires_once_resolves_once_with_hysteresis(tmp_path, engine):
     fired = [r for r in hist if r[3] == "fired"][0]
     assert fired[5] == 430 and fired[7] < 430  # value above the upper bound
     page = (tmp_path / "out" / "alerts" / "r")
-    assert len(list(page.glob("*-fired-all/alert-all.png"))) == 1
+    assert len(list(page.glob("*-fired-all/alert-r-all.png"))) == 1
     p.close()
 
 

@@ -32,6 +32,7 @@ def recent(tmp_path):
     start = floor_time(utcnow(), 86400) - 3 * DAY
     cfg = events_config()
     cfg["schedules"] = {"nightly": {"cron": "15 3 * * *"}}
+    cfg["alerts"] = {"volume": {"mart": "by_topic", "measure": "sum(events)"}}
     events = random_events(1500, seed=21, start=start, hours=72)
     write_events_csv(tmp_path / "data" / "e.csv", events[:1000])
     write_project(tmp_path, cfg)
@@ -76,6 +77,11 @@ def test_the_cli_works_while_serve_owns_the_warehouse(recent):
         assert r.returncode == 0, r.stderr
         r = cli("status", project=d)
         assert r.returncode == 0 and "by_topic" in r.stdout
+        # a rule tried before it is switched on: replayed by the server, its chart written here
+        r = subprocess.run([sys.executable, "-m", "eventmart", "alerts", "test", "volume", "--png",
+                            str(d / "volume.png"), "-p", str(d)], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and "would have fired" in r.stdout, r.stdout + r.stderr
+        assert (d / "volume.png").read_bytes()[:4] == b"\x89PNG"
         # a user error from the server comes back as one line, exit 2
         r = cli("run", "nope", "--start", "2024-01-01", "--end", "2024-01-02", project=d)
         assert r.returncode == 2 and r.stderr.startswith("error: unknown mart 'nope'")

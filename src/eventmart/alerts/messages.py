@@ -233,7 +233,7 @@ def _chart(project: Workspace, name: str, rule: AlertRule, key: str, t: datetime
     v = judge(project, name, rule, end - timedelta(hours=24), end)
     j = v.series.keys.index(key) if key in v.series.keys else 0
     return render(f"{rule.title or name}" + ("" if key == ALL else f" ({key})"), v.series.times,
-                  v.series.values[:, j], v.lower[:, j], v.upper[:, j], v.anomalous[:, j], f"alert-{_slug(key)}.png",
+                  v.series.values[:, j], v.lower[:, j], v.upper[:, j], v.anomalous[:, j], f"alert-{_slug(name)}-{_slug(key)}.png",
                   [(since, end)] if since else ())
 
 

@@ -32,13 +32,14 @@ TOKEN_HEADER = "X-Eventmart-Token"
 # what another process may ask the server to do: the commands, nothing else
 METHODS = ("check", "unloaded", "bad_files", "run_window", "ingest", "ingests", "undo_ingest", "rejects", "replay_rejects", "run", "backfill", "plan_backfill", "status", "query", "reset",
            "runs", "backup", "report", "alerts_check", "alerts_evaluate", "alerts_tune", "alerts_silence", "alerts_silences", "alerts_unsilence",
-           "alerts_history", "alerts_state",
+           "alerts_history", "alerts_state", "alerts_test",
            "alerts_backtest", "vault_load", "vault_status", "vault_reset", "lag")
 
 
 def _types() -> dict[str, type]:
     from ..alerts.engine import EvalResult, Event, Incident, Series, Verdicts
     from ..alerts.evaluate import Score, Tuning
+    from ..alerts.rehearse import Firing, Rehearsal
     from ..backup import BackupResult
     from ..delivery.charts import Chart
     from ..ledger import RunResult
@@ -50,7 +51,8 @@ def _types() -> dict[str, type]:
 
     return {t.__name__: t for t in (RunResult, MartStatus, IngestResult, QueryResult, BackupResult,
                                              ReportResult, Delivery, EvalResult, Event, Incident, Series,
-                                             Verdicts, Chart, UndoResult, Score, Tuning, LoadResult)}
+                                             Verdicts, Chart, UndoResult, Score, Tuning, LoadResult, Rehearsal,
+                                             Firing)}
 
 
 def encode(v: Any) -> Any:
