@@ -134,7 +134,12 @@ def _no_data(project: Workspace, name: str, rule, state: dict[str, RuleState], r
     if stalled and st.state != "NODATA":
         state[NODATA_KEY] = RuleState("NODATA", now, 0, newest, now)
         if rule.no_data == "alert":
-            res.events.append(Event(name, NODATA_KEY, "nodata", newest))
+            # the last day of its (first) series, the silence since the newest event drawn as the band
+            keys = [k for k in state if k not in PSEUDO] or [ALL]
+            drawn = newest is not None and targets(project.config, name, rule)
+            chart = _chart(project, name, rule, keys[0], complete - timedelta(seconds=g), newest, "no data") \
+                if drawn else None
+            res.events.append(Event(name, NODATA_KEY, "nodata", newest, chart=chart))
     elif not stalled and st.state == "NODATA":
         if rule.no_data == "alert":
             res.events.append(Event(name, NODATA_KEY, "resolved", newest))

@@ -224,17 +224,26 @@ def _slug(s: str) -> str:
 
 
 def _chart(project: Workspace, name: str, rule: AlertRule, key: str, t: datetime,
-           since: datetime | None = None) -> Chart:
-    """The last 24 h of the series with its bounds, anomalous buckets marked, the incident ([since, t]) a band."""
+           since: datetime | None = None, what: str | None = None) -> Chart | None:
+    """The last 24 h of the series with its bounds, anomalous buckets marked, the incident ([since, t]) a band
+    (None when the rule has no series to draw)."""
     from .judge import judge  # the chart shows what the engine judged
 
     g = rule_grain(project, rule)
     end = t + timedelta(seconds=g)
     v = judge(project, name, rule, end - timedelta(hours=24), end)
+    if not v.series.keys:
+        return None
     j = v.series.keys.index(key) if key in v.series.keys else 0
-    return render(f"{rule.title or name}" + ("" if key == ALL else f" ({key})"), v.series.times,
-                  v.series.values[:, j], v.lower[:, j], v.upper[:, j], v.anomalous[:, j], f"alert-{_slug(name)}-{_slug(key)}.png",
-                  [(since, end)] if since else ())
+    key = v.series.keys[j]
+    title = f"{rule.title or name}" + ("" if key == ALL else f" ({key})") + (f": {what}" if what else "")
+    values, lower, upper, anomalous = v.series.values[:, j], v.lower[:, j], v.upper[:, j], v.anomalous[:, j]
+    if what == "no data" and since is not None:  # after the newest event there is nothing, not zeros to judge
+        after = np.asarray(v.series.times, dtype=object) >= since
+        values, lower, upper = (np.where(after, np.nan, a) for a in (values, lower, upper))
+        anomalous = anomalous & ~after
+    return render(title, v.series.times, values, lower, upper, anomalous,
+                  f"alert-{_slug(name)}-{_slug(key)}.png", [(since, end)] if since else ())
 
 
 def render(title: str, times, values, lower, upper, anomalous, filename: str, spans=()) -> Chart:
