@@ -303,6 +303,20 @@ def test_what_happens_at_that_time_most_days_is_not_news():
     assert len([t for t in off_fired if t in night and t != big]) >= 4
 
 
+def test_a_drop_next_to_a_daily_step_is_news():
+    """Routine is measured in excursions from what was expected, not in raw values: a square wave (20 at night,
+    100 from 09:00 to 18:00) that falls to 2 from 09:15 one day fires, though values nearly as low sat 30 minutes
+    earlier every day."""
+    idx = pd.date_range("2025-03-03", periods=14 * 96, freq="15min")
+    rng = np.random.default_rng(5)
+    day = (idx.hour >= 9) & (idx.hour < 18)
+    s = pd.Series(np.where(day, 100.0, 20.0) + rng.normal(0, 1.0, len(idx)), index=idx)
+    bad = (idx >= pd.Timestamp("2025-03-13 09:15")) & (idx < pd.Timestamp("2025-03-13 12:00"))
+    s[bad] = 2.0 + rng.normal(0, 1.0, bad.sum())
+    out = detect(s)
+    assert out["anomalous"][bad].iloc[0], out[bad].head()  # at its first bucket
+
+
 def test_auto_learns_a_level_shift_and_goes_quiet():
     s = poisson(800, level=200, seed=6)
     s.iloc[400:] = np.random.default_rng(1).poisson(400, 400)

@@ -121,21 +121,23 @@ def _auto(x: np.ndarray, grain_seconds: int, p: dict) -> tuple[np.ndarray, ...]:
     return expected, lower, upper, judgeable, stuck, routine
 
 
-_ROUTINE_SHARE = 0.6  # an earlier day's excursion counts when it went at least this share of the way
+_ROUTINE_SHARE = 0.5  # an earlier day's excursion counts when it went at least this share of the way
 
 
 def _routine(x: np.ndarray, expected: np.ndarray, period: int, days: int, back: int) -> np.ndarray:
-    """True where a value as far from the expected one (at least ``_ROUTINE_SHARE`` of the way, the same side)
-    was seen around the same time of day — within a quarter of an hour, or a bucket — on ``days`` or more of the
-    last ``back`` days: a nightly batch job's CPU, a daily report's burst of traffic, a backup's dip. What
-    happens at that time most days is not news, however far it is from the recent level."""
-    h = max(1, period // 96)
+    """True where an excursion from the expected value at least ``_ROUTINE_SHARE`` as large, on the same side, was
+    seen around the same time of day — within half an hour (six buckets at most), or a bucket — on ``days`` or more of the last ``back``
+    days: a nightly batch job's CPU, a daily report's burst of traffic, a backup's dip. What happens at that time
+    most days is not news, however far it is from the recent level. Excursions are measured from what was expected
+    at their own time, so a daily shape the model already follows (a step at 09:00) vetoes nothing."""
+    h = min(max(1, period // 48), 6)  # at most 13 buckets a day: more, and noise alone would reach that far
     with np.errstate(invalid="ignore"):
-        reach = expected + _ROUTINE_SHARE * (x - expected)
-        up = x > expected
-    # extremes of the 2h+1 buckets around t - i·period: the trailing window ending at t - i·period + h
-    hi = _moving(bn.move_max, x, 2 * h + 1, 1)
-    lo = _moving(bn.move_min, x, 2 * h + 1, 1)
+        resid = x - expected
+        reach = _ROUTINE_SHARE * resid
+        up = resid > 0
+    # extremes of the 2h+1 residuals around t - i·period: the trailing window ending at t - i·period + h
+    hi = _moving(bn.move_max, resid, 2 * h + 1, 1)
+    lo = _moving(bn.move_min, resid, 2 * h + 1, 1)
     seen = np.zeros(x.shape, dtype=np.int16)
     down = ~up
     with np.errstate(invalid="ignore"):
