@@ -309,6 +309,9 @@ def test_alerts_test_replays_a_rule_with_routes_mutes_and_a_chart(tmp_path):
                                text=True, cwd=tmp_path)
         assert "2 alert(s) would have fired" in table.stdout and "muted by nights" in table.stdout
         assert (tmp_path / "pay-test.png").exists()
+        late = subprocess.run([exe, "alerts", "test", "pay", "--start", "2030-01-01"], capture_output=True, text=True,
+                              cwd=tmp_path)
+        assert late.returncode == 2 and "is not before the end of the data" in late.stderr
     finally:
         for s in (tg, slack, hook):
             s.close()

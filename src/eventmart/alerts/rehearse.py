@@ -51,6 +51,9 @@ def rehearse(project: Workspace, name: str, start: datetime | None = None, end: 
             raise UserError(f"alerts.{name}: mart {rule.mart} has not been built yet; run `eventmart run` first "
                             "(or give --start and --end)")
     start = start or end - timedelta(days=days)
+    if start >= end:
+        raise UserError(f"alerts test {name}: --start {start} is not before the end of the data, {end}; give an "
+                        "earlier --start (or --end)")
     v, incs = backtest(project, name, start, end)
     times, keys = v.series.times, v.series.keys
     firings = []
