@@ -50,10 +50,11 @@ def test_top_n_per_breakdown_picks_up_new_values_and_groups_what_fires_together(
 def test_no_data_is_an_alert_once_and_data_back_resolves_it(tmp_path):
     hook = Recorder(webhook_handler(SECRET))
     try:
-        rule = {**RULE, "channels": ["hook", "files"], "no_data_after": "1 hour"}
+        rule = {**RULE, "channels": ["hook", "files"], "no_data_after": "1 hour", "dashboard": "d"}
+        dash = {"d": {"title": "d", "charts": {"n": {"type": "kpi", "mart": "m15", "measure": "n"}}}}
         p = counts_project(tmp_path, {"all": steady(40)}, {"r": rule},
                            channels={"hook": {"type": "webhook", "url": hook.url + "/in", "secret": SECRET},
-                                     "files": {"type": "file", "path": "files"}})
+                                     "files": {"type": "file", "path": "files"}}, extra={"dashboards": dash})
         run_until(p, "r", 39)
         p.run(start=T0, end=T0 + 40 * Q)
         assert hook.calls == []
@@ -63,6 +64,8 @@ def test_no_data_is_an_alert_once_and_data_back_resolves_it(tmp_path):
         assert p.alerts_check(now=T0 + 40 * Q + timedelta(minutes=90))[0].events == []
         body = hook.calls[0]["body"]
         assert hook.calls[0]["signed"] and body["event"] == "nodata" and body["series"] == "(nodata)"
+        assert body["dashboard_url"].startswith("http://127.0.0.1:8050/d/d/?from=") and "nodata" not in \
+            body["dashboard_url"]  # the dashboard around the silence, not filtered by the pseudo-series
         # the notice carries the last day's chart, the silence since the newest event as its band
         page = next((tmp_path / "files").glob("alerts/r/*-nodata-*/index.html"), None)
         assert page is not None and "alert-r-all.png" in page.read_text()

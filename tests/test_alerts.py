@@ -101,7 +101,7 @@ def test_threshold_and_direction():
 
 
 def counts_project(tmp, counts: dict[str, list[int]], rules: dict, channels: dict | None = None,
-                   warehouse: dict | None = None):
+                   warehouse: dict | None = None, extra: dict | None = None):
     """Events whose count per 15-minute bucket and os is given; a 15-minute mart; alert rules."""
     rng = np.random.default_rng(0)
     events, eid = [], 1
@@ -121,7 +121,7 @@ def counts_project(tmp, counts: dict[str, list[int]], rules: dict, channels: dic
                                            "time": {"column": "ts", "unit": "ms"}, "key": ["id"]}},
            "marts": {"m15": {"from": "ev", "grain": "15 minutes", "dimensions": ["dt", "os"],
                              "measures": {"n": "count()"}}},
-           "channels": channels or {"files": {"type": "file", "path": "out"}}, "alerts": rules}
+           "channels": channels or {"files": {"type": "file", "path": "out"}}, "alerts": rules, **(extra or {})}
     write_project(tmp, cfg)
     p = Project.load(tmp)
     p.ingest("ev")

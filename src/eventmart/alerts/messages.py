@@ -15,7 +15,7 @@ from ..delivery.channels import Message
 from ..delivery.charts import Chart
 from ..timeutil import fmt, utcnow
 from .series import ALL, rule_grain
-from .store import ERROR_KEY, NODATA_KEY
+from .store import ERROR_KEY, NODATA_KEY, PSEUDO
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
@@ -43,7 +43,7 @@ def dashboard_link(rule: AlertRule, series: str, t: datetime | None) -> str | No
         return None
     q = [("from", (t - timedelta(hours=12)).strftime("%Y-%m-%dT%H:%M")),
          ("to", (t + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M"))]
-    if series not in (ALL, "(data)"):
+    if series not in (ALL, *PSEUDO):  # a pseudo-series (late, no data, error) filters nothing
         q += [tuple(part.split("=", 1)) for part in series.split(", ")]
     return f"{rule.base_url.rstrip('/')}/d/{rule.dashboard}/?{urllib.parse.urlencode(q)}"
 
@@ -66,7 +66,7 @@ def explore_link(project: Workspace, rule: AlertRule, series: str, since: dateti
     context = max(end - start, timedelta(hours=6))
     q += [("from", fmt_minute(start - context)), ("to", fmt_minute(end + context / 3)),
           ("band_from", fmt_minute(start)), ("band_to", fmt_minute(end))]
-    if series not in (ALL, "(data)"):
+    if series not in (ALL, *PSEUDO):  # a pseudo-series (late, no data, error) filters nothing
         q += [tuple(part.split("=", 1)) for part in series.split(", ")]
     return f"{(base or rule.base_url).rstrip('/')}/explore/?{urllib.parse.urlencode(q)}"
 
