@@ -312,6 +312,10 @@ def test_alerts_test_replays_a_rule_with_routes_mutes_and_a_chart(tmp_path):
                                text=True, cwd=tmp_path)
         assert "2 alert(s) would have fired" in table.stdout and "muted by nights" in table.stdout
         assert (tmp_path / "pay-test.png").exists()
+        # the backtest's --png draws the same chart
+        bt = subprocess.run([exe, "alerts", "backtest", "pay", "--start", str(T0 + 12 * Q), "--end", str(T0 + 30 * Q),
+                             "--png", str(tmp_path / "bt.png")], capture_output=True, text=True, cwd=tmp_path)
+        assert bt.returncode == 0 and (tmp_path / "bt.png").read_bytes() == (tmp_path / "pay.png").read_bytes()
         late = subprocess.run([exe, "alerts", "test", "pay", "--start", "2030-01-01"], capture_output=True, text=True,
                               cwd=tmp_path)
         assert late.returncode == 2 and "is not before the end of the data" in late.stderr

@@ -207,16 +207,10 @@ def _build(key: str, head: str, lines: list[str], links: list[tuple[str, str]], 
 
 def digest_message(channel: str, held: list[tuple]) -> Message:
     """What a channel's cap or mute held back: (rule, series, event, bucket) each."""
-    import html
-
     head = f"🧾 {len(held)} alert message(s) held back (hourly cap or mute timing)"
     lines = [f"{rule}: {ev} {series} at {fmt(b) if b else '—'} UTC" for rule, series, ev, b in held]
-    text = "\n".join([head, *lines])
-    tg = "\n".join([f"<b>{html.escape(head)}</b>"] + [html.escape(x) for x in lines])
-    return Message(f"alerts/_digest/{channel}-{utcnow():%Y%m%dT%H%M%S}", head, tg, text,
-                   lambda src: f"<!doctype html><html><body><h3>{html.escape(head)}</h3>"
-                   + "".join(f"<p>{html.escape(x)}</p>" for x in lines) + "</body></html>",
-                   lambda base: {"text": text[:3000]}, {"channel": channel, "held": [list(map(str, h)) for h in held]})
+    return _build(f"alerts/_digest/{channel}-{utcnow():%Y%m%dT%H%M%S}", head, lines, [], [],
+                  {"channel": channel, "held": [list(map(str, h)) for h in held]})
 
 
 def _slug(s: str) -> str:

@@ -71,10 +71,16 @@ def rehearse(project: Workspace, name: str, start: datetime | None = None, end: 
             words = _templated(project, t.template, head, lines, fields)[0]
             deliveries.append((t.channel, f"held: muted by {mute}" if mute else "sent", words))
         firings.append(Firing(inc.series, at, inc.end, value, deliveries))
-    chart = None
-    if keys and times:
-        j = max(range(len(keys)), key=lambda j: int(v.anomalous[:, j].sum()))
-        spans = [(x.start, x.end or times[-1] + timedelta(seconds=g)) for x in incs if x.series == keys[j]]
-        chart = render(f"{rule.title or name}" + ("" if len(keys) == 1 else f" ({keys[j]})"), times,
-                       v.series.values[:, j], v.lower[:, j], v.upper[:, j], v.anomalous[:, j], f"{name}.png", spans)
-    return Rehearsal(name, start, end, v, incs, firings, chart)
+    return Rehearsal(name, start, end, v, incs, firings, replay_chart(rule.title or name, v, incs, f"{name}.png"))
+
+
+def replay_chart(title: str, v: Verdicts, incs: list[Incident], filename: str) -> Chart | None:
+    """The replayed series with the most anomalous buckets: its bounds, anomalous buckets and incidents as bands."""
+    times, keys = v.series.times, v.series.keys
+    if not keys or not times:
+        return None
+    j = max(range(len(keys)), key=lambda j: int(v.anomalous[:, j].sum()))
+    end = times[-1] + timedelta(seconds=v.series.grain)
+    spans = [(x.start, x.end or end) for x in incs if x.series == keys[j]]
+    return render(title + ("" if len(keys) == 1 else f" ({keys[j]})"), times, v.series.values[:, j], v.lower[:, j],
+                  v.upper[:, j], v.anomalous[:, j], filename, spans)

@@ -111,14 +111,12 @@ def alerts_backtest(
             t.add_row(x.series, fmt(x.start), fmt(x.end) if x.end else "(open)", f"{x.minutes(times[-1]):.0f}")
         out.print(t)
     if png:
-        from ..alerts.engine import render
+        from ..alerts.rehearse import replay_chart
 
-        j = max(range(len(keys)), key=lambda j: int(v.anomalous[:, j].sum())) if keys else 0
-        spans = [(x.start, x.end or times[-1]) for x in incs if x.series == keys[j]]
-        chart = render(f"{rule} ({keys[j]})", times, v.series.values[:, j], v.lower[:, j], v.upper[:, j],
-                       v.anomalous[:, j], png.name, spans)
-        png.write_bytes(chart.png)
-        err.print(f"wrote {png} (series {keys[j]})")
+        chart = replay_chart(rule, v, incs, png.name)
+        if chart is not None:
+            png.write_bytes(chart.png)
+            err.print(f"wrote {png} ({chart.title})")
 
 
 @alerts_app.command("test")
