@@ -1,4 +1,5 @@
-"""Loopback stand-ins for the Telegram Bot API and Slack/webhook receivers: real HTTP, strict checks.
+"""Loopback stand-ins for the Telegram Bot API, Slack/webhook receivers and an SMTP server: real protocols, strict
+checks.
 
 The Telegram stand-in checks what the real Bot API requires of these methods (path /bot<token>/<method>,
 chat_id, text length, HTML parse mode with only the supported tags, photos as multipart file parts
@@ -13,6 +14,8 @@ import hmac
 import json
 import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from email import policy
 from email.parser import BytesParser
 from html.parser import HTMLParser
@@ -194,3 +197,26 @@ def webhook_handler(secret: str):
             return self.reply(200 if hmac.compare_digest(sig, want) else 401, {"ok": True})
 
     return WebhookHandler
+
+
+@contextmanager
+def smtp_inbox() -> Iterator[tuple[int, list]]:
+    """A real SMTP server (aiosmtpd) on a free loopback port, no TLS or login: yields (port, the envelopes it got)."""
+    from aiosmtpd.controller import Controller
+
+    from pgserver import free_port
+
+    got: list = []
+
+    class Handler:
+        async def handle_DATA(self, server, session, envelope):
+            got.append(envelope)
+            return "250 OK"
+
+    port = free_port()
+    smtp = Controller(Handler(), hostname="127.0.0.1", port=port)
+    smtp.start()
+    try:
+        yield port, got
+    finally:
+        smtp.stop()

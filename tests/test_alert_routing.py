@@ -13,7 +13,7 @@ import yaml
 from test_alerts import RULE, T0, TOKEN, Q, counts_project, run_until, steady
 
 from eventmart import Project, ProjectError
-from fakes import Recorder, SlackHandler, TelegramHandler, webhook_handler
+from fakes import Recorder, SlackHandler, TelegramHandler, smtp_inbox, webhook_handler
 from helpers import ms
 
 SECRET = "whsec-0123456789abcdef"
@@ -191,21 +191,7 @@ def test_a_route_groups_rules_firing_in_one_check(tmp_path):
     rule's chart inline."""
     from email import message_from_bytes, policy
 
-    from aiosmtpd.controller import Controller
-
-    from pgserver import free_port
-
-    got: list = []
-
-    class Handler:
-        async def handle_DATA(self, server, session, envelope):
-            got.append(envelope)
-            return "250 OK"
-
-    port = free_port()
-    smtp = Controller(Handler(), hostname="127.0.0.1", port=port)
-    smtp.start()
-    try:
+    with smtp_inbox() as (port, got):
         counts = steady(30, spikes={20: 900})
         rules = {n: {**RULE, "channels": [], "labels": {"team": "core"}} for n in ("views", "plays", "likes")}
         p = counts_project(tmp_path, {"all": counts}, rules)
@@ -232,8 +218,6 @@ def test_a_route_groups_rules_firing_in_one_check(tmp_path):
         cids = [part["Content-ID"].strip("<>") for part in msg.walk() if part.get_content_type() == "image/png"]
         assert len(cids) == 3 and all(f"cid:{c}" in html for c in cids)
         p.close()
-    finally:
-        smtp.stop()
 
 
 @pytest.mark.parametrize("alerting, where", [

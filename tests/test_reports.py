@@ -17,7 +17,7 @@ import yaml
 from eventmart import Project
 from eventmart.examples import HERE, generate_feed
 from eventmart.reports import send_report
-from fakes import Recorder, SlackHandler, TelegramHandler, webhook_handler
+from fakes import Recorder, SlackHandler, TelegramHandler, smtp_inbox, webhook_handler
 from pgserver import free_port
 
 TOKEN = "123456789:AAbbCCddEEffGGhhIIjjKKllMMnnOOppQQr"  # the Bot API's shape; a test value
@@ -147,56 +147,45 @@ def test_a_failing_channel_is_recorded_and_the_others_still_deliver(feed, tmp_pa
     d, _, _ = feed
     tg, slack = Recorder(TelegramHandler), Recorder(SlackHandler)
     tg.script = [(502, {"ok": False, "error_code": 502, "description": "Bad Gateway"}, {})] * 3
-    got: list = []
-    from aiosmtpd.controller import Controller
-
-    class Handler:
-        async def handle_DATA(self, server, session, envelope):
-            got.append(envelope)
-            return "250 OK"
-
-    port = free_port()
-    smtp = Controller(Handler(), hostname="127.0.0.1", port=port)
-    smtp.start()
     slept: list[float] = []
-    try:
-        proj = with_channels(d, {
-            "tg": {"type": "telegram", "token": TOKEN, "chat_id": "7", "api_base": tg.url, "retries": 2,
-                   "backoff": 0.5},
-            "slack": {"type": "slack", "webhook": f"{slack.url}/services/T0/B0/XYZ",
-                      "image_base_url": "https://reports.example.invalid"},
-            "mail": {"type": "email", "host": "127.0.0.1", "port": port, "security": "none",
-                     "from": "digest@example.invalid", "to": ["team@example.invalid"]},
-        }, tmp_path / "p")
-        with Project.load(proj) as p:
-            res = send_report(p, "daily", DAY, sleep=slept.append)
-            failed = p.runs(failed=True).rows
-        status = {x.channel: x.status for x in res.deliveries}
-        assert status == {"tg": "failed", "slack": "ok", "mail": "ok"}
-        assert slept == [0.5, 1.0]  # backoff doubles; 3 attempts in all
-        reason = res.deliveries[0].detail
-        assert "502" in reason and TOKEN not in reason and TOKEN.split(":")[1] not in reason
-        assert [(r[1], r[4]) for r in failed] == [("_report:daily:tg", "failed")]
-        assert TOKEN.split(":")[1] not in failed[0][9]
-        # Slack: blocks with the figures and links to the charts
-        body = slack.calls[0]["body"]
-        assert body["blocks"][0]["type"] == "header"
-        images = [b["image_url"] for b in body["blocks"] if b["type"] == "image"]
-        assert images == [f"https://reports.example.invalid/daily/{DAY}/chart-{k}.png" for k in range(1, 5)]
-        # e-mail: HTML with the charts inline, each referenced by its Content-ID
-        (env,) = got
-        assert env.rcpt_tos == ["team@example.invalid"]
-        msg = email.message_from_bytes(env.original_content, policy=policy.default)
-        assert msg["Subject"] == f"Feed & messenger — daily digest — {DAY}"
-        html_part = msg.get_body(preferencelist=("html",))
-        html = html_part.get_content()
-        cids = [part["Content-ID"].strip("<>") for part in msg.walk() if part.get_content_type() == "image/png"]
-        assert len(cids) == 4 and all(f"cid:{c}" in html for c in cids)
-        assert msg.get_body(preferencelist=("plain",)).get_content().startswith("Feed & messenger — daily digest")
-    finally:
-        tg.close()
-        slack.close()
-        smtp.stop()
+    with smtp_inbox() as (port, got):
+        try:
+            proj = with_channels(d, {
+                "tg": {"type": "telegram", "token": TOKEN, "chat_id": "7", "api_base": tg.url, "retries": 2,
+                       "backoff": 0.5},
+                "slack": {"type": "slack", "webhook": f"{slack.url}/services/T0/B0/XYZ",
+                          "image_base_url": "https://reports.example.invalid"},
+                "mail": {"type": "email", "host": "127.0.0.1", "port": port, "security": "none",
+                         "from": "digest@example.invalid", "to": ["team@example.invalid"]},
+            }, tmp_path / "p")
+            with Project.load(proj) as p:
+                res = send_report(p, "daily", DAY, sleep=slept.append)
+                failed = p.runs(failed=True).rows
+            status = {x.channel: x.status for x in res.deliveries}
+            assert status == {"tg": "failed", "slack": "ok", "mail": "ok"}
+            assert slept == [0.5, 1.0]  # backoff doubles; 3 attempts in all
+            reason = res.deliveries[0].detail
+            assert "502" in reason and TOKEN not in reason and TOKEN.split(":")[1] not in reason
+            assert [(r[1], r[4]) for r in failed] == [("_report:daily:tg", "failed")]
+            assert TOKEN.split(":")[1] not in failed[0][9]
+            # Slack: blocks with the figures and links to the charts
+            body = slack.calls[0]["body"]
+            assert body["blocks"][0]["type"] == "header"
+            images = [b["image_url"] for b in body["blocks"] if b["type"] == "image"]
+            assert images == [f"https://reports.example.invalid/daily/{DAY}/chart-{k}.png" for k in range(1, 5)]
+            # e-mail: HTML with the charts inline, each referenced by its Content-ID
+            (env,) = got
+            assert env.rcpt_tos == ["team@example.invalid"]
+            msg = email.message_from_bytes(env.original_content, policy=policy.default)
+            assert msg["Subject"] == f"Feed & messenger — daily digest — {DAY}"
+            html_part = msg.get_body(preferencelist=("html",))
+            html = html_part.get_content()
+            cids = [part["Content-ID"].strip("<>") for part in msg.walk() if part.get_content_type() == "image/png"]
+            assert len(cids) == 4 and all(f"cid:{c}" in html for c in cids)
+            assert msg.get_body(preferencelist=("plain",)).get_content().startswith("Feed & messenger — daily digest")
+        finally:
+            tg.close()
+            slack.close()
 
 
 def test_webhook_is_signed(feed, tmp_path):
